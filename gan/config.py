@@ -1,0 +1,168 @@
+"""The one configuration schema: `params.yaml` validated by pydantic.
+
+Every entry point (the `python -m gan` stage commands run by DVC, and the
+Prefect flow) goes through :func:`load_params`, so a typo stops the run before
+any stage does work, with a message naming the key, the value and what is
+allowed.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+
+class _Section(BaseModel):
+    # strict: YAML already gives typed values, so "5" for an int or `yes` for a
+    # number is a mistake to report, not to coerce. Ints are accepted as floats.
+    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
+
+
+class DataConfig(_Section):
+    dataset: Literal["fashion-mnist", "mnist"] = "fashion-mnist"
+    mirrors: list[str] = Field(
+        default_factory=list,
+        description="Extra mirror base URLs (https://, http://, file://) tried before the built-in ones.",
+    )
+    limit_train: int = Field(0, ge=0, description="Keep only the first N training images (0 = all).")
+    limit_test: int = Field(0, ge=0, description="Keep only the first N test images (0 = all).")
+    connect_timeout: float = Field(3.0, gt=0, le=300)
+    read_timeout: float = Field(30.0, gt=0, le=3600)
+    retries: int = Field(3, ge=1, le=20, description="Attempts per mirror for transient errors.")
+
+
+class ModelConfig(_Section):
+    arch: Literal["mlp", "dcgan"] = "dcgan"
+    z_dim: int = Field(100, ge=1, le=4096)
+    hidden: int = Field(128, ge=1, le=65536, description="mlp: hidden units (the textbook uses 128).")
+    channels: int = Field(64, ge=4, le=1024, description="dcgan: base channel count of G and D.")
+
+
+class TrainConfig(_Section):
+    seed: int = Field(0, ge=0)
+    epochs: int = Field(5, ge=1, le=10000)
+    batch_size: int = Field(128, ge=1, le=65536)
+    lr_g: float = Field(2e-4, gt=0, le=1)
+    lr_d: float = Field(2e-4, gt=0, le=1)
+    beta1: float = Field(0.5, ge=0, lt=1)
+    beta2: float = Field(0.999, ge=0, lt=1)
+    device: str = Field("auto", pattern=r"^(auto|cpu|cuda(:\d+)?|mps)$")
+    checkpoint_every: int = Field(
+        0, ge=0, description="Also checkpoint every N steps (0 = only at the end of each epoch)."
+    )
+    log_flush_every: int = Field(
+        50, ge=1, description="Steps between host syncs that write the per-step log (every step is logged)."
+    )
+
+
+class ClassifierConfig(_Section):
+    seed: int = Field(0, ge=0)
+    epochs: int = Field(2, ge=1, le=1000)
+    batch_size: int = Field(128, ge=1, le=65536)
+    lr: float = Field(1e-3, gt=0, le=1)
+
+
+class EvaluateConfig(_Section):
+    seed: int = Field(1234, ge=0)
+    n_samples: int = Field(10000, ge=2, le=1_000_000)
+    batch_size: int = Field(500, ge=1, le=65536)
+
+
+class ExportConfig(_Section):
+    seed: int = Field(4321, ge=0)
+    n_png: int = Field(64, ge=0, le=100_000)
+    n_npz: int = Field(10000, ge=1, le=1_000_000)
+
+
+class Params(_Section):
+    data: DataConfig = Field(default_factory=DataConfig)
+    model: ModelConfig = Field(default_factory=ModelConfig)
+    train: TrainConfig = Field(default_factory=TrainConfig)
+    classifier: ClassifierConfig = Field(default_factory=ClassifierConfig)
+    evaluate: EvaluateConfig = Field(default_factory=EvaluateConfig)
+    export: ExportConfig = Field(default_factory=ExportConfig)
+
+
+class ConfigError(ValueError):
+    """params.yaml (or an override) is invalid; the message says where and why."""
+
+
+def _describe_allowed(model: type[BaseModel], loc: tuple) -> str:
+    """List the keys allowed at `loc` (for unknown-key errors)."""
+    for part in loc[:-1]:
+        field = model.model_fields.get(str(part))
+        if field is None or not isinstance(field.annotation, type) or not issubclass(field.annotation, BaseModel):
+            return ""
+        model = field.annotation
+    return ", ".join(model.model_fields)
+
+
+def _format_errors(err: ValidationError, source: str) -> str:
+    lines = [f"{source}: {err.error_count()} invalid setting(s); no stage was run."]
+    for e in err.errors():
+        key = ".".join(str(p) for p in e["loc"])
+        value = e.get("input")
+        if e["type"] == "extra_forbidden":
+            allowed = _describe_allowed(Params, e["loc"])
+            lines.append(f"  - {key} = {value!r}: unknown key (allowed here: {allowed})")
+        else:
+            lines.append(f"  - {key} = {value!r}: {e['msg']}")
+    return "\n".join(lines)
+
+
+def parse_override(text: str) -> tuple[list[str], Any]:
+    """`train.epochs=5` -> (["train", "epochs"], 5); the value is read as YAML."""
+    if "=" not in text:
+        raise ConfigError(f"override {text!r}: expected KEY=VALUE, e.g. train.epochs=5")
+    key, raw = text.split("=", 1)
+    parts = [p for p in key.strip().split(".") if p]
+    if not parts:
+        raise ConfigError(f"override {text!r}: empty key")
+    return parts, yaml.safe_load(raw) if raw.strip() else ""
+
+
+def apply_overrides(raw: dict, overrides: list[str] | dict[str, Any] | None) -> dict:
+    raw = json.loads(json.dumps(raw))  # deep copy of plain YAML data
+    items = overrides.items() if isinstance(overrides, dict) else [parse_override(o) for o in overrides or []]
+    for key, value in items:
+        parts = key.split(".") if isinstance(key, str) else key
+        node = raw
+        for p in parts[:-1]:
+            child = node.setdefault(p, {})
+            if not isinstance(child, dict):
+                raise ConfigError(f"override {'.'.join(parts)}: {p!r} is not a section")
+            node = child
+        node[parts[-1]] = value
+    return raw
+
+
+def validate(raw: Any, source: str = "params.yaml") -> Params:
+    if raw is None:
+        raw = {}
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{source}: top level must be a mapping of sections, got {type(raw).__name__}")
+    try:
+        return Params.model_validate(raw)
+    except ValidationError as err:
+        raise ConfigError(_format_errors(err, source)) from None
+
+
+def load_params(path: str | Path = "params.yaml", overrides: list[str] | dict[str, Any] | None = None) -> Params:
+    """Read, apply `KEY=VALUE` overrides, validate. Raises ConfigError."""
+    path = Path(path)
+    try:
+        raw = yaml.safe_load(path.read_text()) if path.exists() else {}
+    except yaml.YAMLError as err:
+        raise ConfigError(f"{path}: not valid YAML: {err}") from None
+    return validate(apply_overrides(raw or {}, overrides), source=str(path))
+
+
+def section_hash(*sections: BaseModel) -> str:
+    """Stable hash of config sections: decides whether a checkpoint may be resumed."""
+    blob = json.dumps([s.model_dump(mode="json") for s in sections], sort_keys=True)
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]

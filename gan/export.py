@@ -1,0 +1,128 @@
+"""Export stage: what people and other tools consume.
+
+`data/samples/` gets an 8×8 PNG grid, individual PNGs, an NPZ of uint8
+images (key `images`, N×28×28×1: the NHWC layout external FID tools read),
+the generator as TorchScript (loads with plain `torch.jit.load`, no need for
+this project), and a model card.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import warnings
+from pathlib import Path
+
+import numpy as np
+import torch
+from torchvision.utils import save_image
+
+from gan import atomic
+from gan.config import ExportConfig, Params
+from gan.sampling import sample_batches
+from gan.tensors import to_uint8
+from gan.train import load_generator
+
+
+def code_version(repo: Path = Path(".")) -> str:
+    try:
+        rev = subprocess.run(["git", "rev-parse", "HEAD"], cwd=repo, capture_output=True, text=True, check=True).stdout.strip()
+        dirty = subprocess.run(["git", "diff", "--quiet", "HEAD", "--", "gan", "flows", "dvc.yaml"], cwd=repo).returncode != 0
+        return rev + (" (with uncommitted changes)" if dirty else "")
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown (not a git checkout)"
+
+
+def _save_png(images: torch.Tensor, path: Path, nrow: int = 8) -> None:
+    with atomic.atomic_path(path) as tmp:
+        save_image(images, tmp, nrow=nrow, normalize=True, value_range=(-1, 1), format="png")
+
+
+def export_torchscript(G: torch.nn.Module, path: Path) -> None:
+    G = G.cpu().eval()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)  # torch.jit is deprecated upstream but still the portable format asked for
+        scripted = torch.jit.trace(G, torch.zeros(2, G.z_dim))
+        with atomic.atomic_path(path) as tmp:
+            scripted.save(str(tmp))
+
+
+def model_card(params: Params, metrics: dict, data_summary: dict, train_summary: dict, code: str) -> str:
+    m = metrics
+    splits = data_summary.get("splits", {})
+    lines = [
+        f"# Generator card: {params.model.arch} GAN on {params.data.dataset}",
+        "",
+        "## Data",
+        f"- dataset: **{data_summary.get('dataset')}**, classes: {', '.join(data_summary.get('classes', []))}",
+        *(f"- {s}: n={v['n']}, images sha256 `{v['sha256_images'][:16]}…`, labels sha256 `{v['sha256_labels'][:16]}…`"
+          for s, v in splits.items()),
+        "",
+        "## Training",
+        f"- steps: {train_summary.get('steps')}, epochs: {train_summary.get('epochs')}, "
+        f"wall time: {train_summary.get('seconds')} s, {train_summary.get('images_per_second')} images/s",
+        "",
+        "## Metrics (domain-classifier features; lower distance is better)",
+        "| metric | generated | real-vs-real floor |",
+        "|---|---|---|",
+        f"| Fréchet distance (classifier features) | {m.get('fd_classifier')} | {m.get('fd_classifier_floor')} |",
+        f"| classes covered | {m.get('classes_covered')}/{m.get('num_classes')} | {m.get('classes_covered_floor')}/{m.get('num_classes')} |",
+        f"| KL(predicted class histogram ‖ real) | {m.get('class_kl')} | {m.get('class_kl_floor')} |",
+        f"| mean classifier confidence | {m.get('mean_confidence')} | {m.get('mean_confidence_floor')} |",
+        "",
+        f"n = {m.get('n')} per side, reference split: {m.get('reference_split')}, "
+        f"classifier test accuracy: {m.get('classifier_test_accuracy')}.",
+        "",
+        "## Versions",
+        f"- code: `{code}`",
+        f"- torch: {torch.__version__}",
+        "",
+        "## Parameters",
+        "```json",
+        json.dumps(params.model_dump(mode="json"), indent=2),
+        "```",
+        "",
+        "## Use",
+        "```python",
+        "import torch",
+        "G = torch.jit.load('generator.torchscript.pt')",
+        f"images = G(torch.randn(16, {params.model.z_dim}))  # 16×1×28×28 in [-1, 1]",
+        "```",
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def export(
+    cfg: ExportConfig, params: Params, generator_path: str | Path, metrics_path: str | Path,
+    data_summary_path: str | Path, train_summary_path: str | Path, out_dir: str | Path,
+) -> dict:
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    G, _ = load_generator(generator_path)
+    grid = next(sample_batches(G, 64, cfg.seed, 64)).cpu()
+    _save_png(grid, out_dir / "grid.png")
+
+    png_dir = out_dir / "png"
+    png_dir.mkdir(exist_ok=True)
+    i = 0
+    for batch in sample_batches(G, cfg.n_png, cfg.seed + 1, 256):
+        for img in batch.cpu():
+            _save_png(img, png_dir / f"{i:05d}.png")
+            i += 1
+
+    images = np.empty((cfg.n_npz, 28, 28, 1), dtype=np.uint8)
+    k = 0
+    for batch in sample_batches(G, cfg.n_npz, cfg.seed + 2, 500):
+        u8 = to_uint8(batch).cpu().permute(0, 2, 3, 1).numpy()
+        images[k:k + len(u8)] = u8
+        k += len(u8)
+    with atomic.atomic_path(out_dir / "samples.npz") as tmp:
+        with open(tmp, "wb") as f:
+            np.savez(f, images=images)
+
+    export_torchscript(G, out_dir / "generator.torchscript.pt")
+    metrics = json.loads(Path(metrics_path).read_text())
+    card = model_card(params, metrics, json.loads(Path(data_summary_path).read_text()),
+                      json.loads(Path(train_summary_path).read_text()), code_version())
+    atomic.write_text(out_dir / "MODEL_CARD.md", card)
+    return {"grid": str(out_dir / "grid.png"), "n_png": i, "n_npz": k}

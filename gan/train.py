@@ -1,0 +1,257 @@
+"""Train stage: the GAN training loop, resumable and deterministic on CPU.
+
+One step: G makes a batch of fakes; D takes an Adam step on
+L_D = -log D(x) - log(1 - D(G(z))) (fakes detached); then G takes an Adam step
+on L_G = -log D(G(z)) using *the same fakes* -- produced by the current G,
+which has not changed since -- scored by the updated D with the "real" label.
+
+Determinism: model init uses the global seed; batch order is a permutation
+drawn from (seed, epoch); noise comes from a dedicated generator whose state is
+checkpointed. So resuming from a checkpoint replays exactly the same numbers.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from torchvision.utils import save_image
+from tqdm import tqdm
+
+from gan import atomic
+from gan.config import ModelConfig, TrainConfig, section_hash
+from gan.losses import d_loss, g_loss
+from gan.models import build_discriminator, build_generator
+from gan.prepare import load_split
+from gan.tensors import epoch_permutation, from_uint8, resolve_device
+
+log = logging.getLogger(__name__)
+LOG_COLUMNS = ("step", "epoch", "loss_d", "loss_g", "d_real", "d_fake")
+
+
+class DivergenceError(RuntimeError):
+    """A loss or a weight became NaN/inf; training stopped, last good checkpoint kept."""
+
+
+@dataclass(frozen=True)
+class TrainOutputs:
+    generator: Path  # data/models/generator.pt
+    checkpoint_dir: Path  # data/checkpoints (persists across DVC runs, for resume)
+    log_dir: Path  # data/train: log.tsv, samples/epoch_NNN.png, summary.json
+
+
+@dataclass
+class TrainResult:
+    steps: int
+    epochs: int
+    resumed_from_step: int
+    seconds: float
+    images_per_second: float
+    final: dict = field(default_factory=dict)
+
+
+def run_fingerprint(model_cfg: ModelConfig, train_cfg: TrainConfig, images: np.ndarray) -> str:
+    """What a checkpoint must match to be resumed: settings that change the result, and the data."""
+    relevant = train_cfg.model_copy(update={"checkpoint_every": 0, "log_flush_every": 1})
+    data_hash = hashlib.sha256(images.tobytes()).hexdigest()[:16]
+    return f"{section_hash(model_cfg, relevant)}-{data_hash}"
+
+
+def load_checkpoint(path: Path) -> dict:
+    # weights_only: a checkpoint is data, never code.
+    return torch.load(path, map_location="cpu", weights_only=True)
+
+
+def _save_checkpoint(path: Path, state: dict) -> None:
+    with atomic.atomic_path(path) as tmp:
+        torch.save(state, tmp)
+
+
+def _check_finite(module: torch.nn.Module, what: str, step: int) -> None:
+    for name, p in module.state_dict().items():
+        if p.is_floating_point() and not torch.isfinite(p).all():
+            raise DivergenceError(f"training diverged at step {step}: {what} weight {name!r} is NaN/inf")
+
+
+def _truncate_log(path: Path, upto_step: int) -> None:
+    """On resume, drop log rows written after the checkpoint (they will be replayed)."""
+    if not path.exists():
+        return
+    lines = path.read_text().splitlines()
+    kept = [lines[0]] + [ln for ln in lines[1:] if ln and int(ln.split("\t", 1)[0]) <= upto_step] if lines else []
+    atomic.write_text(path, "\n".join(kept) + "\n" if kept else "")
+
+
+def train(
+    model_cfg: ModelConfig,
+    train_cfg: TrainConfig,
+    train_split: str | Path,
+    out: TrainOutputs,
+    on_progress: Callable[[dict], None] | None = None,
+    progress_bar: bool = True,
+) -> TrainResult:
+    """Train G and D on the prepared split; resume from `out.checkpoint_dir` if it matches."""
+    device = resolve_device(train_cfg.device)
+    if device.type == "cpu":
+        torch.use_deterministic_algorithms(True)
+    split = load_split(train_split)
+    n = len(split.images)
+    if n == 0:
+        raise ValueError(f"{train_split}: the training split is empty")
+    bs = min(train_cfg.batch_size, n)
+    steps_per_epoch = n // bs
+    total_steps = steps_per_epoch * train_cfg.epochs
+    fingerprint = run_fingerprint(model_cfg, train_cfg, split.images)
+
+    torch.manual_seed(train_cfg.seed)
+    G = build_generator(model_cfg).to(device)
+    D = build_discriminator(model_cfg).to(device)
+    betas = (train_cfg.beta1, train_cfg.beta2)
+    opt_g = torch.optim.Adam(G.parameters(), lr=train_cfg.lr_g, betas=betas)
+    opt_d = torch.optim.Adam(D.parameters(), lr=train_cfg.lr_d, betas=betas)
+    noise = torch.Generator(device=device).manual_seed(train_cfg.seed + 1)
+    fixed_z = torch.randn(64, model_cfg.z_dim, generator=torch.Generator().manual_seed(train_cfg.seed + 2)).to(device)
+
+    data = torch.from_numpy(split.images).to(device)  # whole split in memory, uint8
+    ckpt_path = out.checkpoint_dir / "last.pt"
+    log_path = out.log_dir / "log.tsv"
+    sample_dir = out.log_dir / "samples"
+    step = epoch = batch = 0
+    resumed_from = 0
+    if ckpt_path.exists():
+        ckpt = load_checkpoint(ckpt_path)
+        if ckpt.get("fingerprint") == fingerprint:
+            G.load_state_dict(ckpt["G"])
+            D.load_state_dict(ckpt["D"])
+            opt_g.load_state_dict(ckpt["opt_g"])
+            opt_d.load_state_dict(ckpt["opt_d"])
+            noise.set_state(ckpt["noise_rng"])
+            step, epoch, batch = ckpt["step"], ckpt["epoch"], ckpt["batch"]
+            resumed_from = step
+            log.info("resuming from %s at step %d (epoch %d, batch %d)", ckpt_path, step, epoch, batch)
+            _truncate_log(log_path, step)
+        else:
+            log.info("ignoring %s: it was made with other settings or data", ckpt_path)
+    if step == 0:
+        for stale in (log_path, *sample_dir.glob("epoch_*.png")):
+            stale.unlink(missing_ok=True)
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    sample_dir.mkdir(parents=True, exist_ok=True)
+    new_log = not log_path.exists() or log_path.stat().st_size == 0
+    log_file = open(log_path, "a")
+    if new_log:
+        log_file.write("\t".join(LOG_COLUMNS) + "\n")
+
+    def checkpoint(epoch_: int, batch_: int) -> None:
+        _check_finite(G, "generator", step)
+        _check_finite(D, "discriminator", step)
+        _save_checkpoint(ckpt_path, {
+            "fingerprint": fingerprint, "step": step, "epoch": epoch_, "batch": batch_,
+            "G": G.state_dict(), "D": D.state_dict(), "opt_g": opt_g.state_dict(), "opt_d": opt_d.state_dict(),
+            "noise_rng": noise.get_state(), "model_config": json.dumps(model_cfg.model_dump()),
+        })
+
+    pending: list[torch.Tensor] = []  # per-step stats kept on the device until a flush: no per-step host sync
+    last: dict = {}
+
+    def flush(epoch_: int) -> None:
+        nonlocal last
+        if not pending:
+            return
+        rows = torch.stack(pending).cpu().tolist()
+        first_step = step - len(rows) + 1
+        pending.clear()
+        for k, (ld, lg, dr, df) in enumerate(rows):
+            if not all(math.isfinite(v) for v in (ld, lg)):
+                log_file.flush()
+                raise DivergenceError(
+                    f"training diverged at step {first_step + k}: loss_d={ld}, loss_g={lg}; "
+                    f"the last good checkpoint {ckpt_path} is kept (lower the learning rates?)"
+                )
+            log_file.write(f"{first_step + k}\t{epoch_}\t{ld:.6f}\t{lg:.6f}\t{dr:.6f}\t{df:.6f}\n")
+        log_file.flush()
+        last = dict(zip(LOG_COLUMNS, [step, epoch_, *rows[-1]]))
+        if bar is not None:
+            bar.set_postfix(loss_d=f"{last['loss_d']:.3f}", loss_g=f"{last['loss_g']:.3f}",
+                            d_real=f"{last['d_real']:.2f}", d_fake=f"{last['d_fake']:.2f}")
+        if on_progress is not None:
+            on_progress({**last, "total_steps": total_steps})
+
+    bar = tqdm(total=total_steps, initial=step, desc="train", unit="step", disable=not progress_bar, mininterval=0.5)
+    t0 = time.perf_counter()
+    try:
+        G.train()
+        D.train()
+        while epoch < train_cfg.epochs:
+            perm = epoch_permutation(n, train_cfg.seed, epoch).to(device)
+            for b in range(batch, steps_per_epoch):
+                x = from_uint8(data[perm[b * bs:(b + 1) * bs]])
+                z = torch.randn(bs, model_cfg.z_dim, generator=noise, device=device)
+                fake = G(z)
+                real_logits = D(x)
+                fake_logits = D(fake.detach())
+                loss_d = d_loss(real_logits, fake_logits)
+                opt_d.zero_grad(set_to_none=True)
+                loss_d.backward()
+                opt_d.step()
+                loss_g = g_loss(D(fake))  # same fakes, current G, updated D, label "real"
+                opt_g.zero_grad(set_to_none=True)
+                loss_g.backward()
+                opt_g.step()
+                step += 1
+                pending.append(torch.stack([
+                    loss_d.detach(), loss_g.detach(),
+                    torch.sigmoid(real_logits.detach()).mean(), torch.sigmoid(fake_logits.detach()).mean(),
+                ]))
+                bar.update(1)
+                if len(pending) >= train_cfg.log_flush_every:
+                    flush(epoch)
+                if train_cfg.checkpoint_every and step % train_cfg.checkpoint_every == 0 and b + 1 < steps_per_epoch:
+                    flush(epoch)
+                    checkpoint(epoch, b + 1)
+            flush(epoch)
+            epoch += 1
+            batch = 0
+            G.eval()
+            with torch.no_grad():
+                grid = G(fixed_z).cpu()
+            G.train()
+            with atomic.atomic_path(sample_dir / f"epoch_{epoch:03d}.png") as tmp:
+                save_image(grid, tmp, nrow=8, normalize=True, value_range=(-1, 1), format="png")
+            checkpoint(epoch, 0)
+            log.info("epoch %d/%d done at step %d", epoch, train_cfg.epochs, step)
+    finally:
+        bar.close()
+        log_file.close()
+    seconds = time.perf_counter() - t0
+    trained = step - resumed_from
+    result = TrainResult(
+        steps=step, epochs=train_cfg.epochs, resumed_from_step=resumed_from, seconds=round(seconds, 3),
+        images_per_second=round(trained * bs / seconds, 1) if seconds > 0 else 0.0, final=last,
+    )
+    save_generator(out.generator, G, model_cfg, {"steps": step, "fingerprint": fingerprint, "device": str(device)})
+    atomic.write_text(out.log_dir / "summary.json", json.dumps(result.__dict__, indent=2) + "\n")
+    return result
+
+
+def save_generator(path: Path, G: torch.nn.Module, model_cfg: ModelConfig, meta: dict) -> None:
+    """Weights plus the model config needed to rebuild G (no pickled code)."""
+    state = {k: v.detach().cpu() for k, v in G.state_dict().items()}
+    with atomic.atomic_path(path) as tmp:
+        torch.save({"model_config": model_cfg.model_dump(), "state_dict": state, "meta": meta}, tmp)
+
+
+def load_generator(path: str | Path, device: str | torch.device = "cpu") -> tuple[torch.nn.Module, ModelConfig]:
+    blob = torch.load(path, map_location="cpu", weights_only=True)
+    cfg = ModelConfig.model_validate(blob["model_config"])
+    G = build_generator(cfg)
+    G.load_state_dict(blob["state_dict"])
+    return G.to(device).eval(), cfg
