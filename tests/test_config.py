@@ -1,0 +1,82 @@
+from pathlib import Path
+
+import pytest
+import yaml
+
+from gan.config import ConfigError, Params, load_params
+
+from .conftest import REPO
+
+
+def write(tmp_path: Path, text: str) -> Path:
+    p = tmp_path / "params.yaml"
+    p.write_text(text)
+    return p
+
+
+def test_repo_params_valid_and_complete():
+    """params.yaml must list every key: DVC tracks params by key and fails on a missing one."""
+    params = load_params(REPO / "params.yaml")
+    raw = yaml.safe_load((REPO / "params.yaml").read_text())
+    for section, model in Params.model_fields.items():
+        assert set(raw[section]) == set(model.annotation.model_fields), section
+    assert params.data.dataset == "fashion-mnist"
+
+
+@pytest.mark.parametrize(
+    "text, key, fragments",
+    [
+        ("train:\n  epochs: 0\n", "train.epochs", ["= 0", "greater than or equal to 1"]),
+        ("train:\n  epochs: 2.5\n", "train.epochs", ["= 2.5", "integer"]),
+        ("train:\n  epochs: '5'\n", "train.epochs", ["= '5'", "integer"]),
+        ("train:\n  lr_g: -1\n", "train.lr_g", ["= -1", "greater than 0"]),
+        ("train:\n  lr_g: abc\n", "train.lr_g", ["'abc'", "number"]),
+        ("model:\n  arch: resnet\n", "model.arch", ["'resnet'", "'mlp' or 'dcgan'"]),
+        ("data:\n  dataset: cifar\n", "data.dataset", ["'cifar'", "'fashion-mnist' or 'mnist'"]),
+        ("train:\n  device: gpu\n", "train.device", ["'gpu'", "pattern"]),
+        ("train:\n  epoch: 3\n", "train.epoch", ["unknown key", "epochs"]),
+        ("trian:\n  epochs: 3\n", "trian", ["unknown key", "train"]),
+        ("train:\n  beta1: 1.0\n", "train.beta1", ["less than 1"]),
+        ("data:\n  mirrors: file:///x\n", "data.mirrors", ["list"]),
+    ],
+)
+def test_invalid_values_name_key_value_and_rule(tmp_path, text, key, fragments):
+    with pytest.raises(ConfigError) as info:
+        load_params(write(tmp_path, text))
+    msg = str(info.value)
+    assert f"  - {key} " in msg, msg
+    assert "no stage was run" in msg
+    for f in fragments:
+        assert f in msg, msg
+
+
+def test_all_errors_reported_at_once(tmp_path):
+    with pytest.raises(ConfigError) as info:
+        load_params(write(tmp_path, "train:\n  epochs: 0\n  batch_size: 0\nmodel:\n  z_dim: x\n"))
+    assert "3 invalid setting(s)" in str(info.value)
+
+
+def test_not_yaml_and_not_mapping(tmp_path):
+    with pytest.raises(ConfigError, match="not valid YAML"):
+        load_params(write(tmp_path, "train: [unclosed\n"))
+    with pytest.raises(ConfigError, match="top level must be a mapping"):
+        load_params(write(tmp_path, "- 1\n- 2\n"))
+
+
+def test_overrides_are_validated_by_the_same_schema(tmp_path):
+    p = write(tmp_path, "train:\n  epochs: 3\n")
+    assert load_params(p, ["train.epochs=7", "model.arch=mlp"]).train.epochs == 7
+    assert load_params(p, {"train.lr_d": 0.001}).train.lr_d == 0.001
+    with pytest.raises(ConfigError, match=r"train.epochs = -2"):
+        load_params(p, ["train.epochs=-2"])
+    with pytest.raises(ConfigError, match="expected KEY=VALUE"):
+        load_params(p, ["train.epochs"])
+
+
+def test_cli_check_exits_2_without_running(tmp_path, capsys):
+    from gan.cli import main
+
+    p = write(tmp_path, "train:\n  epochs: -1\n")
+    assert main(["train", "--params", str(p)]) == 2
+    err = capsys.readouterr().err
+    assert "train.epochs = -1" in err and "no stage was run" in err

@@ -1,0 +1,34 @@
+import math
+
+import torch
+
+from gan.losses import d_loss, g_loss
+
+
+def test_d_loss_matches_hand_computation():
+    # D(x) = sigmoid(l). For real logit 0: -log(0.5) = ln 2. For fake logit 2: -log(1 - sigmoid(2)) = log(1 + e^2).
+    real = torch.tensor([0.0, 1.0])
+    fake = torch.tensor([2.0, -1.0])
+    expected = (math.log(2) + math.log(1 + math.exp(-1))) / 2 + (math.log(1 + math.exp(2)) + math.log(1 + math.exp(-1))) / 2
+    assert math.isclose(d_loss(real, fake).item(), expected, rel_tol=1e-6)
+
+
+def test_g_loss_is_non_saturating_and_uses_real_label():
+    fake = torch.tensor([-3.0, 0.0])
+    # -log D(G(z)) = -log sigmoid(l) = log(1 + e^{-l})
+    expected = (math.log(1 + math.exp(3)) + math.log(2)) / 2
+    assert math.isclose(g_loss(fake).item(), expected, rel_tol=1e-6)
+    # Non-saturating: when D confidently rejects fakes, G's gradient stays large (saturating loss would vanish).
+    l = torch.tensor([-10.0], requires_grad=True)
+    g_loss(l).backward()
+    assert l.grad.abs().item() > 0.99
+
+
+def test_losses_equal_probability_form_and_never_overflow():
+    l_real, l_fake = torch.randn(64), torch.randn(64)
+    p_real, p_fake = torch.sigmoid(l_real), torch.sigmoid(l_fake)
+    ref = -(torch.log(p_real).mean() + torch.log(1 - p_fake).mean())
+    assert torch.allclose(d_loss(l_real, l_fake), ref, atol=1e-5)
+    huge = torch.tensor([1e4, -1e4])
+    assert torch.isfinite(d_loss(huge, huge)) and torch.isfinite(g_loss(huge))
+    assert math.isclose(g_loss(torch.tensor([-1e4])).item(), 1e4, rel_tol=1e-6)

@@ -1,0 +1,82 @@
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from gan.config import ModelConfig, TrainConfig
+from gan.train import TrainOutputs, load_checkpoint, load_generator, train
+
+MODEL = ModelConfig(arch="dcgan", channels=8, z_dim=16)
+CFG = TrainConfig(epochs=2, batch_size=32, checkpoint_every=5, log_flush_every=1, device="cpu")
+
+
+def outputs(root: Path) -> TrainOutputs:
+    return TrainOutputs(root / "generator.pt", root / "ckpt", root / "log")
+
+
+def weights(path: Path) -> dict:
+    return torch.load(path, weights_only=True)["state_dict"]
+
+
+def assert_identical(a: dict, b: dict) -> None:
+    assert a.keys() == b.keys()
+    for k in a:
+        assert torch.equal(a[k], b[k]), k
+
+
+def test_same_params_give_bit_identical_weights(tiny_split, tmp_path):
+    r1 = train(MODEL, CFG, tiny_split, outputs(tmp_path / "a"), progress_bar=False)
+    train(MODEL, CFG, tiny_split, outputs(tmp_path / "b"), progress_bar=False)
+    assert r1.steps == 2 * (256 // 32)
+    assert_identical(weights(tmp_path / "a/generator.pt"), weights(tmp_path / "b/generator.pt"))
+    other = train(MODEL, CFG.model_copy(update={"seed": 1}), tiny_split, outputs(tmp_path / "c"), progress_bar=False)
+    assert other.steps == r1.steps
+    assert not torch.equal(weights(tmp_path / "a/generator.pt")["net.0.weight"], weights(tmp_path / "c/generator.pt")["net.0.weight"])
+
+
+def test_outputs_log_samples_and_rebuildable_generator(tiny_split, tmp_path):
+    out = outputs(tmp_path)
+    train(MODEL, CFG, tiny_split, out, progress_bar=False)
+    rows = (out.log_dir / "log.tsv").read_text().splitlines()
+    assert rows[0].split("\t") == ["step", "epoch", "loss_d", "loss_g", "d_real", "d_fake"]
+    assert [int(r.split("\t")[0]) for r in rows[1:]] == list(range(1, 17))
+    assert sorted(p.name for p in (out.log_dir / "samples").iterdir()) == ["epoch_001.png", "epoch_002.png"]
+    G, cfg = load_generator(out.generator)
+    assert cfg == MODEL and G(torch.randn(3, 16)).shape == (3, 1, 28, 28)
+    summary = json.loads((out.log_dir / "summary.json").read_text())
+    assert summary["steps"] == 16 and summary["images_per_second"] > 0
+
+
+class Interrupt(Exception):
+    pass
+
+
+def test_interrupted_run_resumes_bit_identically(tiny_split, tmp_path):
+    train(MODEL, CFG, tiny_split, outputs(tmp_path / "full"), progress_bar=False)
+
+    def crash_at_12(stats):
+        if stats["step"] == 12:
+            raise Interrupt
+
+    out = outputs(tmp_path / "resumed")
+    with pytest.raises(Interrupt):
+        train(MODEL, CFG, tiny_split, out, on_progress=crash_at_12, progress_bar=False)
+    ckpt = load_checkpoint(out.checkpoint_dir / "last.pt")
+    assert (ckpt["step"], ckpt["epoch"], ckpt["batch"]) == (10, 1, 2)
+    result = train(MODEL, CFG, tiny_split, out, progress_bar=False)
+    assert result.resumed_from_step == 10 and result.steps == 16
+    assert_identical(weights(tmp_path / "full/generator.pt"), weights(out.generator))
+    steps = [int(r.split("\t")[0]) for r in (out.log_dir / "log.tsv").read_text().splitlines()[1:]]
+    assert steps == list(range(1, 17))  # rows after the checkpoint were replayed, not duplicated
+    assert (tmp_path / "full/log/log.tsv").read_text() == (out.log_dir / "log.tsv").read_text()
+
+
+def test_checkpoint_from_other_settings_is_not_resumed(tiny_split, tmp_path):
+    out = outputs(tmp_path)
+    train(MODEL, CFG, tiny_split, out, progress_bar=False)
+    r = train(MODEL, CFG.model_copy(update={"lr_g": 1e-3}), tiny_split, out, progress_bar=False)
+    assert r.resumed_from_step == 0 and r.steps == 16
+    # A finished checkpoint with the same settings resumes at the end: nothing is retrained.
+    r = train(MODEL, CFG.model_copy(update={"lr_g": 1e-3}), tiny_split, out, progress_bar=False)
+    assert r.resumed_from_step == 16
