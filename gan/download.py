@@ -129,7 +129,16 @@ def _fetch_once(url: str, sha256: str, dest: Path, settings: FetchSettings, labe
                     first = False
                     if chunk[:2] == b"\x1f\x8b":
                         inflater = zlib.decompressobj(wbits=16 + zlib.MAX_WBITS)
-                data = inflater.decompress(chunk) if inflater else chunk
+                if inflater is None:
+                    data = chunk
+                else:  # a gzip file may be several concatenated members (`cat a.gz b.gz`): inflate them all
+                    parts, rest = [], chunk
+                    while rest:
+                        if inflater.eof:
+                            inflater = zlib.decompressobj(wbits=16 + zlib.MAX_WBITS)
+                        parts.append(inflater.decompress(rest))
+                        rest = inflater.unused_data
+                    data = b"".join(parts)
                 h.update(data)
                 out.write(data)
                 bar.update(len(chunk))
@@ -165,7 +174,7 @@ def fetch_verified(
     failures: list[str] = []
     for base in mirrors:
         url = base.rstrip("/") + "/" + remote_name
-        for attempt in range(1, settings.retries + 1):
+        for attempt in range(1, max(1, settings.retries) + 1):
             try:
                 _fetch_once(url, sha256, dest, settings, label=remote_name)
                 log.info("%s: verified from %s", dest.name, url)
@@ -175,7 +184,7 @@ def fetch_verified(
                 log.warning("%s failed: %s; trying next mirror", url, err)
                 break
             except _Transient as err:
-                if attempt == settings.retries:
+                if attempt >= settings.retries:
                     failures.append(f"{url}: {err} (after {attempt} attempts)")
                     log.warning("%s failed %d times: %s; trying next mirror", url, attempt, err)
                     break

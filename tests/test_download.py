@@ -525,7 +525,6 @@ def test_stale_file_is_replaced(server, dest_dir):
 # ---------------------------------------------------------------------------- known bug
 
 
-@pytest.mark.xfail(strict=True, reason="gan/download.py only inflates the first gzip member (multi-member gzip)")
 def test_multimember_gzip(server, dest_dir):
     half = len(DATA) // 2
     server.script(f"/m/{NAME}", serve(gzip.compress(DATA[:half]) + gzip.compress(DATA[half:])))
