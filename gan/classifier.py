@@ -30,9 +30,15 @@ class DomainClassifier(nn.Module):
     def __init__(self, num_classes: int = 10):
         super().__init__()
         self.body = nn.Sequential(
-            nn.Conv2d(1, 32, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),  # 28 -> 14
-            nn.Conv2d(32, 64, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),  # 14 -> 7
-            nn.Flatten(), nn.Linear(64 * 7 * 7, FEATURE_DIM), nn.ReLU(),
+            nn.Conv2d(1, 32, 3, padding=1),
+            nn.ReLU(),
+            nn.MaxPool2d(2),  # 28 -> 14
+            nn.Conv2d(32, 64, 3, padding=1),
+            nn.ReLU(),
+            nn.MaxPool2d(2),  # 14 -> 7
+            nn.Flatten(),
+            nn.Linear(64 * 7 * 7, FEATURE_DIM),
+            nn.ReLU(),
         )
         self.head = nn.Linear(FEATURE_DIM, num_classes)
 
@@ -50,15 +56,21 @@ def predict(model: DomainClassifier, images: torch.Tensor, batch_size: int = 100
     model.eval()
     feats, probs = [], []
     for i in range(0, len(images), batch_size):
-        f = model.features(images[i:i + batch_size])
+        f = model.features(images[i : i + batch_size])
         feats.append(f.float().cpu())
         probs.append(F.softmax(model.head(f), dim=1).float().cpu())
     return torch.cat(feats), torch.cat(probs)
 
 
 def train_classifier(
-    cfg: ClassifierConfig, train_split: str | Path, test_split: str | Path, out_model: str | Path,
-    out_metrics: str | Path, num_classes: int = 10, device: str = "auto", progress_bar: bool = True,
+    cfg: ClassifierConfig,
+    train_split: str | Path,
+    test_split: str | Path,
+    out_model: str | Path,
+    out_metrics: str | Path,
+    num_classes: int = 10,
+    device: str = "auto",
+    progress_bar: bool = True,
 ) -> dict:
     dev = resolve_device(device)
     train, test = load_split(train_split), load_split(test_split)
@@ -71,11 +83,13 @@ def train_classifier(
     steps = -(-n // bs)
     t0 = time.perf_counter()
     model.train()
-    with tqdm(total=steps * cfg.epochs, desc="classifier", unit="step", disable=not progress_bar, mininterval=0.5) as bar:
+    with tqdm(
+        total=steps * cfg.epochs, desc="classifier", unit="step", disable=not progress_bar, mininterval=0.5
+    ) as bar:
         for epoch in range(cfg.epochs):
             perm = epoch_permutation(n, cfg.seed, epoch).to(dev)
             for b in range(steps):
-                idx = perm[b * bs:(b + 1) * bs]
+                idx = perm[b * bs : (b + 1) * bs]
                 loss = F.cross_entropy(model(from_uint8(x[idx])), y[idx])
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
@@ -84,8 +98,13 @@ def train_classifier(
             bar.set_postfix(loss=f"{loss.item():.3f}")
     _, probs = predict(model, from_uint8(torch.from_numpy(test.images).to(dev)))
     acc = (probs.argmax(1).numpy() == test.labels).mean().item() if len(test.labels) else float("nan")
-    metrics = {"test_accuracy": round(acc, 5), "n_train": n, "n_test": len(test.labels),
-               "epochs": cfg.epochs, "seconds": round(time.perf_counter() - t0, 2)}
+    metrics = {
+        "test_accuracy": round(acc, 5),
+        "n_train": n,
+        "n_test": len(test.labels),
+        "epochs": cfg.epochs,
+        "seconds": round(time.perf_counter() - t0, 2),
+    }
     log.info("domain classifier test accuracy %.4f", acc)
     state = {k: v.cpu() for k, v in model.state_dict().items()}
     with atomic.atomic_path(out_model) as tmp:

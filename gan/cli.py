@@ -28,8 +28,9 @@ def stage_download(p: Params) -> None:
     from gan.download import FetchSettings, download_dataset
 
     d = p.data
-    settings = FetchSettings(connect_timeout=d.connect_timeout, read_timeout=d.read_timeout, retries=d.retries,
-                             progress=sys.stderr.isatty())
+    settings = FetchSettings(
+        connect_timeout=d.connect_timeout, read_timeout=d.read_timeout, retries=d.retries, progress=sys.stderr.isatty()
+    )
     download_dataset(get_dataset(d.dataset), RAW / d.dataset, d.mirrors, settings)
 
 
@@ -44,9 +45,15 @@ def stage_classifier(p: Params) -> None:
     from gan.classifier import train_classifier
     from gan.datasets import get_dataset
 
-    train_classifier(p.classifier, PREPARED / "train.npz", PREPARED / "test.npz", MODELS / "classifier.pt",
-                     METRICS / "classifier.json", num_classes=len(get_dataset(p.data.dataset).classes),
-                     device=p.train.device)
+    train_classifier(
+        p.classifier,
+        PREPARED / "train.npz",
+        PREPARED / "test.npz",
+        MODELS / "classifier.pt",
+        METRICS / "classifier.json",
+        num_classes=len(get_dataset(p.data.dataset).classes),
+        device=p.train.device,
+    )
 
 
 def stage_train(p: Params) -> None:
@@ -58,15 +65,29 @@ def stage_train(p: Params) -> None:
 def stage_evaluate(p: Params) -> None:
     from gan.evaluate import evaluate
 
-    evaluate(p.evaluate, MODELS / "generator.pt", MODELS / "classifier.pt", PREPARED / "train.npz",
-             PREPARED / "test.npz", METRICS / "metrics.json", device=p.train.device)
+    evaluate(
+        p.evaluate,
+        MODELS / "generator.pt",
+        MODELS / "classifier.pt",
+        PREPARED / "train.npz",
+        PREPARED / "test.npz",
+        METRICS / "metrics.json",
+        device=p.train.device,
+    )
 
 
 def stage_export(p: Params) -> None:
     from gan.export import export
 
-    export(p.export, p, MODELS / "generator.pt", METRICS / "metrics.json", PREPARED / "summary.json",
-           TRAIN_LOG / "summary.json", SAMPLES)
+    export(
+        p.export,
+        p,
+        MODELS / "generator.pt",
+        METRICS / "metrics.json",
+        PREPARED / "summary.json",
+        TRAIN_LOG / "summary.json",
+        SAMPLES,
+    )
 
 
 STAGES = {
@@ -83,8 +104,14 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="gan", description=__doc__.splitlines()[0])
     parser.add_argument("stage", choices=[*STAGES, "check"], help="stage to run ('check' only validates params)")
     parser.add_argument("--params", default="params.yaml", help="params file (default: params.yaml)")
-    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                        help="override a setting, e.g. --set train.epochs=5 (repeatable)")
+    parser.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a setting, e.g. --set train.epochs=5 (repeatable)",
+    )
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:

@@ -9,12 +9,15 @@ allowed.
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 from pathlib import Path
 from typing import Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from gan import atomic
 
 
 class _Section(BaseModel):
@@ -79,6 +82,11 @@ class ExportConfig(_Section):
     n_npz: int = Field(10000, ge=1, le=1_000_000)
 
 
+class PromoteConfig(_Section):
+    margin: float = Field(0.02, ge=0, lt=1, description="Relative distance improvement a challenger needs.")
+    require_all_classes: bool = Field(True, description="Refuse a challenger that drops any class.")
+
+
 class Params(_Section):
     data: DataConfig = Field(default_factory=DataConfig)
     model: ModelConfig = Field(default_factory=ModelConfig)
@@ -86,6 +94,7 @@ class Params(_Section):
     classifier: ClassifierConfig = Field(default_factory=ClassifierConfig)
     evaluate: EvaluateConfig = Field(default_factory=EvaluateConfig)
     export: ExportConfig = Field(default_factory=ExportConfig)
+    promote: PromoteConfig = Field(default_factory=PromoteConfig)
 
 
 class ConfigError(ValueError):
@@ -166,3 +175,29 @@ def section_hash(*sections: BaseModel) -> str:
     """Stable hash of config sections: decides whether a checkpoint may be resumed."""
     blob = json.dumps([s.model_dump(mode="json") for s in sections], sort_keys=True)
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+def save_overrides(path: str | Path, overrides: list[str] | dict[str, Any]) -> Params:
+    """Validate `overrides` against `path`, then write them into it, keeping its comments.
+
+    Used by the Prefect flow: after it, params.yaml says what was run, so `dvc repro`
+    and `dvc status` agree with the flow.
+    """
+    from ruamel.yaml import YAML
+
+    params = load_params(path, overrides)  # raises ConfigError before anything is written
+    rt = YAML()
+    rt.preserve_quotes = True
+    path = Path(path)
+    doc = rt.load(path.read_text()) if path.exists() else {}
+    items = overrides.items() if isinstance(overrides, dict) else [parse_override(o) for o in overrides]
+    for key, value in items:
+        parts = key.split(".") if isinstance(key, str) else key
+        node = doc
+        for p in parts[:-1]:
+            node = node.setdefault(p, {})
+        node[parts[-1]] = value
+    buf = io.StringIO()
+    rt.dump(doc, buf)
+    atomic.write_text(path, buf.getvalue())
+    return params

@@ -66,7 +66,11 @@ def _is_dns_failure(err: BaseException) -> bool:
         seen.add(id(err))
         if isinstance(err, socket.gaierror) or "NameResolution" in type(err).__name__:
             return True
-        err = err.__cause__ or err.__context__ or (err.args[0] if err.args and isinstance(err.args[0], BaseException) else None)
+        err = (
+            err.__cause__
+            or err.__context__
+            or (err.args[0] if err.args and isinstance(err.args[0], BaseException) else None)
+        )
     return False
 
 
@@ -121,9 +125,10 @@ def _fetch_once(url: str, sha256: str, dest: Path, settings: FetchSettings, labe
     inflater: zlib._Decompress | None = None
     first = True
     try:
-        with os.fdopen(fd, "wb") as out, tqdm(
-            total=size, unit="B", unit_scale=True, desc=label, disable=not settings.progress, leave=False
-        ) as bar:
+        with (
+            os.fdopen(fd, "wb") as out,
+            tqdm(total=size, unit="B", unit_scale=True, desc=label, disable=not settings.progress, leave=False) as bar,
+        ):
             for chunk in chunks:
                 if first:
                     first = False
@@ -200,7 +205,10 @@ def fetch_verified(
 
 
 def download_dataset(
-    spec: DatasetSpec, dest_dir: str | Path, extra_mirrors: Sequence[str] = (), settings: FetchSettings = FetchSettings()
+    spec: DatasetSpec,
+    dest_dir: str | Path,
+    extra_mirrors: Sequence[str] = (),
+    settings: FetchSettings = FetchSettings(),
 ) -> dict[str, str]:
     """Download every file of `spec` into `dest_dir` (decompressed). Returns name -> sha256."""
     dest_dir = Path(dest_dir)
@@ -211,4 +219,3 @@ def download_dataset(
         fetch_verified(remote, sha, mirrors, dest_dir / local, settings)
         out[local] = sha
     return out
-

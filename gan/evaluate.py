@@ -31,15 +31,20 @@ log = logging.getLogger(__name__)
 def _scores(model, images_u8: torch.Tensor, batch_size: int, device) -> tuple[np.ndarray, np.ndarray]:
     feats, probs = [], []
     for i in range(0, len(images_u8), batch_size):
-        f, p = predict(model, from_uint8(images_u8[i:i + batch_size].to(device)), batch_size)
+        f, p = predict(model, from_uint8(images_u8[i : i + batch_size].to(device)), batch_size)
         feats.append(f.numpy())
         probs.append(p.numpy())
     return np.concatenate(feats), np.concatenate(probs)
 
 
 def evaluate(
-    cfg: EvaluateConfig, generator_path: str | Path, classifier_path: str | Path,
-    train_split: str | Path, test_split: str | Path, out_metrics: str | Path, device: str = "auto",
+    cfg: EvaluateConfig,
+    generator_path: str | Path,
+    classifier_path: str | Path,
+    train_split: str | Path,
+    test_split: str | Path,
+    out_metrics: str | Path,
+    device: str = "auto",
 ) -> dict:
     t0 = time.perf_counter()
     dev = resolve_device(device)

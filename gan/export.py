@@ -26,8 +26,13 @@ from gan.train import load_generator
 
 def code_version(repo: Path = Path(".")) -> str:
     try:
-        rev = subprocess.run(["git", "rev-parse", "HEAD"], cwd=repo, capture_output=True, text=True, check=True).stdout.strip()
-        dirty = subprocess.run(["git", "diff", "--quiet", "HEAD", "--", "gan", "flows", "dvc.yaml"], cwd=repo).returncode != 0
+        rev = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=repo, capture_output=True, text=True, check=True
+        ).stdout.strip()
+        dirty = (
+            subprocess.run(["git", "diff", "--quiet", "HEAD", "--", "gan", "flows", "dvc.yaml"], cwd=repo).returncode
+            != 0
+        )
         return rev + (" (with uncommitted changes)" if dirty else "")
     except (OSError, subprocess.CalledProcessError):
         return "unknown (not a git checkout)"
@@ -41,7 +46,9 @@ def _save_png(images: torch.Tensor, path: Path, nrow: int = 8) -> None:
 def export_torchscript(G: torch.nn.Module, path: Path) -> None:
     G = G.cpu().eval()
     with warnings.catch_warnings():
-        warnings.simplefilter("ignore", FutureWarning)  # torch.jit is deprecated upstream but still the portable format asked for
+        warnings.simplefilter(
+            "ignore", FutureWarning
+        )  # torch.jit is deprecated upstream but still the portable format asked for
         scripted = torch.jit.trace(G, torch.zeros(2, G.z_dim))
         with atomic.atomic_path(path) as tmp:
             scripted.save(str(tmp))
@@ -55,8 +62,10 @@ def model_card(params: Params, metrics: dict, data_summary: dict, train_summary:
         "",
         "## Data",
         f"- dataset: **{data_summary.get('dataset')}**, classes: {', '.join(data_summary.get('classes', []))}",
-        *(f"- {s}: n={v['n']}, images sha256 `{v['sha256_images'][:16]}…`, labels sha256 `{v['sha256_labels'][:16]}…`"
-          for s, v in splits.items()),
+        *(
+            f"- {s}: n={v['n']}, images sha256 `{v['sha256_images'][:16]}…`, labels sha256 `{v['sha256_labels'][:16]}…`"
+            for s, v in splits.items()
+        ),
         "",
         "## Training",
         f"- steps: {train_summary.get('steps')}, epochs: {train_summary.get('epochs')}, "
@@ -66,7 +75,8 @@ def model_card(params: Params, metrics: dict, data_summary: dict, train_summary:
         "| metric | generated | real-vs-real floor |",
         "|---|---|---|",
         f"| Fréchet distance (classifier features) | {m.get('fd_classifier')} | {m.get('fd_classifier_floor')} |",
-        f"| classes covered | {m.get('classes_covered')}/{m.get('num_classes')} | {m.get('classes_covered_floor')}/{m.get('num_classes')} |",
+        f"| classes covered | {m.get('classes_covered')}/{m.get('num_classes')} "
+        f"| {m.get('classes_covered_floor')}/{m.get('num_classes')} |",
         f"| KL(predicted class histogram ‖ real) | {m.get('class_kl')} | {m.get('class_kl_floor')} |",
         f"| mean classifier confidence | {m.get('mean_confidence')} | {m.get('mean_confidence_floor')} |",
         "",
@@ -93,8 +103,13 @@ def model_card(params: Params, metrics: dict, data_summary: dict, train_summary:
 
 
 def export(
-    cfg: ExportConfig, params: Params, generator_path: str | Path, metrics_path: str | Path,
-    data_summary_path: str | Path, train_summary_path: str | Path, out_dir: str | Path,
+    cfg: ExportConfig,
+    params: Params,
+    generator_path: str | Path,
+    metrics_path: str | Path,
+    data_summary_path: str | Path,
+    train_summary_path: str | Path,
+    out_dir: str | Path,
 ) -> dict:
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -114,7 +129,7 @@ def export(
     k = 0
     for batch in sample_batches(G, cfg.n_npz, cfg.seed + 2, 500):
         u8 = to_uint8(batch).cpu().permute(0, 2, 3, 1).numpy()
-        images[k:k + len(u8)] = u8
+        images[k : k + len(u8)] = u8
         k += len(u8)
     with atomic.atomic_path(out_dir / "samples.npz") as tmp:
         with open(tmp, "wb") as f:
@@ -122,7 +137,12 @@ def export(
 
     export_torchscript(G, out_dir / "generator.torchscript.pt")
     metrics = json.loads(Path(metrics_path).read_text())
-    card = model_card(params, metrics, json.loads(Path(data_summary_path).read_text()),
-                      json.loads(Path(train_summary_path).read_text()), code_version())
+    card = model_card(
+        params,
+        metrics,
+        json.loads(Path(data_summary_path).read_text()),
+        json.loads(Path(train_summary_path).read_text()),
+        code_version(),
+    )
     atomic.write_text(out_dir / "MODEL_CARD.md", card)
     return {"grid": str(out_dir / "grid.png"), "n_png": i, "n_npz": k}

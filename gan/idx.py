@@ -26,7 +26,7 @@ def parse_idx(data: bytes, name: str = "<bytes>") -> np.ndarray:
     header = 4 + 4 * ndim
     if len(data) < header:
         raise IDXError(f"{name}: truncated header ({len(data)} bytes, need {header})")
-    dims = [int.from_bytes(data[4 + 4 * i: 8 + 4 * i], "big") for i in range(ndim)]
+    dims = [int.from_bytes(data[4 + 4 * i : 8 + 4 * i], "big") for i in range(ndim)]
     dtype = np.dtype(_DTYPES[code])
     expected = header + int(np.prod(dims)) * dtype.itemsize
     if len(data) != expected:

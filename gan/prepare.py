@@ -46,7 +46,9 @@ def _decode(raw_dir: Path, split: str, limit: int) -> Split:
     return Split(images=np.ascontiguousarray(images[:, None]), labels=labels.astype(np.int64))
 
 
-def prepare(spec: DatasetSpec, raw_dir: str | Path, out_dir: str | Path, limit_train: int = 0, limit_test: int = 0) -> dict:
+def prepare(
+    spec: DatasetSpec, raw_dir: str | Path, out_dir: str | Path, limit_train: int = 0, limit_test: int = 0
+) -> dict:
     raw_dir, out_dir = Path(raw_dir), Path(out_dir)
     summary: dict = {"dataset": spec.name, "classes": list(spec.classes), "splits": {}}
     for split, limit in (("train", limit_train), ("test", limit_test)):
@@ -60,7 +62,7 @@ def prepare(spec: DatasetSpec, raw_dir: str | Path, out_dir: str | Path, limit_t
         summary["splits"][split] = {
             "n": int(len(data.labels)),
             "shape": list(data.images.shape[1:]),
-            "counts_per_class": {c: int(n) for c, n in zip(spec.classes, counts)},
+            "counts_per_class": {c: int(n) for c, n in zip(spec.classes, counts, strict=True)},
             "sha256_images": hashlib.sha256(data.images.tobytes()).hexdigest(),
             "sha256_labels": hashlib.sha256(data.labels.tobytes()).hexdigest(),
         }

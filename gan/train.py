@@ -153,11 +153,21 @@ def train(
     def checkpoint(epoch_: int, batch_: int) -> None:
         _check_finite(G, "generator", step)
         _check_finite(D, "discriminator", step)
-        _save_checkpoint(ckpt_path, {
-            "fingerprint": fingerprint, "step": step, "epoch": epoch_, "batch": batch_,
-            "G": G.state_dict(), "D": D.state_dict(), "opt_g": opt_g.state_dict(), "opt_d": opt_d.state_dict(),
-            "noise_rng": noise.get_state(), "model_config": json.dumps(model_cfg.model_dump()),
-        })
+        _save_checkpoint(
+            ckpt_path,
+            {
+                "fingerprint": fingerprint,
+                "step": step,
+                "epoch": epoch_,
+                "batch": batch_,
+                "G": G.state_dict(),
+                "D": D.state_dict(),
+                "opt_g": opt_g.state_dict(),
+                "opt_d": opt_d.state_dict(),
+                "noise_rng": noise.get_state(),
+                "model_config": json.dumps(model_cfg.model_dump()),
+            },
+        )
 
     pending: list[torch.Tensor] = []  # per-step stats kept on the device until a flush: no per-step host sync
     last: dict = {}
@@ -178,10 +188,14 @@ def train(
                 )
             log_file.write(f"{first_step + k}\t{epoch_}\t{ld:.6f}\t{lg:.6f}\t{dr:.6f}\t{df:.6f}\n")
         log_file.flush()
-        last = dict(zip(LOG_COLUMNS, [step, epoch_, *rows[-1]]))
+        last = dict(zip(LOG_COLUMNS, [step, epoch_, *rows[-1]], strict=True))
         if bar is not None:
-            bar.set_postfix(loss_d=f"{last['loss_d']:.3f}", loss_g=f"{last['loss_g']:.3f}",
-                            d_real=f"{last['d_real']:.2f}", d_fake=f"{last['d_fake']:.2f}")
+            bar.set_postfix(
+                loss_d=f"{last['loss_d']:.3f}",
+                loss_g=f"{last['loss_g']:.3f}",
+                d_real=f"{last['d_real']:.2f}",
+                d_fake=f"{last['d_fake']:.2f}",
+            )
         if on_progress is not None:
             on_progress({**last, "total_steps": total_steps})
 
@@ -193,7 +207,7 @@ def train(
         while epoch < train_cfg.epochs:
             perm = epoch_permutation(n, train_cfg.seed, epoch).to(device)
             for b in range(batch, steps_per_epoch):
-                x = from_uint8(data[perm[b * bs:(b + 1) * bs]])
+                x = from_uint8(data[perm[b * bs : (b + 1) * bs]])
                 z = torch.randn(bs, model_cfg.z_dim, generator=noise, device=device)
                 fake = G(z)
                 real_logits = D(x)
@@ -207,10 +221,16 @@ def train(
                 loss_g.backward()
                 opt_g.step()
                 step += 1
-                pending.append(torch.stack([
-                    loss_d.detach(), loss_g.detach(),
-                    torch.sigmoid(real_logits.detach()).mean(), torch.sigmoid(fake_logits.detach()).mean(),
-                ]))
+                pending.append(
+                    torch.stack(
+                        [
+                            loss_d.detach(),
+                            loss_g.detach(),
+                            torch.sigmoid(real_logits.detach()).mean(),
+                            torch.sigmoid(fake_logits.detach()).mean(),
+                        ]
+                    )
+                )
                 bar.update(1)
                 if len(pending) >= train_cfg.log_flush_every:
                     flush(epoch)
@@ -234,8 +254,12 @@ def train(
     seconds = time.perf_counter() - t0
     trained = step - resumed_from
     result = TrainResult(
-        steps=step, epochs=train_cfg.epochs, resumed_from_step=resumed_from, seconds=round(seconds, 3),
-        images_per_second=round(trained * bs / seconds, 1) if seconds > 0 else 0.0, final=last,
+        steps=step,
+        epochs=train_cfg.epochs,
+        resumed_from_step=resumed_from,
+        seconds=round(seconds, 3),
+        images_per_second=round(trained * bs / seconds, 1) if seconds > 0 else 0.0,
+        final=last,
     )
     save_generator(out.generator, G, model_cfg, {"steps": step, "fingerprint": fingerprint, "device": str(device)})
     atomic.write_text(out.log_dir / "summary.json", json.dumps(result.__dict__, indent=2) + "\n")

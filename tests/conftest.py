@@ -29,7 +29,7 @@ def tiny_split(tmp_path: Path) -> Path:
     labels = rng.integers(0, 10, 256).astype(np.int64)
     images = rng.integers(0, 40, (256, 1, 28, 28)).astype(np.uint8)
     for i, k in enumerate(labels):
-        images[i, 0, 2 * k + 3: 2 * k + 6, 4:24] = 220
+        images[i, 0, 2 * k + 3 : 2 * k + 6, 4:24] = 220
     path = tmp_path / "train.npz"
     np.savez(path, images=images, labels=labels)
     return path

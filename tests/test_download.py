@@ -468,8 +468,11 @@ def test_download_dataset_over_http(server, refused_port, dest_dir):
 
     out = download_dataset(spec, dest_dir / "tiny", extra_mirrors=[f"http://127.0.0.1:{refused_port}/"], settings=FAST)
 
-    assert out == {"x-idx3-ubyte": files["x-idx3-ubyte.gz"], "y-idx1-ubyte": files["y-idx1-ubyte.gz"],
-                   "notes.bin": files["notes.bin"]}
+    assert out == {
+        "x-idx3-ubyte": files["x-idx3-ubyte.gz"],
+        "y-idx1-ubyte": files["y-idx1-ubyte.gz"],
+        "notes.bin": files["notes.bin"],
+    }
     d = dest_dir / "tiny"
     assert listing(d) == {"x-idx3-ubyte", "y-idx1-ubyte", "notes.bin"}
     assert (d / "x-idx3-ubyte").read_bytes() == images

@@ -27,7 +27,9 @@ def test_big_endian_int32():
     np.testing.assert_array_equal(parse_idx(data), [-5, 70000])
 
 
-@pytest.mark.parametrize("bad", [b"\x1f\x8b\x08\x00" + b"\x00" * 20, b"\x00\x00\x07\x01" + b"\x00" * 8, b"\x00\x00\x08\x00"])
+@pytest.mark.parametrize(
+    "bad", [b"\x1f\x8b\x08\x00" + b"\x00" * 20, b"\x00\x00\x07\x01" + b"\x00" * 8, b"\x00\x00\x08\x00"]
+)
 def test_wrong_magic_is_named(bad, tmp_path):
     f = tmp_path / "bad-idx3-ubyte"
     f.write_bytes(bad)

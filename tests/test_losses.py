@@ -9,7 +9,9 @@ def test_d_loss_matches_hand_computation():
     # D(x) = sigmoid(l). For real logit 0: -log(0.5) = ln 2. For fake logit 2: -log(1 - sigmoid(2)) = log(1 + e^2).
     real = torch.tensor([0.0, 1.0])
     fake = torch.tensor([2.0, -1.0])
-    expected = (math.log(2) + math.log(1 + math.exp(-1))) / 2 + (math.log(1 + math.exp(2)) + math.log(1 + math.exp(-1))) / 2
+    expected = (math.log(2) + math.log(1 + math.exp(-1))) / 2 + (
+        math.log(1 + math.exp(2)) + math.log(1 + math.exp(-1))
+    ) / 2
     assert math.isclose(d_loss(real, fake).item(), expected, rel_tol=1e-6)
 
 
@@ -19,9 +21,9 @@ def test_g_loss_is_non_saturating_and_uses_real_label():
     expected = (math.log(1 + math.exp(3)) + math.log(2)) / 2
     assert math.isclose(g_loss(fake).item(), expected, rel_tol=1e-6)
     # Non-saturating: when D confidently rejects fakes, G's gradient stays large (saturating loss would vanish).
-    l = torch.tensor([-10.0], requires_grad=True)
-    g_loss(l).backward()
-    assert l.grad.abs().item() > 0.99
+    logit = torch.tensor([-10.0], requires_grad=True)
+    g_loss(logit).backward()
+    assert logit.grad.abs().item() > 0.99
 
 
 def test_losses_equal_probability_form_and_never_overflow():

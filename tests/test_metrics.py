@@ -1,7 +1,14 @@
 import numpy as np
 import pytest
 
-from gan.metrics import class_histogram, classes_covered, feature_stats, fid_from_features, frechet_distance, kl_divergence
+from gan.metrics import (
+    class_histogram,
+    classes_covered,
+    feature_stats,
+    fid_from_features,
+    frechet_distance,
+    kl_divergence,
+)
 
 
 def reference_fd(a: np.ndarray, b: np.ndarray) -> float:
@@ -23,7 +30,9 @@ def test_frechet_matches_independent_reference():
 
 def test_frechet_1d_closed_form_and_identity():
     # For 1-D Gaussians, FD = (m1 - m2)^2 + (s1 - s2)^2.
-    assert frechet_distance(np.array([1.0]), np.array([[4.0]]), np.array([3.0]), np.array([[9.0]])) == pytest.approx(4 + 1)
+    assert frechet_distance(np.array([1.0]), np.array([[4.0]]), np.array([3.0]), np.array([[9.0]])) == pytest.approx(
+        4 + 1
+    )
     x = np.random.default_rng(1).normal(size=(500, 8))
     assert abs(frechet_distance(*feature_stats(x), *feature_stats(x))) < 1e-6
 

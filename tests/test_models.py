@@ -20,7 +20,10 @@ def test_mlp_is_the_textbook_size():
     sizes = [(m.in_features, m.out_features) for m in G.modules() if isinstance(m, torch.nn.Linear)]
     assert sizes == [(100, 128), (128, 784)]
     D = build_discriminator(ModelConfig(arch="mlp"))
-    assert [(m.in_features, m.out_features) for m in D.modules() if isinstance(m, torch.nn.Linear)] == [(784, 128), (128, 1)]
+    assert [(m.in_features, m.out_features) for m in D.modules() if isinstance(m, torch.nn.Linear)] == [
+        (784, 128),
+        (128, 1),
+    ]
 
 
 def test_dcgan_init_is_normal_0_002_with_batchnorm():

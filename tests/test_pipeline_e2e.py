@@ -23,9 +23,15 @@ pytestmark = pytest.mark.slow
 
 TINY = [
     "data.mirrors=['file:///usr/share/datasets/fashion-mnist/']",
-    "data.limit_train=3000", "data.limit_test=1000",
-    "model.channels=16", "train.epochs=1", "train.batch_size=64",
-    "classifier.epochs=1", "evaluate.n_samples=600", "export.n_png=10", "export.n_npz=200",
+    "data.limit_train=3000",
+    "data.limit_test=1000",
+    "model.channels=16",
+    "train.epochs=1",
+    "train.batch_size=64",
+    "classifier.epochs=1",
+    "evaluate.n_samples=600",
+    "export.n_png=10",
+    "export.n_npz=200",
 ]
 
 
@@ -39,8 +45,9 @@ def run(cmd: list[str], cwd: Path, check: bool = True) -> subprocess.CompletedPr
 
 def copy_repo(dest: Path, overrides: list[str]) -> Path:
     """Copy the project's files (as git sees them) into a fresh git repo with tiny params."""
-    files = subprocess.run(["git", "ls-files", "-co", "--exclude-standard"], cwd=REPO, capture_output=True,
-                           text=True, check=True).stdout.split()
+    files = subprocess.run(
+        ["git", "ls-files", "-co", "--exclude-standard"], cwd=REPO, capture_output=True, text=True, check=True
+    ).stdout.split()
     for f in files:
         if f.startswith("data/") or not (REPO / f).is_file():
             continue
@@ -49,8 +56,11 @@ def copy_repo(dest: Path, overrides: list[str]) -> Path:
     raw = apply_overrides(yaml.safe_load((REPO / "params.yaml").read_text()), overrides)
     (dest / "params.yaml").write_text(yaml.safe_dump(raw, sort_keys=False))
     load_params(dest / "params.yaml")
-    for cmd in (["git", "init", "-q"], ["git", "add", "-A"],
-                ["git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "tiny"]):
+    for cmd in (
+        ["git", "init", "-q"],
+        ["git", "add", "-A"],
+        ["git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "tiny"],
+    ):
         run(cmd, dest)
     return dest
 
@@ -67,7 +77,11 @@ def test_dvc_repro_end_to_end(tmp_path):
 
     raw = repo / "data/raw/fashion-mnist"
     assert sorted(p.name for p in raw.iterdir()) == [
-        "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte", "train-images-idx3-ubyte", "train-labels-idx1-ubyte"]
+        "t10k-images-idx3-ubyte",
+        "t10k-labels-idx1-ubyte",
+        "train-images-idx3-ubyte",
+        "train-labels-idx1-ubyte",
+    ]
     summary = json.loads((repo / "data/prepared/summary.json").read_text())
     assert summary["splits"]["train"]["n"] == 3000 and summary["splits"]["test"]["n"] == 1000
     with np.load(repo / "data/prepared/train.npz") as z:
@@ -87,8 +101,10 @@ def test_dvc_repro_end_to_end(tmp_path):
     card = (samples / "MODEL_CARD.md").read_text()
     assert "fashion-mnist" in card and str(metrics["fd_classifier"]) in card
     # TorchScript loads where this project cannot be imported.
-    probe = ("import sys; sys.modules['gan'] = None; import torch; "
-             f"G = torch.jit.load({str(samples / 'generator.torchscript.pt')!r}); print(tuple(G(torch.randn(2, 100)).shape))")
+    probe = (
+        "import sys; sys.modules['gan'] = None; import torch; "
+        f"G = torch.jit.load({str(samples / 'generator.torchscript.pt')!r}); print(tuple(G(torch.randn(2, 100)).shape))"
+    )
     assert run([sys.executable, "-c", probe], tmp_path).stdout.strip() == "(2, 1, 28, 28)"
     log_rows = (repo / "data/train/log.tsv").read_text().splitlines()
     assert len(log_rows) == 1 + 3000 // 64

@@ -32,7 +32,9 @@ def test_same_params_give_bit_identical_weights(tiny_split, tmp_path):
     assert_identical(weights(tmp_path / "a/generator.pt"), weights(tmp_path / "b/generator.pt"))
     other = train(MODEL, CFG.model_copy(update={"seed": 1}), tiny_split, outputs(tmp_path / "c"), progress_bar=False)
     assert other.steps == r1.steps
-    assert not torch.equal(weights(tmp_path / "a/generator.pt")["net.0.weight"], weights(tmp_path / "c/generator.pt")["net.0.weight"])
+    assert not torch.equal(
+        weights(tmp_path / "a/generator.pt")["net.0.weight"], weights(tmp_path / "c/generator.pt")["net.0.weight"]
+    )
 
 
 def test_outputs_log_samples_and_rebuildable_generator(tiny_split, tmp_path):

@@ -1,0 +1,280 @@
+"""The Prefect flow: one task per DVC stage, then the champion/challenger gate.
+
+Wiring only. Each stage task asks DVC whether the stage is current; if not it
+runs `dvc repro --single-item STAGE` (so dvc.lock records it exactly as
+`dvc repro` would) and streams the stage's output to the run logs. Stage logic
+is in `gan/`.
+
+    python -m flows.pipeline                       # run on params.yaml
+    python -m flows.pipeline train.epochs=3        # with overrides (validated, then saved to params.yaml)
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import sys
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+
+from filelock import FileLock, Timeout
+from prefect import flow, get_run_logger, runtime, task
+from prefect.artifacts import (
+    create_markdown_artifact,
+    create_progress_artifact,
+    create_table_artifact,
+    update_progress_artifact,
+)
+from prefect.cache_policies import NO_CACHE
+from prefect.events import emit_event
+from prefect.tasks import exponential_backoff
+
+from gan import dvcrun
+from gan.champion import FILES as CHAMPION_FILES
+from gan.champion import decide, promote, read_record
+from gan.config import Params, load_params, save_overrides
+from gan.history import append_run
+
+REPO = Path(__file__).resolve().parents[1]
+CHAMPION_DIR = Path("data/models/champion")
+HISTORY = Path("data/history/runs.csv")
+LOCK = ".gan-pipeline.lock"
+ARTIFACT_KEYS = {
+    "progress": "gan-training-progress",
+    "metrics": "gan-metrics",
+    "history": "gan-run-history",
+    "report": "gan-report",
+}
+
+
+class WorkspaceBusy(RuntimeError):
+    """Another pipeline run holds this workspace."""
+
+
+def _run_stage(stage: str, repo: str) -> dict:
+    logger = get_run_logger()
+    if dvcrun.is_current(stage, repo):
+        logger.info("stage %r is up to date according to DVC: skipped", stage)
+        return {"stage": stage, "ran": False}
+    before = dvcrun.out_hash(stage, repo)
+    progress_id = None
+    last = {"t": 0.0, "log": 0.0}
+
+    def on_progress(n: int, total: int) -> None:
+        nonlocal progress_id
+        now = time.monotonic()
+        if stage != "train":
+            return
+        if progress_id is None:
+            progress_id = create_progress_artifact(
+                0.0, key=ARTIFACT_KEYS["progress"], description="Training steps done (%)"
+            )
+        if now - last["t"] >= 2 or n == total:
+            update_progress_artifact(progress_id, 100.0 * n / max(total, 1))
+            last["t"] = now
+        if now - last["log"] >= 30 or n == total:
+            logger.info("train: step %d/%d (%.0f%%)", n, total, 100.0 * n / max(total, 1))
+            last["log"] = now
+
+    t0 = time.perf_counter()
+    dvcrun.repro_stage(stage, repo, on_line=logger.info, on_progress=on_progress)
+    after = dvcrun.out_hash(stage, repo)
+    logger.info("stage %r done in %.1f s", stage, time.perf_counter() - t0)
+    return {
+        "stage": stage,
+        "ran": True,
+        "seconds": round(time.perf_counter() - t0, 2),
+        "changed_output": before != after,
+        "previous_output": before,
+    }
+
+
+run_stage = task(_run_stage, name="stage", cache_policy=NO_CACHE)
+# Mirrors flake out: the download stage retries with exponential backoff.
+download_stage = task(
+    _run_stage, name="download", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=exponential_backoff(10)
+)
+
+
+@task(name="champion-gate", cache_policy=NO_CACHE)
+def champion_gate(repo: str, params: Params) -> dict:
+    """Re-score the champion with today's evaluation setup, compare, promote only if better."""
+    from gan.evaluate import evaluate
+
+    logger = get_run_logger()
+    root = Path(repo)
+    candidate = json.loads((root / "data/metrics/metrics.json").read_text())
+    champ_dir = root / CHAMPION_DIR
+    record = read_record(champ_dir)
+    champion_now = None
+    if record is not None:
+        champion_now = evaluate(
+            params.evaluate,
+            champ_dir / "generator.pt",
+            root / "data/models/classifier.pt",
+            root / "data/prepared/train.npz",
+            root / "data/prepared/test.npz",
+            root / "data/metrics/.champion-rescored.json",
+            device=params.train.device,
+        )
+        (root / "data/metrics/.champion-rescored.json").unlink(missing_ok=True)
+    decision = decide(candidate, champion_now, params.promote.margin, params.promote.require_all_classes)
+    logger.info(
+        "champion gate: %s (candidate %.4g, champion %s)",
+        decision.reason,
+        decision.candidate_fd,
+        "none" if decision.champion_fd is None else f"{decision.champion_fd:.4g}",
+    )
+    flow_run_id = str(runtime.flow_run.id or "")
+    if decision.promote:
+        summary = json.loads((root / "data/prepared/summary.json").read_text())
+        sources = {
+            "generator.pt": root / "data/models/generator.pt",
+            "generator.torchscript.pt": root / "data/samples/generator.torchscript.pt",
+            "metrics.json": root / "data/metrics/metrics.json",
+            "MODEL_CARD.md": root / "data/samples/MODEL_CARD.md",
+            "grid.png": root / "data/samples/grid.png",
+        }
+        assert set(sources) == set(CHAMPION_FILES)
+        promote(
+            sources,
+            champ_dir,
+            {
+                "flow_run_id": flow_run_id,
+                "promoted_at": datetime.now(UTC).isoformat(timespec="seconds"),
+                "data_version": {s: v["sha256_images"] for s, v in summary["splits"].items()},
+                "dataset": summary["dataset"],
+                "generator_md5": dvcrun.out_hash("train", repo),
+                "metrics": candidate,
+                "decision": decision.as_dict(),
+            },
+        )
+        dvcrun.dvc(["add", str(CHAMPION_DIR)], repo)
+        logger.info("promoted: %s is the new champion", CHAMPION_DIR)
+    return {
+        "decision": decision.as_dict(),
+        "candidate": candidate,
+        "champion": champion_now,
+        "previous_record": record,
+        "flow_run_id": flow_run_id,
+    }
+
+
+def _report(repo: Path, gate: dict, history_rows: list[dict]) -> None:
+    cand, champ, dec = gate["candidate"], gate["champion"] or {}, gate["decision"]
+    keys = ["fd_classifier", "classes_covered", "class_kl", "mean_confidence", "n"]
+    create_table_artifact(
+        [
+            {
+                "metric": k,
+                "this_run": cand.get(k),
+                "champion": champ.get(k, "—"),
+                "real_vs_real_floor": cand.get(f"{k}_floor", "—"),
+            }
+            for k in keys
+        ],
+        key=ARTIFACT_KEYS["metrics"],
+        description="This run beside the champion (re-scored on the same setup)",
+    )
+    create_table_artifact(
+        history_rows[-50:], key=ARTIFACT_KEYS["history"], description=f"Past runs ({HISTORY}, pandas-readable CSV)"
+    )
+    grid = base64.b64encode((repo / "data/samples/grid.png").read_bytes()).decode()
+    verdict = "PROMOTED to champion" if dec["promote"] else "not promoted"
+    files = "\n".join(
+        f"- `{repo / 'data/samples' / f}`"
+        for f in ("grid.png", "samples.npz", "generator.torchscript.pt", "MODEL_CARD.md", "png/")
+    )
+    md = f"""# GAN pipeline run
+
+**Candidate {verdict}.** {dec["reason"]}
+
+| | Fréchet distance (classifier) | classes covered |
+|---|---|---|
+| this run | {cand["fd_classifier"]} | {cand["classes_covered"]}/{cand["num_classes"]} |
+| champion | {champ.get("fd_classifier", "—")} | {champ.get("classes_covered", "—")} |
+| real-vs-real floor | {cand["fd_classifier_floor"]} | {cand["classes_covered_floor"]}/{cand["num_classes"]} |
+
+## Samples (8×8 grid)
+
+![sample grid](data:image/png;base64,{grid})
+
+## Files
+{files}
+- champion: `{repo / CHAMPION_DIR}`
+- run history: `{repo / HISTORY}`
+"""
+    create_markdown_artifact(md, key=ARTIFACT_KEYS["report"], description="Samples, decision, files")
+
+
+@flow(name="gan-pipeline", log_prints=True)
+def gan_pipeline(overrides: list[str] | None = None, repo: str | None = None, lock_timeout: float = 600.0) -> dict:
+    """Bring the DVC pipeline up to date, stage by stage, then gate the champion."""
+    logger = get_run_logger()
+    repo = str(Path(repo or REPO).resolve())
+    params_path = Path(repo) / "params.yaml"
+    params = load_params(params_path, overrides)  # bad overrides fail here, before any task
+    lock = FileLock(str(Path(repo) / LOCK))
+    try:
+        lock.acquire(timeout=lock_timeout)
+    except Timeout:
+        raise WorkspaceBusy(
+            f"another gan-pipeline run holds {Path(repo) / LOCK}; waited {lock_timeout:.0f} s. "
+            "Wait for it to finish (or raise lock_timeout)."
+        ) from None
+    try:
+        if overrides:
+            params = save_overrides(params_path, overrides)
+            logger.info("saved overrides to params.yaml: %s", overrides)
+        results = []
+        for stage in dvcrun.stage_names(repo):
+            runner = download_stage if stage == "download" else run_stage.with_options(name=stage)
+            res = runner(stage, repo)
+            results.append(res)
+            if stage == "download" and res["ran"] and res["changed_output"] and res["previous_output"]:
+                emit_event(
+                    "gan.dataset.updated",
+                    resource={"prefect.resource.id": f"gan.dataset.{params.data.dataset}"},
+                    payload={"dataset": params.data.dataset, "md5": dvcrun.out_hash("download", repo)},
+                )
+                logger.info("dataset %s changed: emitted gan.dataset.updated", params.data.dataset)
+        ran = [r["stage"] for r in results if r["ran"]]
+        if not ran:
+            logger.info("nothing changed: every stage is up to date, champion unchanged")
+            return {"ran": [], "promoted": False}
+        gate = champion_gate(repo, params)
+        cand = gate["candidate"]
+        history = append_run(
+            Path(repo) / HISTORY,
+            {
+                "finished_at": datetime.now(UTC).isoformat(timespec="seconds"),
+                "flow_run_id": gate["flow_run_id"],
+                "dataset": params.data.dataset,
+                "arch": params.model.arch,
+                "epochs": params.train.epochs,
+                "stages_run": " ".join(ran),
+                "fd_classifier": cand["fd_classifier"],
+                "fd_classifier_floor": cand["fd_classifier_floor"],
+                "classes_covered": cand["classes_covered"],
+                "class_kl": cand["class_kl"],
+                "champion_fd": (gate["champion"] or {}).get("fd_classifier"),
+                "promoted": gate["decision"]["promote"],
+            },
+        )
+        dvcrun.dvc(["add", str(HISTORY.parent)], repo)
+        _report(Path(repo), gate, history.to_dict("records"))
+        return {"ran": ran, "promoted": gate["decision"]["promote"], "decision": gate["decision"]}
+    finally:
+        lock.release()
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = sys.argv[1:] if argv is None else argv
+    result = gan_pipeline(overrides=args or None)
+    print(json.dumps(result, indent=2, default=str))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

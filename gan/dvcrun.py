@@ -1,0 +1,93 @@
+"""Run DVC stages from Python, one at a time, streaming their output.
+
+The Prefect flow uses these so that a stage it runs is recorded in `dvc.lock`
+exactly as `dvc repro` records it (it *is* `dvc repro`, one stage at a time),
+and a stage DVC reports up to date is skipped.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+import yaml
+
+_PROGRESS = re.compile(r"^(?P<desc>[\w-]+):\s+\d+%\|.*\|\s*(?P<n>\d+)/(?P<total>\d+)")
+
+
+class StageFailed(RuntimeError):
+    """A DVC stage exited non-zero; the message carries the stage's last output lines."""
+
+
+def _env() -> dict[str, str]:
+    # The stage commands are `python -m gan ...`: make sure `python` is this interpreter.
+    bindir = str(Path(sys.executable).parent)
+    return {**os.environ, "DVC_NO_ANALYTICS": "1", "PATH": f"{bindir}{os.pathsep}{os.environ.get('PATH', '')}"}
+
+
+def dvc(args: list[str], repo: str | Path, check: bool = True) -> subprocess.CompletedProcess:
+    proc = subprocess.run([sys.executable, "-m", "dvc", *args], cwd=repo, env=_env(), capture_output=True, text=True)
+    if check and proc.returncode != 0:
+        raise StageFailed(f"dvc {' '.join(args)} failed ({proc.returncode}):\n{proc.stdout}{proc.stderr}")
+    return proc
+
+
+def stage_names(repo: str | Path) -> list[str]:
+    return list(yaml.safe_load((Path(repo) / "dvc.yaml").read_text())["stages"])
+
+
+def is_current(stage: str, repo: str | Path) -> bool:
+    """True when DVC says the stage (deps, params, outs) is up to date."""
+    proc = dvc(["status", "--json", stage], repo)
+    return json.loads(proc.stdout or "{}") == {}
+
+
+def out_hash(stage: str, repo: str | Path) -> str | None:
+    """The md5 recorded in dvc.lock for the stage's first output (None if never run)."""
+    lock = Path(repo) / "dvc.lock"
+    if not lock.exists():
+        return None
+    outs = (yaml.safe_load(lock.read_text()) or {}).get("stages", {}).get(stage, {}).get("outs", [])
+    return outs[0].get("md5") if outs else None
+
+
+def repro_stage(
+    stage: str, repo: str | Path, on_line: Callable[[str], None], on_progress: Callable[[int, int], None] | None = None
+) -> None:
+    """`dvc repro --single-item STAGE`, with each output line (and progress-bar state) reported."""
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "dvc", "repro", "--single-item", stage],
+        cwd=repo,
+        env=_env(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        bufsize=1,
+    )
+    tail: list[str] = []
+    buf = ""
+    assert proc.stdout is not None
+    while True:
+        ch = proc.stdout.read(1)
+        if ch in ("\n", "\r", ""):
+            line = buf.strip()
+            buf = ""
+            if line:
+                m = _PROGRESS.match(line)
+                if m:
+                    if on_progress:
+                        on_progress(int(m["n"]), int(m["total"]))
+                else:
+                    on_line(line)
+                    tail = (tail + [line])[-30:]
+            if ch == "":
+                break
+        else:
+            buf += ch
+    if proc.wait() != 0:
+        raise StageFailed(f"stage {stage!r} failed (exit {proc.returncode}); last output:\n" + "\n".join(tail))
