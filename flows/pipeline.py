@@ -238,7 +238,7 @@ def gan_pipeline(overrides: list[str] | None = None, repo: str | None = None, lo
                     resource={"prefect.resource.id": f"gan.dataset.{params.data.dataset}"},
                     payload={"dataset": params.data.dataset, "md5": dvcrun.out_hash("download", repo)},
                 )
-                logger.info("dataset %s changed: emitted gan.dataset.updated", params.data.dataset)
+                logger.info("dataset %s changed: emitted gan.dataset.changed", params.data.dataset)
         ran = [r["stage"] for r in results if r["ran"]]
         if not ran:
             logger.info("nothing changed: every stage is up to date, champion unchanged")
@@ -270,9 +270,17 @@ def gan_pipeline(overrides: list[str] | None = None, repo: str | None = None, lo
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = sys.argv[1:] if argv is None else argv
-    result = gan_pipeline(overrides=args or None)
-    print(json.dumps(result, indent=2, default=str))
+    import argparse
+
+    ap = argparse.ArgumentParser(prog="python -m flows.pipeline", description="Run the GAN pipeline as a Prefect flow.")
+    ap.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="params.yaml overrides, e.g. train.epochs=3")
+    ap.add_argument("--lock-timeout", type=float, default=600.0, help="seconds to wait for another run (default 600)")
+    args = ap.parse_args(argv)
+    state = gan_pipeline(overrides=args.overrides or None, lock_timeout=args.lock_timeout, return_state=True)
+    if not state.is_completed():
+        print(f"flow run {state.name}: {state.message}", file=sys.stderr)
+        return 1
+    print(json.dumps(state.result(), indent=2, default=str))
     return 0
 
 

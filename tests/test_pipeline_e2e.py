@@ -4,65 +4,16 @@ in a temporary copy of the repo (a real git + DVC repo)."""
 from __future__ import annotations
 
 import json
-import os
-import shutil
-import subprocess
 import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
 import yaml
 from PIL import Image
 
-from gan.config import apply_overrides, load_params
-
-from .conftest import REPO, require_debian_fashion_mnist
+from .conftest import TINY, copy_repo, require_debian_fashion_mnist, run
 
 pytestmark = pytest.mark.slow
-
-TINY = [
-    "data.mirrors=['file:///usr/share/datasets/fashion-mnist/']",
-    "data.limit_train=3000",
-    "data.limit_test=1000",
-    "model.channels=16",
-    "train.epochs=1",
-    "train.batch_size=64",
-    "classifier.epochs=1",
-    "evaluate.n_samples=600",
-    "export.n_png=10",
-    "export.n_npz=200",
-]
-
-
-def run(cmd: list[str], cwd: Path, check: bool = True) -> subprocess.CompletedProcess:
-    env = {**os.environ, "DVC_NO_ANALYTICS": "1", "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}"}
-    proc = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True)
-    if check and proc.returncode != 0:
-        raise AssertionError(f"{' '.join(cmd)} failed ({proc.returncode}):\n{proc.stdout}\n{proc.stderr}")
-    return proc
-
-
-def copy_repo(dest: Path, overrides: list[str]) -> Path:
-    """Copy the project's files (as git sees them) into a fresh git repo with tiny params."""
-    files = subprocess.run(
-        ["git", "ls-files", "-co", "--exclude-standard"], cwd=REPO, capture_output=True, text=True, check=True
-    ).stdout.split()
-    for f in files:
-        if f.startswith("data/") or not (REPO / f).is_file():
-            continue
-        (dest / f).parent.mkdir(parents=True, exist_ok=True)
-        shutil.copy2(REPO / f, dest / f)
-    raw = apply_overrides(yaml.safe_load((REPO / "params.yaml").read_text()), overrides)
-    (dest / "params.yaml").write_text(yaml.safe_dump(raw, sort_keys=False))
-    load_params(dest / "params.yaml")
-    for cmd in (
-        ["git", "init", "-q"],
-        ["git", "add", "-A"],
-        ["git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "tiny"],
-    ):
-        run(cmd, dest)
-    return dest
 
 
 def ran_stages(output: str) -> list[str]:
