@@ -5,6 +5,8 @@ from __future__ import annotations
 import csv
 import hashlib
 import json
+import os
+import re
 import sys
 from pathlib import Path
 from uuid import UUID
@@ -17,7 +19,7 @@ from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterFlowRun
 from flows.pipeline import ARTIFACT_KEYS, LOCK
 from gan import dvcrun
 
-from .conftest import TINY, copy_repo, require_debian_fashion_mnist, run
+from .conftest import ARTIFACTS_DIR, TINY, copy_repo, require_debian_fashion_mnist, run
 
 pytestmark = pytest.mark.slow
 
@@ -173,3 +175,43 @@ def test_second_run_waits_or_fails_clearly(tmp_path, prefect_server):
     assert proc.returncode == 1
     assert "another gan-pipeline run holds" in proc.stdout + proc.stderr
     assert not (repo / "data").exists()
+
+
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
+                 "--disable-sync", "--no-first-run", "--disable-quic"]  # fmt: skip
+
+
+def test_prefect_ui_shows_the_run_in_a_real_browser(completed_run, prefect_server):
+    """Headless Debian Chromium on the real server's UI: stages, progress, metrics table, sample grid."""
+    if not Path(CHROMIUM).exists():
+        msg = "Debian chromium missing: apt-get install -y chromium"
+        pytest.fail(msg) if os.environ.get("GAN_REQUIRE_REAL_DATA") == "1" else pytest.skip(msg)
+    from playwright.sync_api import expect, sync_playwright
+
+    _, run_id, _ = completed_run
+    ARTIFACTS_DIR.mkdir(exist_ok=True)
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        page = browser.new_page(viewport={"width": 1400, "height": 1000})
+        page.goto(f"{prefect_server.url}/runs/flow-run/{run_id}")
+        expect(page.get_by_text("Completed").first).to_be_visible(timeout=60_000)
+        page.get_by_text("Task Runs", exact=True).first.click()
+        for stage in [*STAGES, "champion-gate"]:
+            expect(page.get_by_text(re.compile(rf"^{stage}-\w+$")).first).to_be_visible(timeout=30_000)
+        page.get_by_text("Artifacts", exact=True).first.click()
+        for key in ARTIFACT_KEYS.values():
+            expect(page.get_by_text(key, exact=True).first).to_be_visible(timeout=30_000)
+        page.screenshot(path=str(ARTIFACTS_DIR / "prefect-flow-run.png"), full_page=True)
+
+        page.get_by_text("gan-metrics", exact=True).first.click()
+        expect(page.get_by_text("fd_classifier", exact=True).first).to_be_visible(timeout=30_000)
+        page.go_back()
+        page.get_by_text("Artifacts", exact=True).first.click()
+        page.get_by_text("gan-report", exact=True).first.click()
+        grid = page.locator("img[src^='data:image/png;base64,']").first
+        expect(grid).to_be_visible(timeout=30_000)
+        assert grid.evaluate("img => img.naturalWidth") == 8 * 28 + 9 * 2  # the decoded 8×8 sample grid
+        expect(page.get_by_text("PROMOTED to champion").first).to_be_visible()
+        page.screenshot(path=str(ARTIFACTS_DIR / "prefect-report.png"), full_page=True)
+        browser.close()
