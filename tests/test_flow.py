@@ -215,3 +215,20 @@ def test_prefect_ui_shows_the_run_in_a_real_browser(completed_run, prefect_serve
         expect(page.get_by_text("PROMOTED to champion").first).to_be_visible()
         page.screenshot(path=str(ARTIFACTS_DIR / "prefect-report.png"), full_page=True)
         browser.close()
+
+
+def test_two_runs_at_once_do_not_corrupt_the_workspace(tmp_path, prefect_server):
+    require_debian_fashion_mnist()
+    import subprocess
+
+    repo = copy_repo(tmp_path / "repo", FLOW_TINY)
+    env = {**prefect_server.env, "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}"}
+    cmd = [sys.executable, "-m", "flows.pipeline"]
+    procs = [subprocess.Popen(cmd, cwd=repo, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+             for _ in range(2)]  # fmt: skip
+    outs = [p.communicate(timeout=600) for p in procs]
+    assert [p.returncode for p in procs] == [0, 0], outs
+    ran = sorted(tuple(json.loads(out[out.index("{") :])["ran"]) for out, _ in outs)
+    assert ran == [(), tuple(STAGES)]  # one did the work; the other waited, then found everything current
+    assert "up to date" in run(["dvc", "status"], repo).stdout
+    assert len(history(repo)) == 1

@@ -1,0 +1,83 @@
+"""The cron deployment from prefect.yaml on a real local server, executed by a process worker."""
+
+from __future__ import annotations
+
+import sys
+import time
+from uuid import UUID
+
+import pytest
+from prefect.client.schemas.filters import DeploymentFilter, DeploymentFilterId
+from prefect.client.schemas.sorting import FlowRunSort
+
+from .conftest import copy_repo, require_debian_fashion_mnist, run
+from .test_flow import FLOW_TINY, STAGES, task_runs
+
+pytestmark = pytest.mark.slow
+
+
+def prefect(repo, server, *args, timeout_check=True):
+    return run([sys.executable, "-m", "prefect", *args], repo, env=server.env, check=timeout_check)
+
+
+def deployment_runs(server, deployment_id) -> list:
+    with server.client() as c:
+        return c.read_flow_runs(
+            deployment_filter=DeploymentFilter(id=DeploymentFilterId(any_=[deployment_id])),
+            sort=FlowRunSort.EXPECTED_START_TIME_ASC,
+            limit=50,
+        )
+
+
+def wait_for(predicate, timeout: float, what: str):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(1)
+    raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
+
+
+def test_nightly_deployment_schedules_runs_and_a_worker_executes_one(tmp_path, prefect_server):
+    require_debian_fashion_mnist()
+    repo = copy_repo(tmp_path / "repo", FLOW_TINY)
+    prefect(repo, prefect_server, "work-pool", "create", "gan-process", "--type", "process")
+    prefect(repo, prefect_server, "--no-prompt", "deploy", "--all")
+
+    with prefect_server.client() as c:
+        dep = c.read_deployment_by_name("gan-pipeline/nightly")
+    assert [s.schedule.cron for s in dep.schedules] == ["0 2 * * *"]
+    assert dep.work_pool_name == "gan-process"
+    assert dep.pull_steps[0]["prefect.deployments.steps.set_working_directory"]["directory"] == str(repo)
+
+    # The server's scheduler turns the cron into future runs at 02:00 UTC.
+    scheduled = wait_for(
+        lambda: [r for r in deployment_runs(prefect_server, dep.id) if r.state.is_scheduled()], 90, "scheduled runs"
+    )
+    assert all(r.expected_start_time.hour == 2 and r.expected_start_time.minute == 0 for r in scheduled)
+
+    # Run one now, end to end, through a process worker.
+    with prefect_server.client() as c:
+        now = c.create_flow_run_from_deployment(dep.id)
+    worker = run(
+        [sys.executable, "-m", "prefect", "worker", "start", "--pool", "gan-process", "--run-once"],
+        repo,
+        env=prefect_server.env,
+    )
+    with prefect_server.client() as c:
+        done = c.read_flow_run(now.id)
+    assert done.state.is_completed(), f"{done.state}\n{worker.stdout[-3000:]}\n{worker.stderr[-3000:]}"
+    assert set(task_runs(prefect_server, str(now.id))) == {*STAGES, "champion-gate"}
+    assert (repo / "data/models/champion/record.json").exists()
+    assert "up to date" in run(["dvc", "status"], repo).stdout
+
+    # New data: the documented command emits the event the deployment's trigger waits for.
+    before = {r.id for r in deployment_runs(prefect_server, dep.id)}
+    run([sys.executable, "-m", "flows.notify", "--note", "test"], repo, env=prefect_server.env)
+    triggered = wait_for(
+        lambda: [r for r in deployment_runs(prefect_server, dep.id) if r.id not in before], 60, "a triggered run"
+    )
+    assert triggered[0].created_by is not None and triggered[0].created_by.type == "AUTOMATION"
+    with prefect_server.client() as c:  # not executed here; leave the server tidy for other tests
+        c.delete_flow_run(UUID(str(triggered[0].id)))
