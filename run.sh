@@ -1,9 +1,13 @@
 #!/usr/bin/env bash
-# Install, then run the default pipeline end to end (`dvc repro`).
+# Install, then run the default pipeline end to end as a Prefect flow (one task per
+# DVC stage). With no PREFECT_API_URL set it runs on Prefect's ephemeral API;
+# with a server (scripts/server.sh) it reports there. Arguments are params
+# overrides, e.g. ./run.sh train.epochs=3
 set -euo pipefail
 cd "$(dirname "$0")"
 scripts/setup.sh
 export DVC_NO_ANALYTICS=1 PATH="$PWD/.venv/bin:$PATH"
-dvc repro "$@"
+export PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS=${PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS:-120}
+python -m flows.pipeline "$@"
 dvc metrics show
-echo "Samples: data/samples/grid.png, model card: data/samples/MODEL_CARD.md"
+echo "Samples: data/samples/grid.png; model card: data/samples/MODEL_CARD.md; champion: data/models/champion/"
