@@ -34,6 +34,7 @@ from gan import dvcrun
 from gan.champion import FILES as CHAMPION_FILES
 from gan.champion import decide, promote, read_record
 from gan.config import Params, load_params, save_overrides
+from gan.evaluate import summary_rows
 from gan.history import append_run
 
 REPO = Path(__file__).resolve().parents[1]
@@ -113,9 +114,9 @@ def champion_gate(repo: str, params: Params) -> dict:
             params.evaluate,
             champ_dir / "generator.pt",
             root / "data/models/classifier.pt",
-            root / "data/prepared/train.npz",
-            root / "data/prepared/test.npz",
+            root / "data/reference",
             root / "data/metrics/.champion-rescored.json",
+            classes=json.loads((root / "data/prepared/summary.json").read_text())["classes"],
             device=params.train.device,
         )
         (root / "data/metrics/.champion-rescored.json").unlink(missing_ok=True)
@@ -163,20 +164,13 @@ def champion_gate(repo: str, params: Params) -> dict:
 
 def _report(repo: Path, gate: dict, history_rows: list[dict]) -> None:
     cand, champ, dec = gate["candidate"], gate["champion"] or {}, gate["decision"]
-    keys = ["fd_classifier", "classes_covered", "class_kl", "mean_confidence", "n"]
+    champ_rows = {r["metric"]: r["value"] for r in summary_rows(champ)}
     create_table_artifact(
-        [
-            {
-                "metric": k,
-                "this_run": cand.get(k),
-                "champion": champ.get(k, "—"),
-                "real_vs_real_floor": cand.get(f"{k}_floor", "—"),
-            }
-            for k in keys
-        ],
+        [{"metric": r["metric"], "this_run": r["value"], "champion": champ_rows.get(r["metric"], "—"),
+          "real_vs_real_floor": r["floor"]} for r in summary_rows(cand)],
         key=ARTIFACT_KEYS["metrics"],
-        description="This run beside the champion (re-scored on the same setup)",
-    )
+        description="This run beside the champion (re-scored on the same setup) and the real-vs-real floor",
+    )  # fmt: skip
     create_table_artifact(
         history_rows[-50:], key=ARTIFACT_KEYS["history"], description=f"Past runs ({HISTORY}, pandas-readable CSV)"
     )
@@ -192,9 +186,9 @@ def _report(repo: Path, gate: dict, history_rows: list[dict]) -> None:
 
 | | Fréchet distance (classifier) | classes covered |
 |---|---|---|
-| this run | {cand["fd_classifier"]} | {cand["classes_covered"]}/{cand["num_classes"]} |
-| champion | {champ.get("fd_classifier", "—")} | {champ.get("classes_covered", "—")} |
-| real-vs-real floor | {cand["fd_classifier_floor"]} | {cand["classes_covered_floor"]}/{cand["num_classes"]} |
+| this run | {cand["fid_classifier"]} | {cand["classes_covered"]}/{cand["num_classes"]} |
+| champion | {champ.get("fid_classifier", "—")} | {champ.get("classes_covered", "—")} |
+| real-vs-real floor | {cand["fid_classifier_floor"]} | {cand["classes_covered_floor"]}/{cand["num_classes"]} |
 
 ## Samples (8×8 grid)
 
@@ -254,11 +248,11 @@ def gan_pipeline(overrides: list[str] | None = None, repo: str | None = None, lo
                 "arch": params.model.arch,
                 "epochs": params.train.epochs,
                 "stages_run": " ".join(ran),
-                "fd_classifier": cand["fd_classifier"],
-                "fd_classifier_floor": cand["fd_classifier_floor"],
+                "fid_classifier": cand["fid_classifier"],
+                "fid_classifier_floor": cand["fid_classifier_floor"],
                 "classes_covered": cand["classes_covered"],
                 "class_kl": cand["class_kl"],
-                "champion_fd": (gate["champion"] or {}).get("fd_classifier"),
+                "champion_fd": (gate["champion"] or {}).get("fid_classifier"),
                 "promoted": gate["decision"]["promote"],
             },
         )

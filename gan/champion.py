@@ -34,8 +34,8 @@ class Decision:
 
 def decide(candidate: dict, champion: dict | None, margin: float, require_all_classes: bool = True) -> Decision:
     """`candidate`/`champion`: metrics.json dicts scored the same way. `margin`: relative improvement needed."""
-    fd = float(candidate["fd_classifier"])
-    champ_fd = None if champion is None else float(champion["fd_classifier"])
+    fd = float(candidate["fid_classifier"])
+    champ_fd = None if champion is None else float(champion["fid_classifier"])
     if not math.isfinite(fd):
         return Decision(False, f"candidate distance is {fd}", fd, champ_fd, margin)
     covered, total = candidate.get("classes_covered"), candidate.get("num_classes")

@@ -107,8 +107,7 @@ def train_classifier(
     }
     log.info("domain classifier test accuracy %.4f", acc)
     state = {k: v.cpu() for k, v in model.state_dict().items()}
-    with atomic.atomic_path(out_model) as tmp:
-        torch.save({"state_dict": state, "num_classes": num_classes, "test_accuracy": acc}, tmp)
+    atomic.save_torch(out_model, {"state_dict": state, "num_classes": num_classes, "test_accuracy": acc})
     atomic.write_text(out_metrics, json.dumps(metrics, indent=2) + "\n")
     return metrics
 

@@ -19,6 +19,7 @@ PREPARED = DATA / "prepared"
 MODELS = DATA / "models"
 METRICS = DATA / "metrics"
 CHECKPOINTS = DATA / "checkpoints"
+REFERENCE = DATA / "reference"
 TRAIN_LOG = DATA / "train"
 SAMPLES = DATA / "samples"
 
@@ -62,18 +63,37 @@ def stage_train(p: Params) -> None:
     train(p.model, p.train, PREPARED / "train.npz", TrainOutputs(MODELS / "generator.pt", CHECKPOINTS, TRAIN_LOG))
 
 
+def stage_reference(p: Params) -> None:
+    from gan.reference import build_reference
+
+    build_reference(p.evaluate, MODELS / "classifier.pt", PREPARED / "train.npz", PREPARED / "test.npz", REFERENCE,
+                    device=p.train.device)  # fmt: skip
+
+
 def stage_evaluate(p: Params) -> None:
+    from gan.datasets import get_dataset
     from gan.evaluate import evaluate
 
-    evaluate(
-        p.evaluate,
-        MODELS / "generator.pt",
-        MODELS / "classifier.pt",
-        PREPARED / "train.npz",
-        PREPARED / "test.npz",
-        METRICS / "metrics.json",
-        device=p.train.device,
-    )
+    evaluate(p.evaluate, MODELS / "generator.pt", MODELS / "classifier.pt", REFERENCE, METRICS / "metrics.json",
+             classes=list(get_dataset(p.data.dataset).classes), device=p.train.device)  # fmt: skip
+
+
+def evaluate_samples(p: Params, samples: str, out: str | None) -> None:
+    """`gan evaluate --samples PATH`: score external samples on the same scale as ours."""
+    import json
+
+    from gan import atomic
+    from gan.datasets import get_dataset
+    from gan.evaluate import score_images
+    from gan.imagefiles import load_samples
+
+    metrics = score_images(load_samples(samples), p.evaluate, MODELS / "classifier.pt", REFERENCE,
+                           list(get_dataset(p.data.dataset).classes), p.train.device)  # fmt: skip
+    metrics["samples"] = str(samples)
+    text = json.dumps(metrics, indent=2) + "\n"
+    if out:
+        atomic.write_text(out, text)
+    print(text, end="")
 
 
 def stage_export(p: Params) -> None:
@@ -95,6 +115,7 @@ STAGES = {
     "prepare": stage_prepare,
     "classifier": stage_classifier,
     "train": stage_train,
+    "reference": stage_reference,
     "evaluate": stage_evaluate,
     "export": stage_export,
 }
@@ -112,11 +133,22 @@ def main(argv: list[str] | None = None) -> int:
         metavar="KEY=VALUE",
         help="override a setting, e.g. --set train.epochs=5 (repeatable)",
     )
+    parser.add_argument(
+        "--samples",
+        metavar="PATH",
+        help="with 'evaluate': score these samples (.npz key 'images', .npy, or a folder of 28×28 PNGs) instead "
+        "of the generator, against the same reference; needs the classifier and reference stages done",
+    )
+    parser.add_argument("--out", metavar="FILE", help="with --samples: also write the metrics JSON here")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
         params = load_params(args.params, args.overrides)
-        if args.stage != "check":
+        if args.samples:
+            if args.stage != "evaluate":
+                parser.error("--samples goes with the 'evaluate' command")
+            evaluate_samples(params, args.samples, args.out)
+        elif args.stage != "check":
             STAGES[args.stage](params)
     except ConfigError as err:
         print(f"error: {err}", file=sys.stderr)
@@ -124,9 +156,10 @@ def main(argv: list[str] | None = None) -> int:
     except Exception as err:  # known failure kinds get one clear line, not a traceback
         from gan.download import DownloadError
         from gan.idx import IDXError
+        from gan.imagefiles import SamplesError
         from gan.train import DivergenceError
 
-        if isinstance(err, (DownloadError, IDXError, DivergenceError, OSError)):
+        if isinstance(err, (DownloadError, IDXError, DivergenceError, SamplesError, OSError)):
             print(f"error in stage {args.stage}: {err}", file=sys.stderr)
             return 1
         raise

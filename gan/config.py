@@ -74,6 +74,17 @@ class EvaluateConfig(_Section):
     seed: int = Field(1234, ge=0)
     n_samples: int = Field(10000, ge=2, le=1_000_000)
     batch_size: int = Field(500, ge=1, le=65536)
+    extractors: list[Literal["classifier", "inception"]] = Field(
+        default_factory=lambda: ["classifier"],
+        min_length=1,
+        description="Feature extractors; 'inception' is standard FID (slow on CPU, needs its weights).",
+    )
+    inception_weights: str = Field("", description="Path of the FID Inception weights ('' = torch hub cache).")
+    bootstrap: int = Field(50, ge=0, le=10000, description="Bootstrap rounds for the FID interval (0 = none).")
+    kid_subsets: int = Field(100, ge=1, le=10000)
+    kid_subset_size: int = Field(1000, ge=2)
+    prdc_samples: int = Field(5000, ge=10, description="Samples per side for precision/recall/density/coverage.")
+    prdc_k: int = Field(5, ge=1, le=100)
 
 
 class ExportConfig(_Section):

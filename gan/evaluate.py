@@ -1,9 +1,10 @@
-"""Evaluate stage: FID-style scores of the generator with the domain classifier.
+"""Evaluate stage: scoring generated (or external) samples against the reference features.
 
-Generated images are quantised to uint8 first, exactly like real images, so
-the two sides of every distance went through the same pipeline. Beside the
-generated-vs-test distance we report the real-train-vs-test distance with the
-same n: the floor a perfect generator would reach.
+`evaluate` stage: n generated images, quantised to uint8 exactly like real
+images, scored against the reference: FID (with a bootstrap interval), KID, IS,
+precision/recall/density/coverage, class coverage and per-class FID. Every metric
+has its `_floor` twin computed on real train vs real test with the same n.
+`gan evaluate --samples PATH` scores any external samples the same way.
 """
 
 from __future__ import annotations
@@ -17,77 +18,174 @@ import numpy as np
 import torch
 
 from gan import atomic
-from gan.classifier import load_classifier, predict
 from gan.config import ConfigError, EvaluateConfig
-from gan.metrics import class_histogram, classes_covered, fid_from_features, kl_divergence
-from gan.prepare import load_split
+from gan.features import build_extractors
+from gan.metrics import (
+    bootstrap_fid,
+    class_histogram,
+    classes_covered,
+    fid_from_features,
+    inception_score,
+    kid,
+    kl_divergence,
+    prdc,
+)
 from gan.sampling import sample_batches
-from gan.tensors import from_uint8, resolve_device, to_uint8
+from gan.tensors import resolve_device, to_uint8
 from gan.train import load_generator
 
 log = logging.getLogger(__name__)
+MIN_PER_CLASS = 50  # fewer samples of a class than this: no per-class FID (covariance too noisy)
 
 
-def _scores(model, images_u8: torch.Tensor, batch_size: int, device) -> tuple[np.ndarray, np.ndarray]:
-    feats, probs = [], []
-    for i in range(0, len(images_u8), batch_size):
-        f, p = predict(model, from_uint8(images_u8[i : i + batch_size].to(device)), batch_size)
-        feats.append(f.numpy())
-        probs.append(p.numpy())
-    return np.concatenate(feats), np.concatenate(probs)
+def _extractor_metrics(name: str, cfg: EvaluateConfig, ref: dict, f_fake: np.ndarray, p_fake: np.ndarray) -> dict:
+    f_test, f_train = ref["test_features"], ref["train_features"]
+    m: dict = {}
+    m[f"fid_{name}"] = fid_from_features(f_fake, f_test)
+    m[f"fid_{name}_floor"] = fid_from_features(f_train, f_test)
+    if cfg.bootstrap:
+        m[f"fid_{name}_ci95"] = list(bootstrap_fid(f_fake, f_test, cfg.bootstrap, cfg.seed))
+        m[f"fid_{name}_floor_ci95"] = list(bootstrap_fid(f_train, f_test, cfg.bootstrap, cfg.seed))
+    m[f"kid_{name}"], m[f"kid_{name}_std"] = kid(f_test, f_fake, cfg.kid_subsets, cfg.kid_subset_size, cfg.seed)
+    m[f"kid_{name}_floor"], m[f"kid_{name}_floor_std"] = kid(f_test, f_train, cfg.kid_subsets, cfg.kid_subset_size,
+                                                             cfg.seed)  # fmt: skip
+    m[f"is_{name}"], m[f"is_{name}_std"] = inception_score(p_fake)
+    m[f"is_{name}_floor"], m[f"is_{name}_floor_std"] = inception_score(ref["test_probs"])
+    k = min(cfg.prdc_samples, len(f_fake), len(f_test))
+    rng = np.random.default_rng(cfg.seed)
+    pick = lambda a: a[rng.choice(len(a), k, replace=False)]  # noqa: E731
+    real_k = pick(f_test)
+    for key, v in prdc(real_k, pick(f_fake), cfg.prdc_k).items():
+        m[f"{key}_{name}"] = v
+    for key, v in prdc(real_k, pick(f_train), cfg.prdc_k).items():
+        m[f"{key}_{name}_floor"] = v
+    return m
+
+
+def _class_metrics(ref: dict, p_fake: np.ndarray, f_fake: np.ndarray, classes: list[str]) -> dict:
+    """Class coverage and per-class FID from the domain classifier (labelled datasets)."""
+    k = p_fake.shape[1]
+    pred = p_fake.argmax(1)
+    h_real = class_histogram(ref["test_labels"], k)
+    h_fake = class_histogram(pred, k)
+    h_floor = class_histogram(ref["train_probs"].argmax(1), k)
+    per_class, per_class_floor = {}, {}
+    for c in range(k):
+        real_c = ref["test_features"][ref["test_labels"] == c]
+        fake_c = f_fake[pred == c]
+        train_c = ref["train_features"][ref["train_labels"] == c]
+        label = classes[c] if c < len(classes) else str(c)
+        per_class[label] = round(fid_from_features(fake_c, real_c), 4) if len(fake_c) >= MIN_PER_CLASS else None
+        per_class_floor[label] = round(fid_from_features(train_c, real_c), 4) if len(train_c) >= MIN_PER_CLASS else None
+    covered = classes_covered(h_fake, h_real)
+    return {
+        "num_classes": k,
+        "classes_covered": covered,
+        "classes_covered_floor": classes_covered(h_floor, h_real),
+        "mode_collapse": covered < int((h_real > 0).sum()),
+        "class_kl": kl_divergence(h_fake, h_real),
+        "class_kl_floor": kl_divergence(h_floor, h_real),
+        "class_histogram": [round(float(v), 5) for v in h_fake],
+        "mean_confidence": float(p_fake.max(1).mean()),
+        "mean_confidence_floor": float(ref["test_probs"].max(1).mean()),
+        "per_class_fid_classifier": per_class,
+        "per_class_fid_classifier_floor": per_class_floor,
+    }
+
+
+def _round(v):
+    if isinstance(v, float):
+        return round(v, 6)
+    if isinstance(v, list):
+        return [_round(x) for x in v]
+    return v
+
+
+def score_images(
+    fake_u8: torch.Tensor, cfg: EvaluateConfig, classifier_path: str | Path, reference_dir: str | Path,
+    classes: list[str] | None = None, device: str = "auto",
+) -> dict:  # fmt: skip
+    """Score uint8 images N×1×28×28 against the cached reference features."""
+    t0 = time.perf_counter()
+    reference_dir = Path(reference_dir)
+    meta_path = reference_dir / "meta.json"
+    if not meta_path.exists():
+        raise ConfigError(f"{meta_path} missing: build the reference first (`dvc repro reference`)")
+    meta = json.loads(meta_path.read_text())
+    n = meta["n"]
+    if len(fake_u8) < n:
+        raise ConfigError(f"need at least n={n} samples (evaluate.n_samples / the reference size), got {len(fake_u8)}")
+    fake_u8 = fake_u8[:n]
+    dev = resolve_device(device)
+    extractors = build_extractors(cfg.extractors, classifier_path, cfg.inception_weights, dev, cfg.batch_size)
+    metrics: dict = {"n": n, "reference_split": meta["reference_split"], "floor_split": meta["floor_split"]}
+    for name, ex in extractors.items():
+        info = meta["extractors"].get(name)
+        if info is None or info["weights_sha256"] != ex.weights_sha256:
+            raise ConfigError(
+                f"{reference_dir}: no reference features for extractor {name!r} with these weights; "
+                "rebuild them (`dvc repro reference`)"
+            )
+        with np.load(reference_dir / f"{name}.npz") as z:
+            ref = {k: z[k] for k in z.files}
+        f_fake, p_fake = ex(fake_u8)
+        metrics[f"extractor_{name}_sha256"] = ex.weights_sha256
+        metrics[f"feature_dim_{name}"] = info["feature_dim"]
+        metrics.update(_extractor_metrics(name, cfg, ref, f_fake, p_fake))
+        if name == "classifier":
+            metrics["classifier_test_accuracy"] = ex.test_accuracy
+            metrics.update(_class_metrics(ref, p_fake, f_fake, classes or []))
+    metrics["seconds"] = round(time.perf_counter() - t0, 2)
+    return {k: _round(v) if not isinstance(v, dict) else {c: _round(x) for c, x in v.items()}
+            for k, v in metrics.items()}  # fmt: skip
 
 
 def evaluate(
-    cfg: EvaluateConfig,
-    generator_path: str | Path,
-    classifier_path: str | Path,
-    train_split: str | Path,
-    test_split: str | Path,
-    out_metrics: str | Path,
-    device: str = "auto",
-) -> dict:
-    t0 = time.perf_counter()
-    dev = resolve_device(device)
-    G, _ = load_generator(generator_path, dev)
-    clf, clf_acc = load_classifier(classifier_path, dev)
-    train, test = load_split(train_split), load_split(test_split)
-    n = min(cfg.n_samples, len(test.labels), len(train.labels))
-    if n < 2:
-        raise ConfigError(f"evaluate.n_samples: need at least 2 real images per split, have {n}")
-    if n < cfg.n_samples:
-        log.warning("evaluate.n_samples=%d but only %d real images available: using n=%d", cfg.n_samples, n, n)
-    num_classes = clf.head.out_features
-
-    rng = np.random.default_rng(cfg.seed)
-    train_idx = np.sort(rng.choice(len(train.labels), size=n, replace=False))
-    real_test = torch.from_numpy(test.images[:n])
-    real_train = torch.from_numpy(train.images[train_idx])
+    cfg: EvaluateConfig, generator_path: str | Path, classifier_path: str | Path, reference_dir: str | Path,
+    out_metrics: str | Path, classes: list[str] | None = None, device: str = "auto",
+) -> dict:  # fmt: skip
+    """The evaluate stage: n samples from the generator, scored, written to metrics.json."""
+    n = json.loads((Path(reference_dir) / "meta.json").read_text())["n"]
+    G, _ = load_generator(generator_path, resolve_device(device))
     fake = torch.cat([to_uint8(b).cpu() for b in sample_batches(G, n, cfg.seed, cfg.batch_size)])
-
-    f_test, p_test = _scores(clf, real_test, cfg.batch_size, dev)
-    f_train, p_train = _scores(clf, real_train, cfg.batch_size, dev)
-    f_fake, p_fake = _scores(clf, fake, cfg.batch_size, dev)
-
-    h_real = class_histogram(test.labels[:n], num_classes)
-    h_fake = class_histogram(p_fake.argmax(1), num_classes)
-    h_train = class_histogram(p_train.argmax(1), num_classes)
-    metrics = {
-        "fd_classifier": round(fid_from_features(f_fake, f_test), 4),
-        "fd_classifier_floor": round(fid_from_features(f_train, f_test), 4),
-        "classes_covered": classes_covered(h_fake, h_real),
-        "classes_covered_floor": classes_covered(h_train, h_real),
-        "num_classes": num_classes,
-        "class_kl": round(kl_divergence(h_fake, h_real), 5),
-        "class_kl_floor": round(kl_divergence(h_train, h_real), 5),
-        "mean_confidence": round(float(p_fake.max(1).mean()), 5),
-        "mean_confidence_floor": round(float(p_test.max(1).mean()), 5),
-        "classifier_test_accuracy": round(clf_acc, 5),
-        "n": n,
-        "extractor": "domain-classifier",
-        "reference_split": "test",
-        "floor": "real train (random n) vs real test (first n)",
-        "seconds": round(time.perf_counter() - t0, 2),
-    }
+    metrics = score_images(fake, cfg, classifier_path, reference_dir, classes, device)
     atomic.write_text(out_metrics, json.dumps(metrics, indent=2) + "\n")
-    log.info("evaluate: %s", metrics)
+    log.info("evaluate: fid_classifier %.4f (floor %.4f), classes %s/%s", metrics.get("fid_classifier", float("nan")),
+             metrics.get("fid_classifier_floor", float("nan")), metrics.get("classes_covered"),
+             metrics.get("num_classes"))  # fmt: skip
     return metrics
+
+
+def summary_rows(m: dict) -> list[dict]:
+    """The headline metrics as rows {metric, value, floor}: for the model card and the Prefect table."""
+
+    def fmt(key: str) -> str:
+        v = m.get(key)
+        if v is None:
+            return "—"
+        if f"{key}_std" in m:
+            return f"{v:.4g} ± {m[f'{key}_std']:.2g}"
+        if f"{key}_ci95" in m:
+            lo, hi = m[f"{key}_ci95"]
+            return f"{v:.4g} [{lo:.4g}, {hi:.4g}]"
+        return f"{v:.4g}" if isinstance(v, float) else str(v)
+
+    rows = []
+    for name in ("classifier", "inception"):
+        if f"fid_{name}" not in m:
+            continue
+        score = "IS" if name == "inception" else "classifier score"
+        for metric, label in (("fid", "FID"), ("kid", "KID"), ("is", score), ("precision", "precision"),
+                              ("recall", "recall"), ("density", "density"), ("coverage", "coverage")):  # fmt: skip
+            rows.append({"metric": f"{label} ({name})", "value": fmt(f"{metric}_{name}"),
+                         "floor": fmt(f"{metric}_{name}_floor")})  # fmt: skip
+    if "classes_covered" in m:
+        k = m["num_classes"]
+        rows += [
+            {"metric": "classes covered", "value": f"{m['classes_covered']}/{k}",
+             "floor": f"{m['classes_covered_floor']}/{k}"},
+            {"metric": "KL(class histogram ‖ real)", "value": fmt("class_kl"), "floor": fmt("class_kl_floor")},
+            {"metric": "mean classifier confidence", "value": fmt("mean_confidence"),
+             "floor": fmt("mean_confidence_floor")},
+        ]  # fmt: skip
+    return rows

@@ -8,6 +8,7 @@ this project), and a model card.
 
 from __future__ import annotations
 
+import io
 import json
 import subprocess
 import warnings
@@ -19,6 +20,7 @@ from torchvision.utils import save_image
 
 from gan import atomic
 from gan.config import ExportConfig, Params
+from gan.evaluate import summary_rows
 from gan.sampling import sample_batches
 from gan.tensors import to_uint8
 from gan.train import load_generator
@@ -46,12 +48,12 @@ def _save_png(images: torch.Tensor, path: Path, nrow: int = 8) -> None:
 def export_torchscript(G: torch.nn.Module, path: Path) -> None:
     G = G.cpu().eval()
     with warnings.catch_warnings():
-        warnings.simplefilter(
-            "ignore", FutureWarning
-        )  # torch.jit is deprecated upstream but still the portable format asked for
+        # torch.jit is deprecated upstream, but TorchScript is still the format that loads without our code.
+        warnings.simplefilter("ignore", FutureWarning)
         scripted = torch.jit.trace(G, torch.zeros(2, G.z_dim))
-        with atomic.atomic_path(path) as tmp:
-            scripted.save(str(tmp))
+        buf = io.BytesIO()
+        torch.jit.save(scripted, buf)
+    atomic.write_bytes(path, buf.getvalue())
 
 
 def model_card(params: Params, metrics: dict, data_summary: dict, train_summary: dict, code: str) -> str:
@@ -71,14 +73,12 @@ def model_card(params: Params, metrics: dict, data_summary: dict, train_summary:
         f"- steps: {train_summary.get('steps')}, epochs: {train_summary.get('epochs')}, "
         f"wall time: {train_summary.get('seconds')} s, {train_summary.get('images_per_second')} images/s",
         "",
-        "## Metrics (domain-classifier features; lower distance is better)",
+        "## Metrics (FID/KID: lower is better; the floor is real train vs real test with the same n)",
         "| metric | generated | real-vs-real floor |",
         "|---|---|---|",
-        f"| Fréchet distance (classifier features) | {m.get('fd_classifier')} | {m.get('fd_classifier_floor')} |",
-        f"| classes covered | {m.get('classes_covered')}/{m.get('num_classes')} "
-        f"| {m.get('classes_covered_floor')}/{m.get('num_classes')} |",
-        f"| KL(predicted class histogram ‖ real) | {m.get('class_kl')} | {m.get('class_kl_floor')} |",
-        f"| mean classifier confidence | {m.get('mean_confidence')} | {m.get('mean_confidence_floor')} |",
+        *(f"| {r['metric']} | {r['value']} | {r['floor']} |" for r in summary_rows(m)),
+        "",
+        f"Mode collapse flagged: {m.get('mode_collapse')}. FID intervals: 95 % bootstrap.",
         "",
         f"n = {m.get('n')} per side, reference split: {m.get('reference_split')}, "
         f"classifier test accuracy: {m.get('classifier_test_accuracy')}.",

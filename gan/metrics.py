@@ -1,16 +1,15 @@
 """Metric math on features and class predictions (no I/O, no models).
 
-The Fréchet distance follows pytorch-fid exactly (scipy `sqrtm`, an eps
-offset when the product is singular, the imaginary part dropped only when
-negligible), so numbers computed on the same features agree with it.
+The Fréchet distance agrees with pytorch-fid's formula on the same features
+(checked against its scipy `sqrtm` implementation in the tests).
 """
 
 from __future__ import annotations
 
-import warnings
+import contextlib
+import io
 
 import numpy as np
-from scipy import linalg
 
 
 def feature_stats(features: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -18,32 +17,22 @@ def feature_stats(features: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return f.mean(axis=0), np.cov(f, rowvar=False)
 
 
-def _sqrtm(m: np.ndarray) -> np.ndarray:
-    """scipy's sqrtm without its (deprecated) `disp` tuple; singular input gives inf/nan, handled by the caller."""
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", linalg.LinAlgWarning)
-        warnings.simplefilter("ignore", RuntimeWarning)
-        return np.asarray(linalg.sqrtm(m))
+def frechet_distance(mu1: np.ndarray, sigma1: np.ndarray, mu2: np.ndarray, sigma2: np.ndarray) -> float:
+    """||mu1 - mu2||^2 + Tr(S1 + S2 - 2 (S1 S2)^{1/2}).
 
-
-def frechet_distance(
-    mu1: np.ndarray, sigma1: np.ndarray, mu2: np.ndarray, sigma2: np.ndarray, eps: float = 1e-6
-) -> float:
-    """||mu1 - mu2||^2 + Tr(S1 + S2 - 2 (S1 S2)^{1/2})."""
+    Tr (S1 S2)^{1/2} is the sum of the square roots of the eigenvalues of S1 S2 (real and
+    non-negative for covariance matrices, up to rounding, which we clip). Same value as
+    pytorch-fid's scipy `sqrtm` route (tests check 1e-3 relative), ~50x faster, which makes
+    bootstrap intervals affordable.
+    """
     mu1, mu2 = np.atleast_1d(mu1), np.atleast_1d(mu2)
     sigma1, sigma2 = np.atleast_2d(sigma1), np.atleast_2d(sigma2)
     if mu1.shape != mu2.shape or sigma1.shape != sigma2.shape:
         raise ValueError(f"feature statistics differ in shape: {mu1.shape} vs {mu2.shape}")
     diff = mu1 - mu2
-    covmean = _sqrtm(sigma1.dot(sigma2))
-    if not np.isfinite(covmean).all():
-        offset = np.eye(sigma1.shape[0]) * eps
-        covmean = _sqrtm((sigma1 + offset).dot(sigma2 + offset))
-    if np.iscomplexobj(covmean):
-        if not np.allclose(np.diagonal(covmean).imag, 0, atol=1e-3):
-            raise ValueError(f"sqrtm has a large imaginary component {np.max(np.abs(covmean.imag))}")
-        covmean = covmean.real
-    return float(diff.dot(diff) + np.trace(sigma1) + np.trace(sigma2) - 2 * np.trace(covmean))
+    eig = np.linalg.eigvals(sigma1 @ sigma2)
+    tr_covmean = np.sqrt(np.clip(eig.real, 0, None)).sum()
+    return float(diff.dot(diff) + np.trace(sigma1) + np.trace(sigma2) - 2 * tr_covmean)
 
 
 def fid_from_features(a: np.ndarray, b: np.ndarray) -> float:
@@ -66,3 +55,55 @@ def kl_divergence(p: np.ndarray, q: np.ndarray, eps: float = 1e-10) -> float:
 def classes_covered(p_gen: np.ndarray, p_real: np.ndarray, min_ratio: float = 0.25) -> int:
     """A class is covered when its generated share is at least `min_ratio` of its real share."""
     return int(np.sum((p_real > 0) & (p_gen >= min_ratio * p_real)))
+
+
+def bootstrap_fid(a: np.ndarray, b: np.ndarray, rounds: int, seed: int = 0) -> tuple[float, float]:
+    """95 % percentile-bootstrap interval of the Fréchet distance (both sets resampled with replacement)."""
+    rng = np.random.default_rng(seed)
+    values = [
+        fid_from_features(a[rng.integers(0, len(a), len(a))], b[rng.integers(0, len(b), len(b))]) for _ in range(rounds)
+    ]
+    lo, hi = np.percentile(values, [2.5, 97.5])
+    return float(lo), float(hi)
+
+
+def kid(real: np.ndarray, fake: np.ndarray, subsets: int = 100, subset_size: int = 1000, seed: int = 0
+        ) -> tuple[float, float]:  # fmt: skip
+    """Kernel Inception Distance (Bińkowski et al. 2018): unbiased MMD² with the cubic polynomial kernel
+    k(x, y) = (x·y / d + 1)³, averaged over random subsets (torchmetrics' kernel and estimator). Returns (mean, std).
+    """
+    import torch
+    from torchmetrics.image.kid import poly_mmd
+
+    m = min(subset_size, len(real), len(fake))
+    rng = np.random.default_rng(seed)
+    r, f = torch.from_numpy(np.asarray(real, np.float32)), torch.from_numpy(np.asarray(fake, np.float32))
+    scores = [
+        poly_mmd(r[rng.choice(len(r), m, replace=False)], f[rng.choice(len(f), m, replace=False)]).item()
+        for _ in range(subsets)
+    ]
+    return float(np.mean(scores)), float(np.std(scores))
+
+
+def inception_score(probs: np.ndarray, splits: int = 10) -> tuple[float, float]:
+    """exp(E_x KL(p(y|x) || p(y))) per split (Salimans et al. 2016); (mean, std) over splits.
+
+    With Inception logits this is the Inception Score; with the domain classifier, the classifier score.
+    """
+    p = np.asarray(probs, np.float64)
+    scores = []
+    for part in np.array_split(p, splits):
+        py = part.mean(axis=0, keepdims=True)
+        kl = part * (np.log(part + 1e-12) - np.log(py + 1e-12))
+        scores.append(np.exp(kl.sum(axis=1).mean()))
+    return float(np.mean(scores)), float(np.std(scores))
+
+
+def prdc(real: np.ndarray, fake: np.ndarray, k: int = 5) -> dict[str, float]:
+    """Precision, recall (Kynkäänniemi et al. 2019), density, coverage (Naeem et al. 2020): the authors' `prdc`."""
+    from prdc import compute_prdc
+
+    with contextlib.redirect_stdout(io.StringIO()):  # it prints the set sizes
+        out = compute_prdc(real_features=np.asarray(real, np.float32), fake_features=np.asarray(fake, np.float32),
+                       nearest_k=k)  # fmt: skip
+    return {key: float(v) for key, v in out.items()}

@@ -71,8 +71,7 @@ def load_checkpoint(path: Path) -> dict:
 
 
 def _save_checkpoint(path: Path, state: dict) -> None:
-    with atomic.atomic_path(path) as tmp:
-        torch.save(state, tmp)
+    atomic.save_torch(path, state)
 
 
 def _check_finite(module: torch.nn.Module, what: str, step: int) -> None:
@@ -269,8 +268,7 @@ def train(
 def save_generator(path: Path, G: torch.nn.Module, model_cfg: ModelConfig, meta: dict) -> None:
     """Weights plus the model config needed to rebuild G (no pickled code)."""
     state = {k: v.detach().cpu() for k, v in G.state_dict().items()}
-    with atomic.atomic_path(path) as tmp:
-        torch.save({"model_config": model_cfg.model_dump(), "state_dict": state, "meta": meta}, tmp)
+    atomic.save_torch(path, {"model_config": model_cfg.model_dump(), "state_dict": state, "meta": meta})
 
 
 def load_generator(path: str | Path, device: str | torch.device = "cpu") -> tuple[torch.nn.Module, ModelConfig]:

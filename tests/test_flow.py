@@ -23,7 +23,7 @@ from .conftest import ARTIFACTS_DIR, TINY, copy_repo, require_debian_fashion_mni
 
 pytestmark = pytest.mark.slow
 
-STAGES = ["download", "prepare", "classifier", "train", "evaluate", "export"]
+STAGES = ["download", "prepare", "classifier", "train", "reference", "evaluate", "export"]
 # Tiny runs rarely cover all 10 classes; the class requirement has its own unit test.
 FLOW_TINY = [*TINY, "promote.require_all_classes=false", "train.lr_g=0.001", "train.lr_d=0.0005", "train.epochs=3"]
 
@@ -77,7 +77,7 @@ def test_flow_runs_every_stage_with_artifacts(completed_run, prefect_server):
     assert arts["gan-training-progress"].type == "progress" and float(arts["gan-training-progress"].data) == 100.0
     assert arts["gan-metrics"].type == "table"
     metric_rows = json.loads(arts["gan-metrics"].data)
-    assert {r["metric"] for r in metric_rows} >= {"fd_classifier", "classes_covered"}
+    assert {r["metric"] for r in metric_rows} >= {"FID (classifier)", "KID (classifier)", "classes covered"}
     assert "data:image/png;base64," in arts["gan-report"].data and "PROMOTED" in arts["gan-report"].data
 
     # The flow recorded its stages exactly as dvc repro would.
@@ -205,7 +205,7 @@ def test_prefect_ui_shows_the_run_in_a_real_browser(completed_run, prefect_serve
         page.screenshot(path=str(ARTIFACTS_DIR / "prefect-flow-run.png"), full_page=True)
 
         page.get_by_text("gan-metrics", exact=True).first.click()
-        expect(page.get_by_text("fd_classifier", exact=True).first).to_be_visible(timeout=30_000)
+        expect(page.get_by_text("FID (classifier)", exact=True).first).to_be_visible(timeout=30_000)
         page.go_back()
         page.get_by_text("Artifacts", exact=True).first.click()
         page.get_by_text("gan-report", exact=True).first.click()

@@ -1,47 +1,109 @@
 import numpy as np
 import pytest
+from scipy import linalg
 
 from gan.metrics import (
+    bootstrap_fid,
     class_histogram,
     classes_covered,
     feature_stats,
     fid_from_features,
     frechet_distance,
+    inception_score,
+    kid,
     kl_divergence,
+    prdc,
 )
 
 
-def reference_fd(a: np.ndarray, b: np.ndarray) -> float:
-    """Independent formula: Tr sqrt(S1 S2) via eigenvalues of sqrt(S1) S2 sqrt(S1) (symmetric PSD)."""
-    m1, m2 = a.mean(0), b.mean(0)
+def pytorch_fid_reference(a: np.ndarray, b: np.ndarray, eps: float = 1e-6) -> float:
+    """pytorch-fid's calculate_frechet_distance (scipy sqrtm), written out independently."""
+    mu1, mu2 = a.mean(0), b.mean(0)
     s1, s2 = np.cov(a, rowvar=False), np.cov(b, rowvar=False)
-    w, v = np.linalg.eigh(s1)
-    r1 = (v * np.sqrt(np.clip(w, 0, None))) @ v.T
-    ev = np.linalg.eigvalsh(r1 @ s2 @ r1)
-    return float(((m1 - m2) ** 2).sum() + np.trace(s1) + np.trace(s2) - 2 * np.sqrt(np.clip(ev, 0, None)).sum())
+    covmean = linalg.sqrtm(s1.dot(s2))
+    if not np.isfinite(covmean).all():
+        offset = np.eye(s1.shape[0]) * eps
+        covmean = linalg.sqrtm((s1 + offset).dot(s2 + offset))
+    covmean = covmean.real
+    diff = mu1 - mu2
+    return float(diff.dot(diff) + np.trace(s1) + np.trace(s2) - 2 * np.trace(covmean))
 
 
-def test_frechet_matches_independent_reference():
-    rng = np.random.default_rng(0)
-    a = rng.normal(size=(2000, 16)) @ rng.normal(size=(16, 16))
-    b = rng.normal(0.3, 1.2, size=(2000, 16)) @ rng.normal(size=(16, 16))
-    assert fid_from_features(a, b) == pytest.approx(reference_fd(a, b), rel=1e-3)
+def kid_reference(real: np.ndarray, fake: np.ndarray) -> float:
+    """Unbiased MMD² with k(x, y) = (x·y/d + 1)³, straight from Bińkowski et al. (2018), eq. (2)."""
+    d, m = real.shape[1], len(real)
+    k = lambda x, y: (x @ y.T / d + 1) ** 3  # noqa: E731
+    kxx, kyy, kxy = k(real, real), k(fake, fake), k(real, fake)
+    return float(
+        (kxx.sum() - np.trace(kxx)) / (m * (m - 1)) + (kyy.sum() - np.trace(kyy)) / (m * (m - 1)) - 2 * kxy.mean()
+    )
+
+
+@pytest.mark.parametrize("dim", [16, 128])
+def test_frechet_matches_pytorch_fid_formula(dim):
+    rng = np.random.default_rng(dim)
+    a = np.abs(rng.normal(size=(3000, dim)) @ rng.normal(size=(dim, dim)))  # ReLU-like, correlated
+    b = np.abs(rng.normal(0.3, 1.2, size=(3000, dim)) @ rng.normal(size=(dim, dim)))
+    assert fid_from_features(a, b) == pytest.approx(pytorch_fid_reference(a, b), rel=1e-3)
+    near = a + rng.normal(0, 0.05, a.shape)
+    assert fid_from_features(a, near) == pytest.approx(pytorch_fid_reference(a, near), rel=1e-3, abs=1e-6)
 
 
 def test_frechet_1d_closed_form_and_identity():
     # For 1-D Gaussians, FD = (m1 - m2)^2 + (s1 - s2)^2.
-    assert frechet_distance(np.array([1.0]), np.array([[4.0]]), np.array([3.0]), np.array([[9.0]])) == pytest.approx(
-        4 + 1
-    )
+    assert frechet_distance(np.array([1.0]), np.array([[4.0]]), np.array([3.0]), np.array([[9.0]])) == pytest.approx(5)
     x = np.random.default_rng(1).normal(size=(500, 8))
     assert abs(frechet_distance(*feature_stats(x), *feature_stats(x))) < 1e-6
 
 
 def test_frechet_singular_covariance_is_finite():
     x = np.random.default_rng(2).normal(size=(300, 6))
-    x[:, 3:] = 0  # dead ReLU-like features
-    y = x + 0.1
-    assert np.isfinite(fid_from_features(x, y))
+    x[:, 3:] = 0  # dead ReLU features
+    assert np.isfinite(fid_from_features(x, x + 0.1))
+
+
+def test_bootstrap_interval_brackets_the_estimate():
+    rng = np.random.default_rng(3)
+    a, b = rng.normal(size=(2000, 8)), rng.normal(0.2, 1, size=(2000, 8))
+    lo, hi = bootstrap_fid(a, b, rounds=40)
+    assert lo < fid_from_features(a, b) < hi and hi - lo < 0.5
+
+
+def test_kid_matches_reference_and_is_unbiased():
+    rng = np.random.default_rng(4)
+    real, fake = rng.normal(size=(300, 32)), rng.normal(0.5, 1, size=(300, 32))
+    mean, std = kid(real, fake, subsets=1, subset_size=300)
+    assert mean == pytest.approx(kid_reference(real, fake), rel=1e-3)
+    same, _ = kid(rng.normal(size=(2000, 32)), rng.normal(size=(2000, 32)), subsets=20, subset_size=500)
+    assert abs(same) < 0.01  # unbiased: ~0 for samples of one distribution
+    assert kid(real, fake, subsets=10, subset_size=100)[1] > 0
+
+
+def test_inception_score_definition():
+    k = 10
+    confident_uniform = np.eye(k)[np.arange(1000) % k] * 0.999 + 0.001 / k
+    assert inception_score(confident_uniform)[0] == pytest.approx(k, rel=0.02)
+    one_class = np.tile(np.eye(k)[0], (1000, 1))
+    assert inception_score(one_class)[0] == pytest.approx(1.0, abs=1e-6)
+    assert inception_score(np.full((1000, k), 1 / k))[0] == pytest.approx(1.0)
+
+
+def test_prdc_on_constructed_sets():
+    rng = np.random.default_rng(5)
+    centers = rng.normal(0, 20, size=(4, 8))
+
+    def modes(which, n=400):  # noqa: E306
+        return np.concatenate([c + rng.normal(size=(n, 8)) for c in centers[which]])
+
+    real = modes([0, 1, 2, 3])
+    same = prdc(real, modes([0, 1, 2, 3]))
+    assert same["precision"] > 0.9 and same["recall"] > 0.9 and same["coverage"] > 0.9
+    assert 0.7 < same["density"] < 1.3
+    disjoint = prdc(real, real + 1000)
+    assert disjoint["precision"] == 0 and disjoint["recall"] == 0 and disjoint["coverage"] == 0
+    dropped = prdc(real, modes([0, 1, 2], n=533))
+    assert dropped["precision"] > 0.9  # what it makes is realistic
+    assert dropped["recall"] < 0.8 and dropped["coverage"] < 0.8  # but a mode is missing
 
 
 def test_mode_collapse_shows_in_coverage_and_kl():

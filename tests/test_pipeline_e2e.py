@@ -24,7 +24,7 @@ def test_dvc_repro_end_to_end(tmp_path):
     require_debian_fashion_mnist()
     repo = copy_repo(tmp_path / "repo", TINY)
     first = run(["dvc", "repro"], repo)
-    assert ran_stages(first.stdout) == ["download", "prepare", "classifier", "train", "evaluate", "export"]
+    assert ran_stages(first.stdout) == ["download", "prepare", "classifier", "train", "reference", "evaluate", "export"]
 
     raw = repo / "data/raw/fashion-mnist"
     assert sorted(p.name for p in raw.iterdir()) == [
@@ -39,9 +39,10 @@ def test_dvc_repro_end_to_end(tmp_path):
         assert z["images"].shape == (3000, 1, 28, 28) and z["images"].dtype == np.uint8
 
     metrics = json.loads((repo / "data/metrics/metrics.json").read_text())
-    for key in ("fd_classifier", "fd_classifier_floor", "classes_covered", "class_kl", "mean_confidence"):
+    for key in ("fid_classifier", "fid_classifier_floor", "kid_classifier", "is_classifier", "precision_classifier",
+                "recall_classifier", "density_classifier", "coverage_classifier", "classes_covered", "class_kl"):
         assert np.isfinite(metrics[key]), key
-    assert metrics["n"] == 600 and metrics["fd_classifier_floor"] < metrics["fd_classifier"]
+    assert metrics["n"] == 600 and metrics["fid_classifier_floor"] < metrics["fid_classifier"]
     assert json.loads((repo / "data/metrics/classifier.json").read_text())["test_accuracy"] > 0.5
 
     samples = repo / "data/samples"
@@ -50,7 +51,7 @@ def test_dvc_repro_end_to_end(tmp_path):
     with np.load(samples / "samples.npz") as z:
         assert z["images"].shape == (200, 28, 28, 1) and z["images"].dtype == np.uint8
     card = (samples / "MODEL_CARD.md").read_text()
-    assert "fashion-mnist" in card and str(metrics["fd_classifier"]) in card
+    assert "fashion-mnist" in card and f"{metrics['fid_classifier']:.4g}" in card and "KID (classifier)" in card
     # TorchScript loads where this project cannot be imported.
     probe = (
         "import sys; sys.modules['gan'] = None; import torch; "

@@ -1,0 +1,132 @@
+"""Feature extractors for the evaluation metrics.
+
+- `classifier`: the domain classifier's 128-d penultimate layer (always available, offline).
+- `inception`: the TF-ported FID Inception-v3 of torch-fidelity (2048-d pool features,
+  `logits_unbiased` for the Inception Score), with its TensorFlow-compatible bilinear
+  resize to 299×299 and grey images repeated to 3 channels: the same numbers as
+  torch-fidelity / pytorch-fid / the original TF FID. (torchmetrics >= 1.8 resizes with
+  antialiasing by default, which does not match published numbers; we call
+  torch-fidelity's extractor directly.)
+
+Every extractor takes uint8 images N×1×28×28 and returns (features, class probabilities).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from gan.classifier import load_classifier, predict
+from gan.config import ConfigError
+from gan.tensors import from_uint8
+
+log = logging.getLogger(__name__)
+
+INCEPTION_FILE = "weights-inception-2015-12-05-6726825d.pth"
+INCEPTION_URL = f"https://github.com/toshas/torch-fidelity/releases/download/v0.2.0/{INCEPTION_FILE}"
+INCEPTION_SHA256_PREFIX = "6726825d"
+
+
+class MissingWeights(ConfigError):
+    """The Inception weights are not on this machine and could not be downloaded."""
+
+
+def file_sha256(path: str | Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+class ClassifierExtractor:
+    name = "classifier"
+
+    def __init__(self, classifier_path: str | Path, device: torch.device, batch_size: int = 500):
+        self.model, self.test_accuracy = load_classifier(classifier_path, device)
+        self.device, self.batch_size = device, batch_size
+        self.weights_sha256 = file_sha256(classifier_path)
+        self.dim = self.model.head.in_features
+        self.num_classes = self.model.head.out_features
+
+    def __call__(self, images_u8: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
+        feats, probs = [], []
+        for i in range(0, len(images_u8), self.batch_size):
+            f, p = predict(self.model, from_uint8(images_u8[i : i + self.batch_size].to(self.device)), self.batch_size)
+            feats.append(f.numpy())
+            probs.append(p.numpy())
+        return np.concatenate(feats), np.concatenate(probs)
+
+
+def inception_weights(configured: str) -> Path:
+    """The local Inception weights file: the configured path, or the torch hub cache (downloaded if online)."""
+    if configured:
+        path = Path(configured).expanduser()
+        if not path.is_file():
+            raise MissingWeights(
+                f"evaluate.inception_weights = {configured!r}: no such file. It must be {INCEPTION_FILE} "
+                f"(from {INCEPTION_URL}); fix the path or set it to '' to use the torch hub cache."
+            )
+        return path
+    path = Path(torch.hub.get_dir()) / "checkpoints" / INCEPTION_FILE
+    if path.is_file():
+        return path
+    path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        log.info("downloading %s to %s", INCEPTION_URL, path)
+        torch.hub.download_url_to_file(INCEPTION_URL, str(path), hash_prefix=INCEPTION_SHA256_PREFIX, progress=False)
+    except Exception as err:  # offline, proxy, checksum: all mean "not available here"
+        raise MissingWeights(
+            f"Inception FID (evaluate.extractors contains 'inception') needs {INCEPTION_FILE} "
+            f"(91 MB, sha256 {INCEPTION_SHA256_PREFIX}...) and it could not be downloaded here "
+            f"({type(err).__name__}: {err}). Download {INCEPTION_URL} on a machine with internet and put it at "
+            f"{path}, or set evaluate.inception_weights to its path. No other extractor is substituted."
+        ) from None
+    return path
+
+
+class InceptionExtractor:
+    name = "inception"
+    dim = 2048
+
+    def __init__(self, weights: Path, device: torch.device, batch_size: int = 100, verify_hash: bool = True):
+        from torch_fidelity.feature_extractor_inceptionv3 import FeatureExtractorInceptionV3
+
+        self.weights_sha256 = file_sha256(weights)
+        if verify_hash and not self.weights_sha256.startswith(INCEPTION_SHA256_PREFIX):
+            raise MissingWeights(
+                f"{weights}: sha256 {self.weights_sha256[:16]}... is not the FID Inception's "
+                f"({INCEPTION_SHA256_PREFIX}...); refusing to report it as standard FID"
+            )
+        torch.load(weights, map_location="cpu", weights_only=True)  # refuse a pickle that would run code
+        self.model = FeatureExtractorInceptionV3(
+            "inception-v3-compat", ["2048", "logits_unbiased"], feature_extractor_weights_path=str(weights)
+        ).to(device)
+        self.model.eval()
+        self.device, self.batch_size = device, batch_size
+
+    @torch.no_grad()
+    def __call__(self, images_u8: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
+        feats, probs = [], []
+        for i in range(0, len(images_u8), self.batch_size):
+            x = images_u8[i : i + self.batch_size].to(self.device)
+            f, logits = self.model(x.expand(-1, 3, -1, -1))  # grey -> RGB by repetition, uint8 in
+            feats.append(f.float().cpu().numpy())
+            probs.append(F.softmax(logits.double(), dim=1).cpu().numpy())
+        return np.concatenate(feats), np.concatenate(probs)
+
+
+def build_extractors(names: list[str], classifier_path: str | Path, inception_path: str, device: torch.device,
+                     batch_size: int) -> dict:  # fmt: skip
+    out: dict = {}
+    for name in names:
+        if name == "classifier":
+            out[name] = ClassifierExtractor(classifier_path, device, batch_size)
+        elif name == "inception":
+            out[name] = InceptionExtractor(inception_weights(inception_path), device, min(batch_size, 100))
+    return out

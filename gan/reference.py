@@ -1,0 +1,61 @@
+"""Reference stage: real-image features, computed once per data version and classifier.
+
+Features of n real *test* images (the reference set) and of n random real
+*train* images (the floor: what a perfect generator would score), per
+extractor, cached in `data/reference/` as a DVC output that `evaluate` reads.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from gan import atomic
+from gan.config import ConfigError, EvaluateConfig
+from gan.features import build_extractors
+from gan.prepare import load_split
+from gan.tensors import resolve_device
+
+log = logging.getLogger(__name__)
+
+
+def reference_n(cfg: EvaluateConfig, train_split: str | Path, test_split: str | Path) -> int:
+    n_test, n_train = len(load_split(test_split).labels), len(load_split(train_split).labels)
+    n = min(cfg.n_samples, n_test, n_train)
+    if n < 2:
+        raise ConfigError(f"evaluate.n_samples: need at least 2 real images per split, have {n}")
+    if n < cfg.n_samples:
+        log.warning("evaluate.n_samples=%d but only %d real images per split: using n=%d", cfg.n_samples, n, n)
+    return n
+
+
+def build_reference(
+    cfg: EvaluateConfig, classifier_path: str | Path, train_split: str | Path, test_split: str | Path,
+    out_dir: str | Path, device: str = "auto",
+) -> dict:  # fmt: skip
+    """Compute and cache real-image features for every configured extractor."""
+    out_dir = Path(out_dir)
+    dev = resolve_device(device)
+    train, test = load_split(train_split), load_split(test_split)
+    n = reference_n(cfg, train_split, test_split)
+    train_idx = np.sort(np.random.default_rng(cfg.seed).choice(len(train.labels), size=n, replace=False))
+    real_test, real_train = torch.from_numpy(test.images[:n]), torch.from_numpy(train.images[train_idx])
+    meta = {"n": n, "reference_split": "test (first n)", "floor_split": f"train (random n, seed {cfg.seed})",
+            "extractors": {}}  # fmt: skip
+    for name, ex in build_extractors(cfg.extractors, classifier_path, cfg.inception_weights, dev,
+                                     cfg.batch_size).items():  # fmt: skip
+        t0 = time.perf_counter()
+        f_test, p_test = ex(real_test)
+        f_train, p_train = ex(real_train)
+        with atomic.atomic_path(out_dir / f"{name}.npz") as tmp, open(tmp, "wb") as f:
+            np.savez(f, test_features=f_test, test_probs=p_test, train_features=f_train, train_probs=p_train,
+                     test_labels=test.labels[:n], train_labels=train.labels[train_idx])  # fmt: skip
+        meta["extractors"][name] = {"weights_sha256": ex.weights_sha256, "feature_dim": int(f_test.shape[1]),
+                                    "seconds": round(time.perf_counter() - t0, 2)}  # fmt: skip
+    atomic.write_text(out_dir / "meta.json", json.dumps(meta, indent=2) + "\n")
+    return meta

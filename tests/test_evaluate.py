@@ -1,0 +1,146 @@
+"""Evaluation on real data: reference cache, mode-collapse detection, `gan evaluate --samples`, Inception plumbing."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from unittest import mock
+
+import numpy as np
+import pytest
+import torch
+import yaml
+from PIL import Image
+
+from gan.config import EvaluateConfig, apply_overrides
+from gan.features import INCEPTION_FILE, InceptionExtractor, MissingWeights, inception_weights
+from gan.prepare import load_split
+
+from .conftest import REPO, TINY, require_debian_fashion_mnist, run
+
+SMALL_EVAL = [*TINY, "evaluate.n_samples=500", "evaluate.bootstrap=10", "evaluate.kid_subsets=10",
+              "evaluate.kid_subset_size=200", "evaluate.prdc_samples=500", "classifier.epochs=2"]  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def workspace(tmp_path_factory) -> Path:
+    """download → prepare → classifier → reference, run by the stage commands on tiny real data."""
+    require_debian_fashion_mnist()
+    ws = tmp_path_factory.mktemp("eval")
+    raw = apply_overrides(yaml.safe_load((REPO / "params.yaml").read_text()), SMALL_EVAL)
+    (ws / "params.yaml").write_text(yaml.safe_dump(raw))
+    for stage in ("download", "prepare", "classifier", "reference"):
+        run([sys.executable, "-m", "gan", stage], ws)
+    return ws
+
+
+def score(ws: Path, samples: Path, *extra: str, check: bool = True):
+    proc = run([sys.executable, "-m", "gan", "evaluate", "--samples", str(samples), *extra], ws, check=check)
+    return json.loads(proc.stdout) if check else proc
+
+
+def test_reference_is_cached_with_its_provenance(workspace):
+    meta = json.loads((workspace / "data/reference/meta.json").read_text())
+    assert meta["n"] == 500 and meta["reference_split"].startswith("test")
+    info = meta["extractors"]["classifier"]
+    assert info["feature_dim"] == 128 and len(info["weights_sha256"]) == 64
+    with np.load(workspace / "data/reference/classifier.npz") as z:
+        assert z["test_features"].shape == (500, 128) and z["train_features"].shape == (500, 128)
+
+
+def test_real_images_score_near_the_floor_and_collapse_is_flagged(workspace, tmp_path):
+    train = load_split(workspace / "data/prepared/train.npz")
+    real = tmp_path / "real.npz"
+    np.savez(real, images=train.images[-500:].transpose(0, 2, 3, 1))  # NHWC, like external tools write
+    m = score(workspace, real)
+    assert m["mode_collapse"] is False and m["classes_covered"] == m["num_classes"] == 10
+    assert m["fid_classifier"] < 3 * m["fid_classifier_floor"] + 5
+    assert m["precision_classifier"] > 0.5 and m["recall_classifier"] > 0.5
+    lo, hi = m["fid_classifier_ci95"]
+    assert lo <= hi
+    for key in ("kid_classifier", "is_classifier", "density_classifier", "coverage_classifier"):
+        assert f"{key}_floor" in m, key
+
+    # Only five classes of real images: a generator that dropped half the modes.
+    some = train.images[np.isin(train.labels, [0, 1, 2, 3, 4])][:500]
+    collapsed = tmp_path / "collapsed.npy"
+    np.save(collapsed, some)
+    c = score(workspace, collapsed)
+    assert c["mode_collapse"] is True and c["classes_covered"] <= 6
+    assert c["recall_classifier"] < m["recall_classifier"] and c["coverage_classifier"] < m["coverage_classifier"]
+    assert c["fid_classifier"] > m["fid_classifier"] and c["class_kl"] > m["class_kl"]
+    assert c["per_class_fid_classifier"]["Bag"] is None  # no bags generated: no per-class distance
+
+
+def test_png_folder_and_out_file(workspace, tmp_path):
+    test = load_split(workspace / "data/prepared/test.npz")
+    folder = tmp_path / "pngs"
+    folder.mkdir()
+    for i, img in enumerate(test.images[:500]):
+        Image.fromarray(img[0]).save(folder / f"{i:04d}.png")
+    out = tmp_path / "m.json"
+    m = score(workspace, folder, "--out", str(out))
+    assert json.loads(out.read_text()) == m
+    assert m["fid_classifier"] < 1e-6  # these are exactly the reference images
+
+
+def test_bad_samples_are_refused_with_the_file_named(workspace, tmp_path):
+    folder = tmp_path / "mixed"
+    folder.mkdir()
+    Image.new("L", (28, 28)).save(folder / "a.png")
+    Image.new("L", (32, 32)).save(folder / "b.png")
+    proc = score(workspace, folder, check=False)
+    assert proc.returncode == 1 and "b.png: size 32×32, expected 28×28" in proc.stderr
+    (folder / "b.png").write_bytes(b"not a png")
+    assert "b.png: not a readable image" in score(workspace, folder, check=False).stderr
+    bad = tmp_path / "bad.npz"
+    np.savez(bad, pictures=np.zeros((10, 28, 28), np.uint8))
+    assert "no array 'images' (has: pictures)" in score(workspace, bad, check=False).stderr
+    few = tmp_path / "few.npy"
+    np.save(few, np.zeros((10, 28, 28), np.uint8))
+    proc = score(workspace, few, check=False)
+    assert proc.returncode == 2 and "need at least n=500 samples" in proc.stderr
+
+
+def test_missing_inception_weights_is_a_clear_error_never_a_fallback(tmp_path, monkeypatch):
+    with pytest.raises(MissingWeights, match="no such file"):
+        inception_weights(str(tmp_path / "nope.pth"))
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
+
+    def offline(*args, **kwargs):
+        raise OSError("Network is unreachable")
+
+    with mock.patch("torch.hub.download_url_to_file", offline), pytest.raises(MissingWeights) as info:
+        inception_weights("")
+    msg = str(info.value)
+    assert INCEPTION_FILE in msg and str(tmp_path / "torch" / "hub" / "checkpoints") in msg
+    assert "No other extractor is substituted" in msg
+
+
+def test_inception_plumbing_with_random_weights(tmp_path):
+    """Same architecture as the FID Inception, random init: uint8 grey 28×28 in, 2048-d features out."""
+    from torch_fidelity.feature_extractor_inceptionv3 import FeatureExtractorInceptionV3
+
+    with mock.patch.object(FeatureExtractorInceptionV3, "load_state_dict", lambda self, sd: None), \
+         mock.patch("torch.load", lambda *a, **k: {}):  # fmt: skip
+        net = FeatureExtractorInceptionV3("random", ["2048"], feature_extractor_weights_path="unused")
+    weights = tmp_path / "random-inception.pth"
+    torch.save(net.state_dict(), weights)
+    with pytest.raises(MissingWeights, match="not the FID Inception"):
+        InceptionExtractor(weights, torch.device("cpu"))
+    ex = InceptionExtractor(weights, torch.device("cpu"), batch_size=2, verify_hash=False)
+    images = torch.randint(0, 256, (3, 1, 28, 28), dtype=torch.uint8)
+    feats, probs = ex(images)
+    assert feats.shape == (3, 2048) and probs.shape == (3, 1008)
+    assert np.allclose(probs.sum(1), 1) and np.isfinite(feats).all()
+
+
+def test_real_inception_weights_when_available():
+    path = Path(torch.hub.get_dir()) / "checkpoints" / INCEPTION_FILE
+    if not path.exists():
+        pytest.skip(f"{path} not on this machine (offline); the plumbing test covers the code path")
+    ex = InceptionExtractor(path, torch.device("cpu"), batch_size=8)
+    feats, probs = ex(torch.zeros(2, 1, 28, 28, dtype=torch.uint8))
+    assert feats.shape == (2, 2048)
+    assert EvaluateConfig(extractors=["classifier", "inception"]).extractors == ["classifier", "inception"]
