@@ -159,7 +159,9 @@ def test_read_only_output_clear_error_previous_output_intact(small_disk, tmp_pat
     (ws / "data/models").symlink_to(small_disk)
     proc = run([sys.executable, "-m", "gan", "train"], ws, check=False)
     assert proc.returncode == 1
-    assert "error in stage train: [Errno 30] cannot write data/models/generator.pt: Read-only file system" in proc.stderr
+    assert (
+        "error in stage train: [Errno 30] cannot write data/models/generator.pt: Read-only file system" in proc.stderr
+    )
 
 
 def test_hostile_pickle_is_refused_by_every_loader(tmp_path):
@@ -203,16 +205,16 @@ def test_dvc_push_to_a_broken_or_missing_remote_then_a_rerun_works(tmp_path):
     blocker.write_text("a file where the remote folder should be")
     run(["dvc", "remote", "add", "-d", "store", str(blocker / "remote")], repo)
     proc = run(["dvc", "push"], repo, check=False)
-    assert proc.returncode != 0 and "failed to push" in (proc.stdout + proc.stderr).lower()
+    assert proc.returncode != 0 and f"Not a directory: '{blocker}" in proc.stderr  # DVC names the bad path
     assert sorted(p for p in (repo / ".dvc/cache").rglob("*") if p.is_file()) == cache_files  # cache intact
 
     remote = tmp_path / "remote"
     run(["dvc", "remote", "modify", "store", "url", str(remote)], repo)
     env = {**os.environ, "DVC_NO_ANALYTICS": "1", "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}"}
-    push = subprocess.Popen(["dvc", "push", "-j", "1"], cwd=repo, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-    while not remote.exists() or not any(remote.rglob("*.bin*")) and not any(p.is_file() for p in remote.rglob("*")):
-        if push.poll() is not None:
-            break
+    push = subprocess.Popen(
+        ["dvc", "push", "-j", "1"], cwd=repo, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE
+    )
+    while push.poll() is None and not (remote.exists() and any(p.is_file() for p in remote.rglob("*"))):
         time.sleep(0.01)
     push.send_signal(signal.SIGKILL)  # interrupted mid-push (if it has not finished already)
     push.wait()
