@@ -1,0 +1,243 @@
+"""Training throughput: the project's trainer vs the standard PyTorch DCGAN example loop.
+
+    python bench/train_throughput.py [--steps 20] [--warmup 3] [--models dcgan64,default] [--compile]
+
+In one process, for each model, the same number of steps two ways:
+
+- baseline, written the way pytorch/examples/dcgan does it: a torchvision
+  dataset with per-sample PIL transforms (28 -> 64 resize for the 64×64 model),
+  a DataLoader with 2 workers, Sigmoid + BCELoss, five `.item()` host syncs and a
+  print every step, fp32;
+- project: `gan.train.gan_step` on the prepared uint8 split held as one tensor on
+  the device (batches indexed there, resized there), logits + softplus losses,
+  statistics left on the device; on CUDA also bf16 autocast and channels_last.
+
+Prints images/s of each, the ratio, peak memory, model FLOPs per image (one
+training step: G forward/backward, D on real + fake, D on fake for G) and the
+achieved FLOP/s. Needs data/raw/fashion-mnist and data/prepared (run the pipeline).
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import io
+import os
+import resource
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.utils.flop_counter import FlopCounterMode
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from gan.config import ModelConfig  # noqa: E402
+from gan.models import build_discriminator, build_generator, dcgan_init  # noqa: E402
+from gan.prepare import load_split  # noqa: E402
+from gan.tensors import from_uint8  # noqa: E402
+from gan.train import gan_step  # noqa: E402
+
+NZ = 100
+
+
+# The 64×64 DCGAN of Radford et al. as in pytorch/examples (ngf = ndf = 64), one channel.
+def dcgan64_generator(ngf: int = 64) -> nn.Module:
+    return nn.Sequential(
+        nn.ConvTranspose2d(NZ, ngf * 8, 4, 1, 0, bias=False), nn.BatchNorm2d(ngf * 8), nn.ReLU(True),
+        nn.ConvTranspose2d(ngf * 8, ngf * 4, 4, 2, 1, bias=False), nn.BatchNorm2d(ngf * 4), nn.ReLU(True),
+        nn.ConvTranspose2d(ngf * 4, ngf * 2, 4, 2, 1, bias=False), nn.BatchNorm2d(ngf * 2), nn.ReLU(True),
+        nn.ConvTranspose2d(ngf * 2, ngf, 4, 2, 1, bias=False), nn.BatchNorm2d(ngf), nn.ReLU(True),
+        nn.ConvTranspose2d(ngf, 1, 4, 2, 1, bias=False), nn.Tanh(),
+    )  # fmt: skip
+
+
+def dcgan64_discriminator(ndf: int = 64, sigmoid: bool = True) -> nn.Module:
+    layers = [
+        nn.Conv2d(1, ndf, 4, 2, 1, bias=False), nn.LeakyReLU(0.2, inplace=True),
+        nn.Conv2d(ndf, ndf * 2, 4, 2, 1, bias=False), nn.BatchNorm2d(ndf * 2), nn.LeakyReLU(0.2, inplace=True),
+        nn.Conv2d(ndf * 2, ndf * 4, 4, 2, 1, bias=False), nn.BatchNorm2d(ndf * 4), nn.LeakyReLU(0.2, inplace=True),
+        nn.Conv2d(ndf * 4, ndf * 8, 4, 2, 1, bias=False), nn.BatchNorm2d(ndf * 8), nn.LeakyReLU(0.2, inplace=True),
+        nn.Conv2d(ndf * 8, 1, 4, 1, 0, bias=False),
+    ]  # fmt: skip
+    return nn.Sequential(*layers, nn.Sigmoid()) if sigmoid else nn.Sequential(*layers, nn.Flatten(0))
+
+
+class _Noise(nn.Module):
+    """pytorch/examples feeds G noise of shape N×nz×1×1; our 28×28 G takes N×nz too."""
+
+    def __init__(self, g: nn.Module):
+        super().__init__()
+        self.g = g
+
+    def forward(self, z):
+        return self.g(z.view(z.shape[0], -1, 1, 1))
+
+
+def models(name: str, baseline: bool) -> tuple[nn.Module, nn.Module, int]:
+    torch.manual_seed(0)
+    if name == "dcgan64":
+        G, D = _Noise(dcgan64_generator()), dcgan64_discriminator(sigmoid=baseline)
+        G.apply(dcgan_init)
+        D.apply(dcgan_init)
+        return G, D, 64
+    cfg = ModelConfig()  # the project's default model
+    D = build_discriminator(cfg)
+    if baseline:
+        D = nn.Sequential(D, nn.Sigmoid())
+    return build_generator(cfg), D, 28
+
+
+def torchvision_root(tmp: Path) -> Path:
+    """torchvision.datasets.FashionMNIST reads <root>/FashionMNIST/raw/<idx files>: link ours there."""
+    raw = tmp / "FashionMNIST" / "raw"
+    raw.mkdir(parents=True)
+    for f in Path("data/raw/fashion-mnist").iterdir():
+        (raw / f.name).symlink_to(f.resolve())
+    return tmp
+
+
+def run_baseline(name: str, steps: int, warmup: int, batch: int, device: torch.device, root: Path) -> float:
+    import torchvision.datasets as dset
+    import torchvision.transforms as transforms
+
+    G, D, size = models(name, baseline=True)
+    G, D = G.to(device), D.to(device)
+    tf = [transforms.Resize(size)] if size != 28 else []
+    dataset = dset.FashionMNIST(root=str(root), download=False,
+                                transform=transforms.Compose([*tf, transforms.ToTensor(),
+                                                              transforms.Normalize((0.5,), (0.5,))]))  # fmt: skip
+    loader = torch.utils.data.DataLoader(dataset, batch_size=batch, shuffle=True, num_workers=2, drop_last=True)
+    criterion = nn.BCELoss()
+    opt_d = torch.optim.Adam(D.parameters(), lr=2e-4, betas=(0.5, 0.999))
+    opt_g = torch.optim.Adam(G.parameters(), lr=2e-4, betas=(0.5, 0.999))
+    t0 = None
+    it = iter(loader)
+    sink = io.StringIO()  # the example prints every step; print it somewhere cheap but real
+    for i in range(warmup + steps):
+        if i == warmup:
+            _sync(device)
+            t0 = time.perf_counter()
+        real = next(it)[0].to(device)
+        b = real.size(0)
+        D.zero_grad()
+        label = torch.full((b,), 1.0, device=device)
+        output = D(real).view(-1)
+        err_d_real = criterion(output, label)
+        err_d_real.backward()
+        d_x = output.mean().item()
+        noise = torch.randn(b, NZ, device=device)
+        fake = G(noise)
+        label.fill_(0.0)
+        output = D(fake.detach()).view(-1)
+        err_d_fake = criterion(output, label)
+        err_d_fake.backward()
+        d_g_z1 = output.mean().item()
+        err_d = err_d_real + err_d_fake
+        opt_d.step()
+        G.zero_grad()
+        label.fill_(1.0)
+        output = D(fake).view(-1)
+        err_g = criterion(output, label)
+        err_g.backward()
+        d_g_z2 = output.mean().item()
+        opt_g.step()
+        print(f"[{i}] Loss_D: {err_d.item():.4f} Loss_G: {err_g.item():.4f} D(x): {d_x:.4f} "
+              f"D(G(z)): {d_g_z1:.4f} / {d_g_z2:.4f}", file=sink)  # fmt: skip
+    _sync(device)
+    return steps * batch / (time.perf_counter() - t0)
+
+
+def run_project(name: str, steps: int, warmup: int, batch: int, device: torch.device, compile_: bool,
+                channels_last: bool = False) -> float:  # fmt: skip
+    G, D, size = models(name, baseline=False)
+    G, D = G.to(device), D.to(device)
+    amp = device.type == "cuda"
+    if amp or channels_last:
+        G, D = G.to(memory_format=torch.channels_last), D.to(memory_format=torch.channels_last)
+    opt_d = torch.optim.Adam(D.parameters(), lr=2e-4, betas=(0.5, 0.999))
+    opt_g = torch.optim.Adam(G.parameters(), lr=2e-4, betas=(0.5, 0.999))
+    data = torch.from_numpy(load_split("data/prepared/train.npz").images).to(device)
+    if compile_:
+        G, D = torch.compile(G), torch.compile(D)
+    gen = torch.Generator(device=device).manual_seed(0)
+    stats = []
+    t0 = None
+    for i in range(warmup + steps):
+        if i == warmup:
+            _sync(device)
+            t0 = time.perf_counter()
+        idx = torch.randint(0, len(data), (batch,), device=device, generator=gen)
+        x = from_uint8(data[idx])
+        if size != 28:
+            x = F.interpolate(x, size=(size, size), mode="bilinear", align_corners=False)
+        if amp or channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        z = torch.randn(batch, NZ, device=device, generator=gen)
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
+            stats.append(gan_step(G, D, opt_g, opt_d, x, z))
+    torch.stack(stats).cpu()  # the one host sync, like the trainer's log flush
+    _sync(device)
+    return steps * batch / (time.perf_counter() - t0)
+
+
+def flops_per_image(name: str, batch: int, device: torch.device) -> float:
+    G, D, size = models(name, baseline=False)
+    G, D = G.to(device), D.to(device)
+    opt_d, opt_g = torch.optim.Adam(D.parameters()), torch.optim.Adam(G.parameters())
+    x = torch.zeros(batch, 1, size, size, device=device)
+    z = torch.randn(batch, NZ, device=device)
+    with FlopCounterMode(display=False) as counter:
+        gan_step(G, D, opt_g, opt_d, x, z)
+    return counter.get_total_flops() / batch
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+
+
+def peak_mb(device: torch.device) -> str:
+    if device.type == "cuda":
+        mb = torch.cuda.max_memory_allocated() / 2**20
+        torch.cuda.reset_peak_memory_stats()
+        return f"{mb:.0f} MB GPU"
+    return f"{resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MB RSS (process so far)"
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--steps", type=int, default=20)
+    ap.add_argument("--warmup", type=int, default=3)
+    ap.add_argument("--batch", type=int, default=64)
+    ap.add_argument("--models", default="dcgan64,default")
+    ap.add_argument("--compile", action="store_true", help="torch.compile G and D in the project's trainer")
+    ap.add_argument("--channels-last", action="store_true", help="channels_last on the CPU too (always on CUDA)")
+    args = ap.parse_args()
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    name = torch.cuda.get_device_name() if device.type == "cuda" else f"CPU, {os.cpu_count()} cores"
+    print(f"device: {name}; torch {torch.__version__}; threads {torch.get_num_threads()}; batch {args.batch}; "
+          f"{args.steps} timed steps after {args.warmup} warm-up")  # fmt: skip
+    with tempfile.TemporaryDirectory() as tmp:
+        root = torchvision_root(Path(tmp))
+        for model in args.models.split(","):
+            fl = flops_per_image(model, args.batch, device)
+            base = run_baseline(model, args.steps, args.warmup, args.batch, device, root)
+            base_mem = peak_mb(device)
+            with contextlib.nullcontext():
+                ours = run_project(model, args.steps, args.warmup, args.batch, device, args.compile, args.channels_last)
+            ours_mem = peak_mb(device)
+            print(f"\n{model}: {fl / 1e9:.2f} GFLOP per training image")
+            print(f"  baseline (pytorch/examples style): {base:8.1f} images/s  {base * fl / 1e9:7.1f} GFLOP/s  "
+                  f"peak {base_mem}")  # fmt: skip
+            print(f"  project trainer                  : {ours:8.1f} images/s  {ours * fl / 1e9:7.1f} GFLOP/s  "
+                  f"peak {ours_mem}")  # fmt: skip
+            print(f"  ratio project / baseline: {ours / base:.2f}x")
+
+
+if __name__ == "__main__":
+    main()
