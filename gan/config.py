@@ -50,13 +50,17 @@ class TrainConfig(_Section):
     seed: int = Field(0, ge=0)
     epochs: int = Field(5, ge=1, le=10000)
     batch_size: int = Field(128, ge=1, le=65536)
-    lr_g: float = Field(2e-4, gt=0, le=1)
-    lr_d: float = Field(2e-4, gt=0, le=1)
+    lr_g: float = Field(1e-3, gt=0, le=1)
+    lr_d: float = Field(5e-4, gt=0, le=1)
     beta1: float = Field(0.5, ge=0, lt=1)
     beta2: float = Field(0.999, ge=0, lt=1)
     device: str = Field("auto", pattern=r"^(auto|cpu|cuda(:\d+)?|mps)$")
     checkpoint_every: int = Field(
         0, ge=0, description="Also checkpoint every N steps (0 = only at the end of each epoch)."
+    )
+    bf16: bool = Field(True, description="bf16 autocast on CUDA (ignored on CPU, where bf16 is slower).")
+    max_seconds: float = Field(
+        0, ge=0, description="Stop after this much training time (0 = no limit); the result then depends on speed."
     )
     log_flush_every: int = Field(
         50, ge=1, description="Steps between host syncs that write the per-step log (every step is logged)."

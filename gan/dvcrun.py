@@ -41,9 +41,9 @@ def stage_names(repo: str | Path) -> list[str]:
     return list(yaml.safe_load((Path(repo) / "dvc.yaml").read_text())["stages"])
 
 
-def is_current(stage: str, repo: str | Path) -> bool:
-    """True when DVC says the stage (deps, params, outs) is up to date."""
-    proc = dvc(["status", "--json", stage], repo)
+def is_current(stage: str | None, repo: str | Path) -> bool:
+    """True when DVC says the stage (deps, params, outs) is up to date; stage None: the whole pipeline."""
+    proc = dvc(["status", "--json", *([stage] if stage else [])], repo)
     return json.loads(proc.stdout or "{}") == {}
 
 

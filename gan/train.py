@@ -160,6 +160,7 @@ def train(
     fixed_z = torch.randn(64, model_cfg.z_dim, generator=torch.Generator().manual_seed(train_cfg.seed + 2)).to(device)
 
     data = torch.from_numpy(split.images).to(device)  # whole split in memory, uint8
+    amp = train_cfg.bf16 and device.type == "cuda"
     ckpt_path = out.checkpoint_dir / "last.pt"
     log_path = out.log_dir / "log.tsv"
     sample_dir = out.log_dir / "samples"
@@ -264,13 +265,14 @@ def train(
     try:
         G.train()
         D.train()
-        while epoch < train_cfg.epochs:
+        while epoch < train_cfg.epochs and not (epoch > 0 and _out_of_time(train_cfg.max_seconds, t0, world, device)):
             perm = epoch_permutation(n, train_cfg.seed, epoch).to(device)
             for b in range(batch, steps_per_epoch):
                 start = b * bs + rank * per_rank  # this rank's slice of the global batch
                 x = from_uint8(data[perm[start : start + per_rank]])
                 z = torch.randn(per_rank, model_cfg.z_dim, generator=noise, device=device)
-                pending.append(gan_step(G_step, D_step, opt_g, opt_d, x, z))
+                with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
+                    pending.append(gan_step(G_step, D_step, opt_g, opt_d, x, z))
                 step += 1
                 bar.update(1)
                 if len(pending) >= train_cfg.log_flush_every:
@@ -278,7 +280,13 @@ def train(
                 if train_cfg.checkpoint_every and step % train_cfg.checkpoint_every == 0 and b + 1 < steps_per_epoch:
                     flush(epoch)
                     checkpoint(epoch, b + 1)
+                if _out_of_time(train_cfg.max_seconds, t0, world, device):
+                    break
             flush(epoch)
+            if _out_of_time(train_cfg.max_seconds, t0, world, device) and b + 1 < steps_per_epoch:
+                log.info("train.max_seconds = %s reached at step %d: stopping", train_cfg.max_seconds, step)
+                checkpoint(epoch, b + 1)
+                break
             epoch += 1
             batch = 0
             if rank == 0:
@@ -313,6 +321,16 @@ def train(
         save_generator(out.generator, G, model_cfg, meta)
         atomic.write_text(out.log_dir / "summary.json", json.dumps(result.__dict__, indent=2) + "\n")
     return result
+
+
+def _out_of_time(max_seconds: float, t0: float, world: int, device: torch.device) -> bool:
+    """The time budget is spent (rank 0's clock decides, so every rank stops at the same step)."""
+    if not max_seconds:
+        return False
+    spent = torch.tensor([float(time.perf_counter() - t0 >= max_seconds)], device=device)
+    if world > 1:
+        torch.distributed.broadcast(spent, src=0)
+    return bool(spent.item())
 
 
 def _ranks_in_sync(G: torch.nn.Module, D: torch.nn.Module) -> bool:

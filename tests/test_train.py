@@ -82,3 +82,11 @@ def test_checkpoint_from_other_settings_is_not_resumed(tiny_split, tmp_path):
     # A finished checkpoint with the same settings resumes at the end: nothing is retrained.
     r = train(MODEL, CFG.model_copy(update={"lr_g": 1e-3}), tiny_split, out, progress_bar=False)
     assert r.resumed_from_step == 16
+
+
+def test_time_budget_stops_early_and_saves_everything(tiny_split, tmp_path):
+    out = outputs(tmp_path)
+    r = train(MODEL, CFG.model_copy(update={"epochs": 1000, "max_seconds": 1.0}), tiny_split, out, progress_bar=False)
+    assert 0 < r.steps < 1000 * 8 and r.seconds < 10
+    assert out.generator.exists()
+    assert load_checkpoint(out.checkpoint_dir / "last.pt")["step"] == r.steps
