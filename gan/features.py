@@ -13,7 +13,6 @@ Every extractor takes uint8 images N×1×28×28 and returns (features, class pro
 
 from __future__ import annotations
 
-import hashlib
 import logging
 from pathlib import Path
 
@@ -23,6 +22,7 @@ import torch.nn.functional as F
 
 from gan.classifier import load_classifier, predict
 from gan.config import ConfigError
+from gan.download import sha256_file
 from gan.tensors import from_uint8
 
 log = logging.getLogger(__name__)
@@ -36,21 +36,13 @@ class MissingWeights(ConfigError):
     """The Inception weights are not on this machine and could not be downloaded."""
 
 
-def file_sha256(path: str | Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 class ClassifierExtractor:
     name = "classifier"
 
     def __init__(self, classifier_path: str | Path, device: torch.device, batch_size: int = 500):
         self.model, self.test_accuracy = load_classifier(classifier_path, device)
         self.device, self.batch_size = device, batch_size
-        self.weights_sha256 = file_sha256(classifier_path)
+        self.weights_sha256 = sha256_file(classifier_path)
         self.dim = self.model.head.in_features
         self.num_classes = self.model.head.out_features
 
@@ -97,7 +89,7 @@ class InceptionExtractor:
     def __init__(self, weights: Path, device: torch.device, batch_size: int = 100, verify_hash: bool = True):
         from torch_fidelity.feature_extractor_inceptionv3 import FeatureExtractorInceptionV3
 
-        self.weights_sha256 = file_sha256(weights)
+        self.weights_sha256 = sha256_file(weights)
         if verify_hash and not self.weights_sha256.startswith(INCEPTION_SHA256_PREFIX):
             raise MissingWeights(
                 f"{weights}: sha256 {self.weights_sha256[:16]}... is not the FID Inception's "
