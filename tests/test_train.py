@@ -77,10 +77,10 @@ def test_interrupted_run_resumes_bit_identically(tiny_split, tmp_path):
 def test_checkpoint_from_other_settings_is_not_resumed(tiny_split, tmp_path):
     out = outputs(tmp_path)
     train(MODEL, CFG, tiny_split, out, progress_bar=False)
-    r = train(MODEL, CFG.model_copy(update={"lr_g": 1e-3}), tiny_split, out, progress_bar=False)
+    r = train(MODEL, CFG.model_copy(update={"lr_g": 3e-3}), tiny_split, out, progress_bar=False)
     assert r.resumed_from_step == 0 and r.steps == 16
     # A finished checkpoint with the same settings resumes at the end: nothing is retrained.
-    r = train(MODEL, CFG.model_copy(update={"lr_g": 1e-3}), tiny_split, out, progress_bar=False)
+    r = train(MODEL, CFG.model_copy(update={"lr_g": 3e-3}), tiny_split, out, progress_bar=False)
     assert r.resumed_from_step == 16
 
 
