@@ -20,7 +20,6 @@ achieved FLOP/s. Needs data/raw/fashion-mnist and data/prepared (run the pipelin
 from __future__ import annotations
 
 import argparse
-import contextlib
 import io
 import os
 import resource
@@ -228,8 +227,7 @@ def main() -> None:
             fl = flops_per_image(model, args.batch, device)
             base = run_baseline(model, args.steps, args.warmup, args.batch, device, root)
             base_mem = peak_mb(device)
-            with contextlib.nullcontext():
-                ours = run_project(model, args.steps, args.warmup, args.batch, device, args.compile, args.channels_last)
+            ours = run_project(model, args.steps, args.warmup, args.batch, device, args.compile, args.channels_last)
             ours_mem = peak_mb(device)
             print(f"\n{model}: {fl / 1e9:.2f} GFLOP per training image")
             print(f"  baseline (pytorch/examples style): {base:8.1f} images/s  {base * fl / 1e9:7.1f} GFLOP/s  "

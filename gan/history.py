@@ -16,8 +16,3 @@ def append_run(path: str | Path, row: dict) -> pd.DataFrame:
     with atomic.atomic_path(path) as tmp:
         df.to_csv(tmp, index=False)
     return df
-
-
-def read_history(path: str | Path) -> pd.DataFrame:
-    path = Path(path)
-    return pd.read_csv(path) if path.exists() and path.stat().st_size else pd.DataFrame()

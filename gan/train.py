@@ -97,10 +97,6 @@ def load_checkpoint(path: Path) -> dict:
     return torch.load(path, map_location="cpu", weights_only=True)
 
 
-def _save_checkpoint(path: Path, state: dict) -> None:
-    atomic.save_torch(path, state)
-
-
 def _check_finite(module: torch.nn.Module, what: str, step: int) -> None:
     for name, p in module.state_dict().items():
         if p.is_floating_point() and not torch.isfinite(p).all():
@@ -211,7 +207,7 @@ def train(
         if rank != 0:
             torch.distributed.barrier()
             return
-        _save_checkpoint(
+        atomic.save_torch(
             ckpt_path,
             {
                 "fingerprint": fingerprint,
