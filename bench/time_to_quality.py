@@ -1,31 +1,90 @@
 """What a training budget buys: the default model trained for fixed wall-clock budgets, then scored.
 
-    python bench/time_to_quality.py [--minutes 5 10] [--set train.lr_g=0.001 ...]
+    python bench/time_to_quality.py [--minutes 5 10] [--baseline-minutes 10] [--set train.lr_g=0.001 ...]
 
 Uses the workspace's prepared data, classifier and reference features (run the
 pipeline first); trains from scratch for each budget (`train.max_seconds`) in a
 temporary folder and prints the headline metrics beside the real-vs-real floor.
+
+`--baseline-minutes M` also trains the standard pytorch/examples DCGAN loop
+(64×64, Fashion-MNIST resized 28→64, lr 2e-4, batch 64; bench/train_throughput.py)
+for M minutes and scores its samples on the same scale, resized back to 28×28
+(antialiased bilinear). The example draws its samples with G in training mode,
+so both modes are scored.
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import sys
 import tempfile
+import time
 from pathlib import Path
 
 import torch
+import torch.nn.functional as F
 
-from gan.config import load_params
-from gan.datasets import get_dataset
-from gan.evaluate import evaluate
-from gan.prepare import load_split
-from gan.train import TrainOutputs, train
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from gan.config import load_params  # noqa: E402
+from gan.datasets import get_dataset  # noqa: E402
+from gan.evaluate import evaluate, score_images  # noqa: E402
+from gan.prepare import load_split  # noqa: E402
+from gan.tensors import to_uint8  # noqa: E402
+from gan.train import TrainOutputs, train  # noqa: E402
+
+HEADER = (
+    "| run | budget | steps | epochs | FID (classifier) | floor | classes | precision | recall | coverage |\n"
+    "|---|---|---|---|---|---|---|---|---|---|"
+)
+
+
+def row(run: str, minutes: float, steps: int, epochs: float, m: dict) -> str:
+    return (f"| {run} | {minutes:g} min | {steps} | {epochs:.2f} | {m['fid_classifier']:.2f} | "
+            f"{m['fid_classifier_floor']:.2f} | {m['classes_covered']}/{m['num_classes']} | "
+            f"{m['precision_classifier']:.3f} | {m['recall_classifier']:.3f} | "
+            f"{m['coverage_classifier']:.3f} |")  # fmt: skip
+
+
+@torch.no_grad()
+def baseline_samples(G: torch.nn.Module, n: int, seed: int, train_mode: bool) -> torch.Tensor:
+    """n samples of the 64×64 baseline G as uint8 N×1×28×28."""
+    G.train(train_mode)
+    gen = torch.Generator().manual_seed(seed)
+    out = []
+    for i in range(0, n, 500):
+        z = torch.randn(min(500, n - i), 100, generator=gen)
+        x = F.interpolate(G(z), size=(28, 28), mode="bilinear", antialias=True, align_corners=False)
+        out.append(to_uint8(x.clamp(-1, 1)))
+    return torch.cat(out)
+
+
+def run_baseline(minutes: float, p, classes: list[str], n_train: int) -> None:
+    from train_throughput import baseline_steps, torchvision_root
+
+    with tempfile.TemporaryDirectory() as tmp:
+        root = torchvision_root(Path(tmp))
+        loop = baseline_steps("dcgan64", 64, torch.device("cpu"), root)
+        t0 = time.perf_counter()
+        steps = 0
+        while steps == 0 or time.perf_counter() - t0 < minutes * 60:
+            G = next(loop)
+            steps += 1
+        loop.close()  # stops the DataLoader workers
+    n = 10_000
+    for train_mode in (True, False):
+        fake = baseline_samples(G, n, p.evaluate.seed, train_mode)
+        m = score_images(fake, p.evaluate, "data/models/classifier.pt", "data/reference", classes, "cpu")
+        label = f"pytorch/examples 64×64 (G.{'train' if train_mode else 'eval'}())"
+        print(row(label, minutes, steps, steps / (n_train // 64), m), flush=True)
 
 
 def main() -> None:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--minutes", type=float, nargs="+", default=[5, 10])
+    ap.add_argument("--minutes", type=float, nargs="*", default=[5, 10])
+    ap.add_argument("--baseline-minutes", type=float, nargs="*", default=[])
     ap.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
     args = ap.parse_args()
     p = load_params(overrides=args.overrides)
@@ -33,8 +92,7 @@ def main() -> None:
           f"channels {p.model.channels}, batch {p.train.batch_size}, lr {p.train.lr_g}/{p.train.lr_d}")  # fmt: skip
     classes = list(get_dataset(p.data.dataset).classes)
     n_train = len(load_split("data/prepared/train.npz").labels)
-    print("| budget | steps | epochs | FID (classifier) | floor | classes | precision | recall | coverage |")
-    print("|---|---|---|---|---|---|---|---|---|")
+    print(HEADER)
     for minutes in args.minutes:
         with tempfile.TemporaryDirectory() as tmp:
             cfg = p.train.model_copy(update={"epochs": 1000, "max_seconds": minutes * 60})
@@ -42,11 +100,9 @@ def main() -> None:
             r = train(p.model, cfg, "data/prepared/train.npz", out, progress_bar=False)
             m = evaluate(p.evaluate, out.generator, "data/models/classifier.pt", "data/reference", Path(tmp) / "m.json",
                          classes=classes)  # fmt: skip
-        epochs = r.steps / (n_train // p.train.batch_size)
-        fid, floor = m["fid_classifier"], m["fid_classifier_floor"]
-        print(f"| {minutes:g} min | {r.steps} | {epochs:.1f} | {fid:.2f} | {floor:.2f} "
-              f"| {m['classes_covered']}/{m['num_classes']} | {m['precision_classifier']:.3f} | "
-              f"{m['recall_classifier']:.3f} | {m['coverage_classifier']:.3f} |", flush=True)  # fmt: skip
+        print(row("project default", minutes, r.steps, r.steps / (n_train // p.train.batch_size), m), flush=True)
+    for minutes in args.baseline_minutes:
+        run_baseline(minutes, p, classes, n_train)
 
 
 if __name__ == "__main__":

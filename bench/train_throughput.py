@@ -10,11 +10,12 @@ In one process, for each model, the same number of steps two ways:
   print every step, fp32;
 - project: `gan.train.gan_step` on the prepared uint8 split held as one tensor on
   the device (batches indexed there, resized there), logits + softplus losses,
-  statistics left on the device; on CUDA also bf16 autocast and channels_last.
+  statistics left on the device, channels_last, no D weight gradients in G's
+  step (the example computes and discards them); on CUDA also bf16 autocast.
 
-Prints images/s of each, the ratio, peak memory, model FLOPs per image (one
-training step: G forward/backward, D on real + fake, D on fake for G) and the
-achieved FLOP/s. Needs data/raw/fashion-mnist and data/prepared (run the pipeline).
+Prints images/s of each, the ratio, peak memory, model FLOPs per image of each
+(one training step: G forward/backward, D on real + fake, D on fake for G) and
+the achieved FLOP/s. Needs data/raw/fashion-mnist and data/prepared (run the pipeline).
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ import resource
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import torch
@@ -36,6 +38,7 @@ from torch.utils.flop_counter import FlopCounterMode
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from gan.config import ModelConfig  # noqa: E402
+from gan.losses import d_loss, g_loss  # noqa: E402
 from gan.models import build_discriminator, build_generator, dcgan_init  # noqa: E402
 from gan.prepare import load_split  # noqa: E402
 from gan.tensors import from_uint8  # noqa: E402
@@ -100,7 +103,8 @@ def torchvision_root(tmp: Path) -> Path:
     return tmp
 
 
-def run_baseline(name: str, steps: int, warmup: int, batch: int, device: torch.device, root: Path) -> float:
+def baseline_steps(name: str, batch: int, device: torch.device, root: Path) -> Iterator[nn.Module]:
+    """The pytorch/examples/dcgan loop, epoch after epoch; yields G after each step."""
     import torchvision.datasets as dset
     import torchvision.transforms as transforms
 
@@ -114,50 +118,59 @@ def run_baseline(name: str, steps: int, warmup: int, batch: int, device: torch.d
     criterion = nn.BCELoss()
     opt_d = torch.optim.Adam(D.parameters(), lr=2e-4, betas=(0.5, 0.999))
     opt_g = torch.optim.Adam(G.parameters(), lr=2e-4, betas=(0.5, 0.999))
-    t0 = None
-    it = iter(loader)
     sink = io.StringIO()  # the example prints every step; print it somewhere cheap but real
-    for i in range(warmup + steps):
-        if i == warmup:
+    i = 0
+    while True:
+        for real, _ in loader:
+            real = real.to(device)
+            b = real.size(0)
+            D.zero_grad()
+            label = torch.full((b,), 1.0, device=device)
+            output = D(real).view(-1)
+            err_d_real = criterion(output, label)
+            err_d_real.backward()
+            d_x = output.mean().item()
+            noise = torch.randn(b, NZ, device=device)
+            fake = G(noise)
+            label.fill_(0.0)
+            output = D(fake.detach()).view(-1)
+            err_d_fake = criterion(output, label)
+            err_d_fake.backward()
+            d_g_z1 = output.mean().item()
+            err_d = err_d_real + err_d_fake
+            opt_d.step()
+            G.zero_grad()
+            label.fill_(1.0)
+            output = D(fake).view(-1)
+            err_g = criterion(output, label)
+            err_g.backward()
+            d_g_z2 = output.mean().item()
+            opt_g.step()
+            print(f"[{i}] Loss_D: {err_d.item():.4f} Loss_G: {err_g.item():.4f} D(x): {d_x:.4f} "
+                  f"D(G(z)): {d_g_z1:.4f} / {d_g_z2:.4f}", file=sink)  # fmt: skip
+            sink.seek(0)
+            sink.truncate()
+            i += 1
+            yield G
+
+
+def run_baseline(name: str, steps: int, warmup: int, batch: int, device: torch.device, root: Path) -> float:
+    t0 = time.perf_counter()
+    for i, _ in enumerate(baseline_steps(name, batch, device, root)):
+        if i + 1 == warmup:
             _sync(device)
             t0 = time.perf_counter()
-        real = next(it)[0].to(device)
-        b = real.size(0)
-        D.zero_grad()
-        label = torch.full((b,), 1.0, device=device)
-        output = D(real).view(-1)
-        err_d_real = criterion(output, label)
-        err_d_real.backward()
-        d_x = output.mean().item()
-        noise = torch.randn(b, NZ, device=device)
-        fake = G(noise)
-        label.fill_(0.0)
-        output = D(fake.detach()).view(-1)
-        err_d_fake = criterion(output, label)
-        err_d_fake.backward()
-        d_g_z1 = output.mean().item()
-        err_d = err_d_real + err_d_fake
-        opt_d.step()
-        G.zero_grad()
-        label.fill_(1.0)
-        output = D(fake).view(-1)
-        err_g = criterion(output, label)
-        err_g.backward()
-        d_g_z2 = output.mean().item()
-        opt_g.step()
-        print(f"[{i}] Loss_D: {err_d.item():.4f} Loss_G: {err_g.item():.4f} D(x): {d_x:.4f} "
-              f"D(G(z)): {d_g_z1:.4f} / {d_g_z2:.4f}", file=sink)  # fmt: skip
+        if i + 1 == warmup + steps:
+            break
     _sync(device)
     return steps * batch / (time.perf_counter() - t0)
 
 
-def run_project(name: str, steps: int, warmup: int, batch: int, device: torch.device, compile_: bool,
-                channels_last: bool = False) -> float:  # fmt: skip
+def run_project(name: str, steps: int, warmup: int, batch: int, device: torch.device, compile_: bool) -> float:
     G, D, size = models(name, baseline=False)
-    G, D = G.to(device), D.to(device)
+    # as gan/train.py: channels_last everywhere, bf16 autocast on CUDA
+    G, D = G.to(device, memory_format=torch.channels_last), D.to(device, memory_format=torch.channels_last)
     amp = device.type == "cuda"
-    if amp or channels_last:
-        G, D = G.to(memory_format=torch.channels_last), D.to(memory_format=torch.channels_last)
     opt_d = torch.optim.Adam(D.parameters(), lr=2e-4, betas=(0.5, 0.999))
     opt_g = torch.optim.Adam(G.parameters(), lr=2e-4, betas=(0.5, 0.999))
     data = torch.from_numpy(load_split("data/prepared/train.npz").images).to(device)
@@ -174,8 +187,7 @@ def run_project(name: str, steps: int, warmup: int, batch: int, device: torch.de
         x = from_uint8(data[idx])
         if size != 28:
             x = F.interpolate(x, size=(size, size), mode="bilinear", align_corners=False)
-        if amp or channels_last:
-            x = x.contiguous(memory_format=torch.channels_last)
+        x = x.contiguous(memory_format=torch.channels_last)
         z = torch.randn(batch, NZ, device=device, generator=gen)
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
             stats.append(gan_step(G, D, opt_g, opt_d, x, z))
@@ -184,14 +196,27 @@ def run_project(name: str, steps: int, warmup: int, batch: int, device: torch.de
     return steps * batch / (time.perf_counter() - t0)
 
 
-def flops_per_image(name: str, batch: int, device: torch.device) -> float:
+def _textbook_step(G, D, opt_g, opt_d, x, z) -> None:
+    """The baseline's arithmetic: as gan_step, but G's backward also computes D's weight gradients."""
+    fake = G(z)
+    loss_d = d_loss(D(x), D(fake.detach()))
+    opt_d.zero_grad()
+    loss_d.backward()
+    opt_d.step()
+    opt_g.zero_grad()
+    g_loss(D(fake)).backward()
+    opt_g.step()
+
+
+def flops_per_image(name: str, batch: int, device: torch.device, step=gan_step) -> float:
+    """Model FLOPs of one training step per image (FlopCounterMode: convolutions and matmuls)."""
     G, D, size = models(name, baseline=False)
     G, D = G.to(device), D.to(device)
     opt_d, opt_g = torch.optim.Adam(D.parameters()), torch.optim.Adam(G.parameters())
     x = torch.zeros(batch, 1, size, size, device=device)
     z = torch.randn(batch, NZ, device=device)
     with FlopCounterMode(display=False) as counter:
-        gan_step(G, D, opt_g, opt_d, x, z)
+        step(G, D, opt_g, opt_d, x, z)
     return counter.get_total_flops() / batch
 
 
@@ -215,7 +240,6 @@ def main() -> None:
     ap.add_argument("--batch", type=int, default=64)
     ap.add_argument("--models", default="dcgan64,default")
     ap.add_argument("--compile", action="store_true", help="torch.compile G and D in the project's trainer")
-    ap.add_argument("--channels-last", action="store_true", help="channels_last on the CPU too (always on CUDA)")
     args = ap.parse_args()
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     name = torch.cuda.get_device_name() if device.type == "cuda" else f"CPU, {os.cpu_count()} cores"
@@ -225,12 +249,14 @@ def main() -> None:
         root = torchvision_root(Path(tmp))
         for model in args.models.split(","):
             fl = flops_per_image(model, args.batch, device)
+            fl_base = flops_per_image(model, args.batch, device, _textbook_step)
             base = run_baseline(model, args.steps, args.warmup, args.batch, device, root)
             base_mem = peak_mb(device)
-            ours = run_project(model, args.steps, args.warmup, args.batch, device, args.compile, args.channels_last)
+            ours = run_project(model, args.steps, args.warmup, args.batch, device, args.compile)
             ours_mem = peak_mb(device)
-            print(f"\n{model}: {fl / 1e9:.2f} GFLOP per training image")
-            print(f"  baseline (pytorch/examples style): {base:8.1f} images/s  {base * fl / 1e9:7.1f} GFLOP/s  "
+            print(f"\n{model}: GFLOP per training image: baseline {fl_base / 1e9:.2f}, project {fl / 1e9:.2f} "
+                  "(no D weight gradients in G's step)")  # fmt: skip
+            print(f"  baseline (pytorch/examples style): {base:8.1f} images/s  {base * fl_base / 1e9:7.1f} GFLOP/s  "
                   f"peak {base_mem}")  # fmt: skip
             print(f"  project trainer                  : {ours:8.1f} images/s  {ours * fl / 1e9:7.1f} GFLOP/s  "
                   f"peak {ours_mem}")  # fmt: skip

@@ -34,8 +34,6 @@ from gan import dvcrun
 from gan.champion import FILES as CHAMPION_FILES
 from gan.champion import decide, promote, read_record
 from gan.config import Params, load_params, save_overrides
-from gan.evaluate import summary_rows
-from gan.history import append_run
 
 REPO = Path(__file__).resolve().parents[1]
 CHAMPION_DIR = Path("data/models/champion")
@@ -163,6 +161,8 @@ def champion_gate(repo: str, params: Params) -> dict:
 
 
 def _report(repo: Path, gate: dict, history_rows: list[dict]) -> None:
+    from gan.evaluate import summary_rows  # imports torch: only when a stage ran (keeps no-op runs fast)
+
     cand, champ, dec = gate["candidate"], gate["champion"] or {}, gate["decision"]
     champ_rows = {r["metric"]: r["value"] for r in summary_rows(champ)}
     create_table_artifact(
@@ -238,6 +238,8 @@ def gan_pipeline(overrides: list[str] | None = None, repo: str | None = None, lo
         if not ran:
             logger.info("nothing changed: every stage is up to date, champion unchanged")
             return {"ran": [], "promoted": False}
+        from gan.history import append_run  # pandas: only when a stage ran
+
         gate = champion_gate(repo, params)
         cand = gate["candidate"]
         history = append_run(

@@ -39,8 +39,18 @@ def test_dvc_repro_end_to_end(tmp_path):
         assert z["images"].shape == (3000, 1, 28, 28) and z["images"].dtype == np.uint8
 
     metrics = json.loads((repo / "data/metrics/metrics.json").read_text())
-    for key in ("fid_classifier", "fid_classifier_floor", "kid_classifier", "is_classifier", "precision_classifier",
-                "recall_classifier", "density_classifier", "coverage_classifier", "classes_covered", "class_kl"):
+    for key in (
+        "fid_classifier",
+        "fid_classifier_floor",
+        "kid_classifier",
+        "is_classifier",
+        "precision_classifier",
+        "recall_classifier",
+        "density_classifier",
+        "coverage_classifier",
+        "classes_covered",
+        "class_kl",
+    ):
         assert np.isfinite(metrics[key]), key
     assert metrics["n"] == 600 and metrics["fid_classifier_floor"] < metrics["fid_classifier"]
     assert json.loads((repo / "data/metrics/classifier.json").read_text())["test_accuracy"] > 0.5

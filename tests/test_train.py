@@ -5,7 +5,9 @@ import pytest
 import torch
 
 from gan.config import ModelConfig, TrainConfig
-from gan.train import TrainOutputs, load_checkpoint, load_generator, train
+from gan.losses import d_loss, g_loss
+from gan.models import build_discriminator, build_generator
+from gan.train import TrainOutputs, gan_step, load_checkpoint, load_generator, train
 
 MODEL = ModelConfig(arch="dcgan", channels=8, z_dim=16)
 CFG = TrainConfig(epochs=2, batch_size=32, checkpoint_every=5, log_flush_every=1, device="cpu")
@@ -90,3 +92,43 @@ def test_time_budget_stops_early_and_saves_everything(tiny_split, tmp_path):
     assert 0 < r.steps < 1000 * 8 and r.seconds < 10
     assert out.generator.exists()
     assert load_checkpoint(out.checkpoint_dir / "last.pt")["step"] == r.steps
+
+
+def _textbook_step(G, D, opt_g, opt_d, x, z, d_grads: list) -> None:
+    """The loop everyone copies: G's backward also fills D's gradients, which the next D step discards."""
+    fake = G(z)
+    loss_d = d_loss(D(x), D(fake.detach()))
+    opt_d.zero_grad(set_to_none=True)
+    loss_d.backward()
+    d_grads[:] = [p.grad.clone() for p in D.parameters()]
+    opt_d.step()
+    loss_g = g_loss(D(fake))
+    opt_g.zero_grad(set_to_none=True)
+    loss_g.backward()
+    opt_g.step()
+
+
+@pytest.mark.parametrize("arch", ["dcgan", "mlp"])
+def test_gan_step_is_the_textbook_update_without_wasted_d_gradients(arch):
+    """gan_step skips D's weight gradients in G's step: same weights as the textbook loop, bit for bit."""
+    params, d_grads, textbook_d_step_grads = [], [], []
+    for textbook in (True, False):
+        torch.manual_seed(0)
+        cfg = MODEL.model_copy(update={"arch": arch})
+        G, D = build_generator(cfg), build_discriminator(cfg)
+        opt_g, opt_d = torch.optim.Adam(G.parameters(), 1e-3), torch.optim.Adam(D.parameters(), 5e-4)
+        gen = torch.Generator().manual_seed(1)
+        for _ in range(4):
+            x = torch.rand(16, 1, 28, 28, generator=gen) * 2 - 1
+            z = torch.randn(16, cfg.z_dim, generator=gen)
+            if textbook:
+                _textbook_step(G, D, opt_g, opt_d, x, z, textbook_d_step_grads)
+            else:
+                gan_step(G, D, opt_g, opt_d, x, z)
+        params.append([p.detach().clone() for p in (*G.parameters(), *D.parameters())])
+        d_grads.append([p.grad.clone() for p in D.parameters()])
+    for a, b in zip(*params, strict=True):
+        assert torch.equal(a, b)
+    # D's gradients after gan_step are its own step's; the textbook loop added G's step on top of them
+    assert all(torch.equal(a, b) for a, b in zip(d_grads[1], textbook_d_step_grads, strict=True))
+    assert not all(torch.equal(a, b) for a, b in zip(d_grads[0], textbook_d_step_grads, strict=True))
