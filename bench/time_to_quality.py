@@ -55,18 +55,18 @@ def baseline_samples(G: torch.nn.Module, n: int, seed: int, train_mode: bool) ->
     gen = torch.Generator().manual_seed(seed)
     out = []
     for i in range(0, n, 500):
-        z = torch.randn(min(500, n - i), 100, generator=gen)
+        z = torch.randn(min(500, n - i), 100, generator=gen).to(next(G.parameters()).device)
         x = F.interpolate(G(z), size=(28, 28), mode="bilinear", antialias=True, align_corners=False)
-        out.append(to_uint8(x.clamp(-1, 1)))
+        out.append(to_uint8(x.clamp(-1, 1)).cpu())
     return torch.cat(out)
 
 
-def run_baseline(minutes: float, p, classes: list[str], n_train: int) -> None:
+def run_baseline(minutes: float, p, classes: list[str], n_train: int, device: str) -> None:
     from train_throughput import baseline_steps, torchvision_root
 
     with tempfile.TemporaryDirectory() as tmp:
         root = torchvision_root(Path(tmp))
-        loop = baseline_steps("dcgan64", 64, torch.device("cpu"), root)
+        loop = baseline_steps("dcgan64", 64, torch.device(device), root)
         t0 = time.perf_counter()
         steps = 0
         while steps == 0 or time.perf_counter() - t0 < minutes * 60:
@@ -76,7 +76,7 @@ def run_baseline(minutes: float, p, classes: list[str], n_train: int) -> None:
     n = 10_000
     for train_mode in (True, False):
         fake = baseline_samples(G, n, p.evaluate.seed, train_mode)
-        m = score_images(fake, p.evaluate, "data/models/classifier.pt", "data/reference", classes, "cpu")
+        m = score_images(fake, p.evaluate, "data/models/classifier.pt", "data/reference", classes, device)
         label = f"pytorch/examples 64×64 (G.{'train' if train_mode else 'eval'}())"
         print(row(label, minutes, steps, steps / (n_train // 64), m), flush=True)
 
@@ -102,7 +102,7 @@ def main() -> None:
                          classes=classes)  # fmt: skip
         print(row("project default", minutes, r.steps, r.steps / (n_train // p.train.batch_size), m), flush=True)
     for minutes in args.baseline_minutes:
-        run_baseline(minutes, p, classes, n_train)
+        run_baseline(minutes, p, classes, n_train, "cuda" if torch.cuda.is_available() else "cpu")
 
 
 if __name__ == "__main__":

@@ -1,6 +1,6 @@
 """Training throughput: the project's trainer vs the standard PyTorch DCGAN example loop.
 
-    python bench/train_throughput.py [--steps 20] [--warmup 3] [--models dcgan64,default] [--compile]
+    python bench/train_throughput.py [--steps 20] [--warmup 3] [--models dcgan64,default] [--compile [MODE]]
 
 In one process, for each model, the same number of steps two ways:
 
@@ -166,7 +166,7 @@ def run_baseline(name: str, steps: int, warmup: int, batch: int, device: torch.d
     return steps * batch / (time.perf_counter() - t0)
 
 
-def run_project(name: str, steps: int, warmup: int, batch: int, device: torch.device, compile_: bool) -> float:
+def run_project(name: str, steps: int, warmup: int, batch: int, device: torch.device, compile_: str | None) -> float:
     G, D, size = models(name, baseline=False)
     # as gan/train.py: channels_last everywhere, bf16 autocast on CUDA
     G, D = G.to(device, memory_format=torch.channels_last), D.to(device, memory_format=torch.channels_last)
@@ -175,7 +175,7 @@ def run_project(name: str, steps: int, warmup: int, batch: int, device: torch.de
     opt_g = torch.optim.Adam(G.parameters(), lr=2e-4, betas=(0.5, 0.999))
     data = torch.from_numpy(load_split("data/prepared/train.npz").images).to(device)
     if compile_:
-        G, D = torch.compile(G), torch.compile(D)
+        G, D = torch.compile(G, mode=compile_), torch.compile(D, mode=compile_)
     gen = torch.Generator(device=device).manual_seed(0)
     stats = []
     t0 = None
@@ -239,7 +239,8 @@ def main() -> None:
     ap.add_argument("--warmup", type=int, default=3)
     ap.add_argument("--batch", type=int, default=64)
     ap.add_argument("--models", default="dcgan64,default")
-    ap.add_argument("--compile", action="store_true", help="torch.compile G and D in the project's trainer")
+    ap.add_argument("--compile", nargs="?", const="default", default=None, metavar="MODE",
+                    help="torch.compile G and D in the project's trainer (mode: default, reduce-overhead, ...)")
     args = ap.parse_args()
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     name = torch.cuda.get_device_name() if device.type == "cuda" else f"CPU, {os.cpu_count()} cores"

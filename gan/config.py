@@ -59,6 +59,9 @@ class TrainConfig(_Section):
         0, ge=0, description="Also checkpoint every N steps (0 = only at the end of each epoch)."
     )
     bf16: bool = Field(True, description="bf16 autocast on CUDA (ignored on CPU, where bf16 is slower).")
+    compile: bool = Field(
+        False, description="torch.compile G and D: worth its compile time on a GPU; no gain measured on the CPU."
+    )
     max_seconds: float = Field(
         0, ge=0, description="Stop after this much training time (0 = no limit); the result then depends on speed."
     )

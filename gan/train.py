@@ -198,6 +198,8 @@ def train(
 
         ids = [device.index] if device.type == "cuda" else None
         G_step, D_step = DDP(G, device_ids=ids), DDP(D, device_ids=ids)
+    if train_cfg.compile:  # G and D keep their own (uncompiled) modules for sampling and checkpoints
+        G_step, D_step = torch.compile(G_step), torch.compile(D_step)
 
     def checkpoint(epoch_: int, batch_: int) -> None:
         _check_finite(G, "generator", step)
@@ -326,6 +328,8 @@ def _out_of_time(max_seconds: float, t0: float, world: int, device: torch.device
     """The time budget is spent (rank 0's clock decides, so every rank stops at the same step)."""
     if not max_seconds:
         return False
+    if world == 1:  # a host-side check: no device tensor, no host sync inside the step loop
+        return time.perf_counter() - t0 >= max_seconds
     spent = torch.tensor([float(time.perf_counter() - t0 >= max_seconds)], device=device)
     if world > 1:
         torch.distributed.broadcast(spent, src=0)
