@@ -239,8 +239,14 @@ def main() -> None:
     ap.add_argument("--warmup", type=int, default=3)
     ap.add_argument("--batch", type=int, default=64)
     ap.add_argument("--models", default="dcgan64,default")
-    ap.add_argument("--compile", nargs="?", const="default", default=None, metavar="MODE",
-                    help="torch.compile G and D in the project's trainer (mode: default, reduce-overhead, ...)")
+    ap.add_argument(
+        "--compile",
+        nargs="?",
+        const="default",
+        default=None,
+        metavar="MODE",
+        help="torch.compile G and D in the project's trainer (mode: default, reduce-overhead, ...)",
+    )
     args = ap.parse_args()
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     name = torch.cuda.get_device_name() if device.type == "cuda" else f"CPU, {os.cpu_count()} cores"
