@@ -189,9 +189,124 @@ def run_project(name: str, steps: int, warmup: int, batch: int, device: torch.de
             x = F.interpolate(x, size=(size, size), mode="bilinear", align_corners=False)
         x = x.contiguous(memory_format=torch.channels_last)
         z = torch.randn(batch, NZ, device=device, generator=gen)
-        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp, cache_enabled=False):
             stats.append(gan_step(G, D, opt_g, opt_d, x, z))
     torch.stack(stats).cpu()  # the one host sync, like the trainer's log flush
+    _sync(device)
+    return steps * batch / (time.perf_counter() - t0)
+
+
+def graphed_steps(
+    name: str, batch: int, device: torch.device, seed: int = 0
+) -> Iterator[tuple[nn.Module, torch.Tensor]]:
+    """gan_step captured once as a CUDA graph, then replayed: one launch per step instead of hundreds.
+
+    An experiment of this bench (not yet in gan/train.py): at batch 64 a step's kernels are
+    tiny, so the eager loop is bound by the host launching them, not by the GPU. Batches are
+    copied into static buffers; Adam is capturable; three eager steps on a side stream warm
+    cuDNN and the allocator before capture, as the CUDA-graphs docs prescribe. Yields (G, stats).
+    """
+    G, D, size = models(name, baseline=False)
+    G, D = G.to(device, memory_format=torch.channels_last), D.to(device, memory_format=torch.channels_last)
+    opt_d = torch.optim.Adam(D.parameters(), lr=2e-4, betas=(0.5, 0.999), capturable=True)
+    opt_g = torch.optim.Adam(G.parameters(), lr=2e-4, betas=(0.5, 0.999), capturable=True)
+    data = torch.from_numpy(load_split("data/prepared/train.npz").images).to(device)
+    gen = torch.Generator(device=device).manual_seed(seed)
+    static_x = torch.empty(batch, 1, size, size, device=device).contiguous(memory_format=torch.channels_last)
+    static_z = torch.empty(batch, NZ, device=device)
+
+    def load() -> None:
+        idx = torch.randint(0, len(data), (batch,), device=device, generator=gen)
+        x = from_uint8(data[idx])
+        if size != 28:
+            x = F.interpolate(x, size=(size, size), mode="bilinear", align_corners=False)
+        static_x.copy_(x)
+        static_z.copy_(torch.randn(batch, NZ, device=device, generator=gen))
+
+    def step() -> torch.Tensor:
+        with torch.autocast("cuda", dtype=torch.bfloat16, cache_enabled=False):
+            return gan_step(G, D, opt_g, opt_d, static_x, static_z)
+
+    side = torch.cuda.Stream()
+    side.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(side):
+        for _ in range(3):
+            load()
+            yield G, step()
+    torch.cuda.current_stream().wait_stream(side)
+    graph = torch.cuda.CUDAGraph()
+    load()
+    with torch.cuda.graph(graph):
+        out = step()
+    while True:
+        graph.replay()
+        yield G, out.clone()
+        load()
+
+
+def eager_steps(
+    name: str, batch: int, device: torch.device, seed: int = 0, capturable: bool = False
+) -> Iterator[tuple[nn.Module, torch.Tensor]]:
+    """The same steps as graphed_steps (same data and noise), run eagerly: the reference it must match."""
+    G, D, size = models(name, baseline=False)
+    G, D = G.to(device, memory_format=torch.channels_last), D.to(device, memory_format=torch.channels_last)
+    opt_d = torch.optim.Adam(D.parameters(), lr=2e-4, betas=(0.5, 0.999), capturable=capturable)
+    opt_g = torch.optim.Adam(G.parameters(), lr=2e-4, betas=(0.5, 0.999), capturable=capturable)
+    data = torch.from_numpy(load_split("data/prepared/train.npz").images).to(device)
+    gen = torch.Generator(device=device).manual_seed(seed)
+    while True:
+        idx = torch.randint(0, len(data), (batch,), device=device, generator=gen)
+        x = from_uint8(data[idx])
+        if size != 28:
+            x = F.interpolate(x, size=(size, size), mode="bilinear", align_corners=False)
+        x = x.contiguous(memory_format=torch.channels_last)
+        z = torch.randn(batch, NZ, device=device, generator=gen)
+        with torch.autocast("cuda", dtype=torch.bfloat16, cache_enabled=False):  # as gan/train.py
+            yield G, gan_step(G, D, opt_g, opt_d, x, z)
+
+
+def graph_matches_eager(name: str, batch: int, device: torch.device, checks=(5, 50)) -> str:
+    """How far graphed training drifts from eager training, against eager-vs-eager run-to-run noise.
+
+    Per weight tensor: |w_a - w_b| / |w_b - w_init| (the difference relative to how far training
+    moved it), the largest over G's conv weights, after each number of steps in `checks`.
+    """
+
+    def snapshots(loop) -> dict[int, dict]:
+        out = {}
+        for i, (G, _) in enumerate(loop):
+            if i == 0 or i + 1 in checks:
+                out[0 if i == 0 else i + 1] = {k: v.detach().float().clone() for k, v in G.state_dict().items()
+                                               if k.endswith("weight") and v.dim() == 4}  # fmt: skip
+            if i + 1 == max(checks):
+                return out
+
+    graphed = snapshots(graphed_steps(name, batch, device))
+    eager = [snapshots(eager_steps(name, batch, device)) for _ in range(2)]
+    capt = snapshots(eager_steps(name, batch, device, capturable=True))
+
+    def drift(a: dict, b: dict, init: dict) -> float:
+        return max(((a[k] - b[k]).norm() / (b[k] - init[k]).norm().clamp_min(1e-12)).item() for k in a)
+
+    init = {k: v for k, v in eager[0][0].items()}
+    return "; ".join(
+        f"after {n} steps graph vs eager {drift(graphed[n], eager[0][n], init):.1e}, "
+        f"eager vs eager {drift(eager[1][n], eager[0][n], init):.1e}, "
+        f"eager capturable-Adam vs eager {drift(capt[n], eager[0][n], init):.1e}"
+        for n in checks
+    )
+
+
+def run_graphed(name: str, steps: int, warmup: int, batch: int, device: torch.device) -> float:
+    stats = []
+    for i, (_, out) in enumerate(graphed_steps(name, batch, device)):
+        if i == warmup:
+            _sync(device)
+            t0 = time.perf_counter()
+        stats.append(out)
+        if i + 1 == warmup + steps:
+            break
+    torch.stack(stats).cpu()
     _sync(device)
     return steps * batch / (time.perf_counter() - t0)
 
@@ -247,6 +362,7 @@ def main() -> None:
         metavar="MODE",
         help="torch.compile G and D in the project's trainer (mode: default, reduce-overhead, ...)",
     )
+    ap.add_argument("--cuda-graph", action="store_true", help="on CUDA, also time gan_step captured as a CUDA graph")
     args = ap.parse_args()
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     name = torch.cuda.get_device_name() if device.type == "cuda" else f"CPU, {os.cpu_count()} cores"
@@ -268,6 +384,13 @@ def main() -> None:
             print(f"  project trainer                  : {ours:8.1f} images/s  {ours * fl / 1e9:7.1f} GFLOP/s  "
                   f"peak {ours_mem}")  # fmt: skip
             print(f"  ratio project / baseline: {ours / base:.2f}x")
+            if device.type == "cuda" and args.cuda_graph:
+                diff = graph_matches_eager(model, args.batch, device)
+                graphed = run_graphed(model, args.steps, args.warmup, args.batch, device)
+                print(f"  project gan_step as one CUDA graph (bench only): {graphed:8.1f} images/s  "
+                      f"{graphed * fl / 1e9:7.1f} GFLOP/s  peak {peak_mb(device)}; "
+                      f"ratio to baseline {graphed / base:.2f}x\n  weight drift (|a-b| / |b-init|, worst conv of G): "
+                      f"{diff}")  # fmt: skip
 
 
 if __name__ == "__main__":

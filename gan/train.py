@@ -272,7 +272,9 @@ def train(
                 start = b * bs + rank * per_rank  # this rank's slice of the global batch
                 x = from_uint8(data[perm[start : start + per_rank]])
                 z = torch.randn(per_rank, model_cfg.z_dim, generator=noise, device=device)
-                with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
+                # No autocast weight cache: gan_step updates D in place mid-step, and a cached bf16 copy of
+                # D's weights would give G's step the pre-update D (measured on an H200: bench --cuda-graph).
+                with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp, cache_enabled=False):
                     pending.append(gan_step(G_step, D_step, opt_g, opt_d, x, z))
                 step += 1
                 bar.update(1)
