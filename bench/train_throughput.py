@@ -42,7 +42,7 @@ from gan.losses import d_loss, g_loss  # noqa: E402
 from gan.models import build_discriminator, build_generator, dcgan_init  # noqa: E402
 from gan.prepare import load_split  # noqa: E402
 from gan.tensors import from_uint8  # noqa: E402
-from gan.train import gan_step  # noqa: E402
+from gan.train import CudaGraphStep, gan_step  # noqa: E402
 
 NZ = 100
 
@@ -199,12 +199,10 @@ def run_project(name: str, steps: int, warmup: int, batch: int, device: torch.de
 def graphed_steps(
     name: str, batch: int, device: torch.device, seed: int = 0
 ) -> Iterator[tuple[nn.Module, torch.Tensor]]:
-    """gan_step captured once as a CUDA graph, then replayed: one launch per step instead of hundreds.
+    """gan_step through gan.train.CudaGraphStep (the trainer's `train.cuda_graph`); yields (G, stats).
 
-    An experiment of this bench (not yet in gan/train.py): at batch 64 a step's kernels are
-    tiny, so the eager loop is bound by the host launching them, not by the GPU. Batches are
-    copied into static buffers; Adam is capturable; three eager steps on a side stream warm
-    cuDNN and the allocator before capture, as the CUDA-graphs docs prescribe. Yields (G, stats).
+    At batch 64 a step's kernels are tiny, so the eager loop is bound by the host launching
+    them, not by the GPU; one graph replay launches them all.
     """
     G, D, size = models(name, baseline=False)
     G, D = G.to(device, memory_format=torch.channels_last), D.to(device, memory_format=torch.channels_last)
@@ -212,36 +210,15 @@ def graphed_steps(
     opt_g = torch.optim.Adam(G.parameters(), lr=2e-4, betas=(0.5, 0.999), capturable=True)
     data = torch.from_numpy(load_split("data/prepared/train.npz").images).to(device)
     gen = torch.Generator(device=device).manual_seed(seed)
-    static_x = torch.empty(batch, 1, size, size, device=device).contiguous(memory_format=torch.channels_last)
-    static_z = torch.empty(batch, NZ, device=device)
-
-    def load() -> None:
+    step = CudaGraphStep(G, D, opt_g, opt_d, amp=True)
+    while True:
         idx = torch.randint(0, len(data), (batch,), device=device, generator=gen)
         x = from_uint8(data[idx])
         if size != 28:
             x = F.interpolate(x, size=(size, size), mode="bilinear", align_corners=False)
-        static_x.copy_(x)
-        static_z.copy_(torch.randn(batch, NZ, device=device, generator=gen))
-
-    def step() -> torch.Tensor:
-        with torch.autocast("cuda", dtype=torch.bfloat16, cache_enabled=False):
-            return gan_step(G, D, opt_g, opt_d, static_x, static_z)
-
-    side = torch.cuda.Stream()
-    side.wait_stream(torch.cuda.current_stream())
-    with torch.cuda.stream(side):
-        for _ in range(3):
-            load()
-            yield G, step()
-    torch.cuda.current_stream().wait_stream(side)
-    graph = torch.cuda.CUDAGraph()
-    load()
-    with torch.cuda.graph(graph):
-        out = step()
-    while True:
-        graph.replay()
-        yield G, out.clone()
-        load()
+        x = x.contiguous(memory_format=torch.channels_last)
+        z = torch.randn(batch, NZ, device=device, generator=gen)
+        yield G, step(x, z)
 
 
 def eager_steps(
@@ -387,7 +364,7 @@ def main() -> None:
             if device.type == "cuda" and args.cuda_graph:
                 diff = graph_matches_eager(model, args.batch, device)
                 graphed = run_graphed(model, args.steps, args.warmup, args.batch, device)
-                print(f"  project gan_step as one CUDA graph (bench only): {graphed:8.1f} images/s  "
+                print(f"  project, train.cuda_graph: {graphed:8.1f} images/s  "
                       f"{graphed * fl / 1e9:7.1f} GFLOP/s  peak {peak_mb(device)}; "
                       f"ratio to baseline {graphed / base:.2f}x\n  weight drift (|a-b| / |b-init|, worst conv of G): "
                       f"{diff}")  # fmt: skip

@@ -62,6 +62,10 @@ class TrainConfig(_Section):
     compile: bool = Field(
         False, description="torch.compile G and D: worth its compile time on a GPU; no gain measured on the CPU."
     )
+    cuda_graph: bool = Field(
+        False,
+        description="Replay each training step as one CUDA graph (single-process CUDA; ~4x faster at small batches).",
+    )
     max_seconds: float = Field(
         0, ge=0, description="Stop after this much training time (0 = no limit); the result then depends on speed."
     )

@@ -83,6 +83,47 @@ def gan_step(
         return torch.stack([loss_d.detach().float(), loss_g.detach().float(), d_real, d_fake])
 
 
+class CudaGraphStep:
+    """`gan_step` captured once as a CUDA graph, then replayed (`train.cuda_graph`).
+
+    At small batches every kernel is tiny, so an eager step is bound by the host launching a
+    few hundred of them; one replay launches them all (bench/train_throughput.py --cuda-graph
+    on an H200, 64x64 DCGAN at batch 64: 4.6-5.1x the pytorch/examples loop, eager 1.2-1.3x).
+    Needs one process, fixed batch shapes and Adam built with capturable=True. The first
+    `warmup` calls run eagerly on a side stream, as the CUDA-graphs docs prescribe before a
+    capture; they are real training steps, so the sequence of updates is the eager one.
+    """
+
+    def __init__(self, G, D, opt_g, opt_d, amp: bool, warmup: int = 3):
+        self.G, self.D, self.opt_g, self.opt_d, self.amp, self.warmup = G, D, opt_g, opt_d, amp, warmup
+        self.calls = 0
+        self.graph: torch.cuda.CUDAGraph | None = None
+
+    def _step(self, x: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
+        with torch.autocast("cuda", dtype=torch.bfloat16, enabled=self.amp, cache_enabled=False):
+            return gan_step(self.G, self.D, self.opt_g, self.opt_d, x, z)
+
+    def __call__(self, x: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
+        if self.calls < self.warmup:
+            self.calls += 1
+            side = torch.cuda.Stream()
+            side.wait_stream(torch.cuda.current_stream())
+            with torch.cuda.stream(side):
+                out = self._step(x, z)
+            torch.cuda.current_stream().wait_stream(side)
+            return out
+        if self.graph is None:
+            self.x, self.z = x.clone(), z.clone()  # the graph's static inputs
+            self.graph = torch.cuda.CUDAGraph()
+            with torch.cuda.graph(self.graph):
+                self.out = self._step(self.x, self.z)
+        else:
+            self.x.copy_(x)
+            self.z.copy_(z)
+        self.graph.replay()
+        return self.out.clone()
+
+
 _TRAINING_CODE = ("train.py", "models.py", "losses.py", "tensors.py")
 
 
@@ -153,8 +194,11 @@ def train(
     G = build_generator(model_cfg).to(device, memory_format=torch.channels_last)
     D = build_discriminator(model_cfg).to(device, memory_format=torch.channels_last)
     betas = (train_cfg.beta1, train_cfg.beta2)
-    opt_g = torch.optim.Adam(G.parameters(), lr=train_cfg.lr_g, betas=betas)
-    opt_d = torch.optim.Adam(D.parameters(), lr=train_cfg.lr_d, betas=betas)
+    graphed = train_cfg.cuda_graph and device.type == "cuda" and world == 1 and not train_cfg.compile
+    if train_cfg.cuda_graph and not graphed:
+        log.info("train.cuda_graph applies to single-process CUDA training without train.compile: running eagerly")
+    opt_g = torch.optim.Adam(G.parameters(), lr=train_cfg.lr_g, betas=betas, capturable=graphed)
+    opt_d = torch.optim.Adam(D.parameters(), lr=train_cfg.lr_d, betas=betas, capturable=graphed)
     noise = torch.Generator(device=device).manual_seed(train_cfg.seed + 1 + 1000 * rank)
     fixed_z = torch.randn(64, model_cfg.z_dim, generator=torch.Generator().manual_seed(train_cfg.seed + 2)).to(device)
 
@@ -172,6 +216,12 @@ def train(
             D.load_state_dict(ckpt["D"])
             opt_g.load_state_dict(ckpt["opt_g"])
             opt_d.load_state_dict(ckpt["opt_d"])
+            for opt in (opt_g, opt_d):  # the saved groups carry their own flag; the step counts must be on the GPU
+                for group in opt.param_groups:
+                    group["capturable"] = graphed
+                if graphed:
+                    for state in opt.state.values():
+                        state["step"] = state["step"].to(device, torch.float32)
             states = ckpt["noise_rng"]
             noise.set_state(states[rank] if isinstance(states, list) else states)
             step, epoch, batch = ckpt["step"], ckpt["epoch"], ckpt["batch"]
@@ -200,6 +250,7 @@ def train(
         G_step, D_step = DDP(G, device_ids=ids), DDP(D, device_ids=ids)
     if train_cfg.compile:  # G and D keep their own (uncompiled) modules for sampling and checkpoints
         G_step, D_step = torch.compile(G_step), torch.compile(D_step)
+    graph_step = CudaGraphStep(G, D, opt_g, opt_d, amp) if graphed else None
 
     def checkpoint(epoch_: int, batch_: int) -> None:
         _check_finite(G, "generator", step)
@@ -272,10 +323,13 @@ def train(
                 start = b * bs + rank * per_rank  # this rank's slice of the global batch
                 x = from_uint8(data[perm[start : start + per_rank]])
                 z = torch.randn(per_rank, model_cfg.z_dim, generator=noise, device=device)
-                # No autocast weight cache: gan_step updates D in place mid-step, and a cached bf16 copy of
-                # D's weights would give G's step the pre-update D (measured on an H200: bench --cuda-graph).
-                with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp, cache_enabled=False):
-                    pending.append(gan_step(G_step, D_step, opt_g, opt_d, x, z))
+                if graphed:
+                    pending.append(graph_step(x, z))
+                else:
+                    # No autocast weight cache: gan_step updates D in place mid-step, and a cached bf16 copy
+                    # of D's weights would give G's step the pre-update D (seen on an H200).
+                    with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp, cache_enabled=False):
+                        pending.append(gan_step(G_step, D_step, opt_g, opt_d, x, z))
                 step += 1
                 bar.update(1)
                 if len(pending) >= train_cfg.log_flush_every:

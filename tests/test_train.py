@@ -148,3 +148,15 @@ def test_compiled_training_matches_eager(tiny_split, tmp_path):
         torch.testing.assert_close(b[k], a[k], rtol=1e-3, atol=1e-4, msg=k)
     # the saved generator is the plain module (no torch.compile wrapper prefixes)
     assert not any(k.startswith("_orig_mod") for k in b)
+
+
+def test_cuda_graph_setting_is_eager_and_identical_off_cuda(tiny_split, tmp_path, caplog):
+    """train.cuda_graph only applies to single-process CUDA training; elsewhere it says so and trains eagerly."""
+    cfg = CFG.model_copy(update={"epochs": 1, "checkpoint_every": 0})
+    train(MODEL, cfg, tiny_split, outputs(tmp_path / "eager"), progress_bar=False)
+    with caplog.at_level("INFO", logger="gan.train"):
+        train(
+            MODEL, cfg.model_copy(update={"cuda_graph": True}), tiny_split, outputs(tmp_path / "g"), progress_bar=False
+        )
+    assert "train.cuda_graph applies to single-process CUDA training" in caplog.text
+    assert_identical(weights(tmp_path / "eager/generator.pt"), weights(tmp_path / "g/generator.pt"))
