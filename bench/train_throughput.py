@@ -166,51 +166,32 @@ def run_baseline(name: str, steps: int, warmup: int, batch: int, device: torch.d
     return steps * batch / (time.perf_counter() - t0)
 
 
-def run_project(name: str, steps: int, warmup: int, batch: int, device: torch.device, compile_: str | None) -> float:
-    G, D, size = models(name, baseline=False)
-    # as gan/train.py: channels_last everywhere, bf16 autocast on CUDA
-    G, D = G.to(device, memory_format=torch.channels_last), D.to(device, memory_format=torch.channels_last)
-    amp = device.type == "cuda"
-    opt_d = torch.optim.Adam(D.parameters(), lr=2e-4, betas=(0.5, 0.999))
-    opt_g = torch.optim.Adam(G.parameters(), lr=2e-4, betas=(0.5, 0.999))
-    data = torch.from_numpy(load_split("data/prepared/train.npz").images).to(device)
-    if compile_:
-        G, D = torch.compile(G, mode=compile_), torch.compile(D, mode=compile_)
-    gen = torch.Generator(device=device).manual_seed(0)
-    stats = []
-    t0 = None
-    for i in range(warmup + steps):
-        if i == warmup:
-            _sync(device)
-            t0 = time.perf_counter()
-        idx = torch.randint(0, len(data), (batch,), device=device, generator=gen)
-        x = from_uint8(data[idx])
-        if size != 28:
-            x = F.interpolate(x, size=(size, size), mode="bilinear", align_corners=False)
-        x = x.contiguous(memory_format=torch.channels_last)
-        z = torch.randn(batch, NZ, device=device, generator=gen)
-        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp, cache_enabled=False):
-            stats.append(gan_step(G, D, opt_g, opt_d, x, z))
-    torch.stack(stats).cpu()  # the one host sync, like the trainer's log flush
-    _sync(device)
-    return steps * batch / (time.perf_counter() - t0)
+def project_steps(
+    name: str, batch: int, device: torch.device, compile_: str | None = None, graph: bool = False,
+    capturable: bool = False, seed: int = 0,
+) -> Iterator[tuple[nn.Module, torch.Tensor]]:  # fmt: skip
+    """The project's step as gan/train.py runs it, on batches drawn on the device; yields (G, stats).
 
-
-def graphed_steps(
-    name: str, batch: int, device: torch.device, seed: int = 0
-) -> Iterator[tuple[nn.Module, torch.Tensor]]:
-    """gan_step through gan.train.CudaGraphStep (the trainer's `train.cuda_graph`); yields (G, stats).
-
-    At batch 64 a step's kernels are tiny, so the eager loop is bound by the host launching
-    them, not by the GPU; one graph replay launches them all.
+    channels_last everywhere, bf16 autocast on CUDA (no weight cache, as the trainer);
+    `graph`: through gan.train.CudaGraphStep (`train.cuda_graph`, capturable Adam).
     """
     G, D, size = models(name, baseline=False)
     G, D = G.to(device, memory_format=torch.channels_last), D.to(device, memory_format=torch.channels_last)
-    opt_d = torch.optim.Adam(D.parameters(), lr=2e-4, betas=(0.5, 0.999), capturable=True)
-    opt_g = torch.optim.Adam(G.parameters(), lr=2e-4, betas=(0.5, 0.999), capturable=True)
+    capturable = capturable or graph
+    opt_d = torch.optim.Adam(D.parameters(), lr=2e-4, betas=(0.5, 0.999), capturable=capturable)
+    opt_g = torch.optim.Adam(G.parameters(), lr=2e-4, betas=(0.5, 0.999), capturable=capturable)
     data = torch.from_numpy(load_split("data/prepared/train.npz").images).to(device)
     gen = torch.Generator(device=device).manual_seed(seed)
-    step = CudaGraphStep(G, D, opt_g, opt_d, amp=True)
+    amp = device.type == "cuda"
+    if graph:
+        step = CudaGraphStep(G, D, opt_g, opt_d, amp)
+    else:
+        G_step, D_step = (torch.compile(G, mode=compile_), torch.compile(D, mode=compile_)) if compile_ else (G, D)
+
+        def step(x: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
+            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp, cache_enabled=False):
+                return gan_step(G_step, D_step, opt_g, opt_d, x, z)
+
     while True:
         idx = torch.randint(0, len(data), (batch,), device=device, generator=gen)
         x = from_uint8(data[idx])
@@ -221,25 +202,20 @@ def graphed_steps(
         yield G, step(x, z)
 
 
-def eager_steps(
-    name: str, batch: int, device: torch.device, seed: int = 0, capturable: bool = False
-) -> Iterator[tuple[nn.Module, torch.Tensor]]:
-    """The same steps as graphed_steps (same data and noise), run eagerly: the reference it must match."""
-    G, D, size = models(name, baseline=False)
-    G, D = G.to(device, memory_format=torch.channels_last), D.to(device, memory_format=torch.channels_last)
-    opt_d = torch.optim.Adam(D.parameters(), lr=2e-4, betas=(0.5, 0.999), capturable=capturable)
-    opt_g = torch.optim.Adam(G.parameters(), lr=2e-4, betas=(0.5, 0.999), capturable=capturable)
-    data = torch.from_numpy(load_split("data/prepared/train.npz").images).to(device)
-    gen = torch.Generator(device=device).manual_seed(seed)
-    while True:
-        idx = torch.randint(0, len(data), (batch,), device=device, generator=gen)
-        x = from_uint8(data[idx])
-        if size != 28:
-            x = F.interpolate(x, size=(size, size), mode="bilinear", align_corners=False)
-        x = x.contiguous(memory_format=torch.channels_last)
-        z = torch.randn(batch, NZ, device=device, generator=gen)
-        with torch.autocast("cuda", dtype=torch.bfloat16, cache_enabled=False):  # as gan/train.py
-            yield G, gan_step(G, D, opt_g, opt_d, x, z)
+def run_project(loop: Iterator, steps: int, warmup: int, batch: int, device: torch.device) -> float:
+    """images/s of `steps` steps of a project_steps loop after `warmup`; one host sync at the end."""
+    stats = []
+    t0 = time.perf_counter()
+    for i, (_, out) in enumerate(loop):  # a step has run when the loop yields it
+        if i + 1 == warmup:
+            _sync(device)
+            t0 = time.perf_counter()
+        stats.append(out)
+        if i + 1 == warmup + steps:
+            break
+    torch.stack(stats).cpu()  # the one host sync, like the trainer's log flush
+    _sync(device)
+    return steps * batch / (time.perf_counter() - t0)
 
 
 def graph_matches_eager(name: str, batch: int, device: torch.device, checks=(5, 50)) -> str:
@@ -258,9 +234,9 @@ def graph_matches_eager(name: str, batch: int, device: torch.device, checks=(5, 
             if i + 1 == max(checks):
                 return out
 
-    graphed = snapshots(graphed_steps(name, batch, device))
-    eager = [snapshots(eager_steps(name, batch, device)) for _ in range(2)]
-    capt = snapshots(eager_steps(name, batch, device, capturable=True))
+    graphed = snapshots(project_steps(name, batch, device, graph=True))
+    eager = [snapshots(project_steps(name, batch, device)) for _ in range(2)]
+    capt = snapshots(project_steps(name, batch, device, capturable=True))
 
     def drift(a: dict, b: dict, init: dict) -> float:
         return max(((a[k] - b[k]).norm() / (b[k] - init[k]).norm().clamp_min(1e-12)).item() for k in a)
@@ -272,20 +248,6 @@ def graph_matches_eager(name: str, batch: int, device: torch.device, checks=(5, 
         f"eager capturable-Adam vs eager {drift(capt[n], eager[0][n], init):.1e}"
         for n in checks
     )
-
-
-def run_graphed(name: str, steps: int, warmup: int, batch: int, device: torch.device) -> float:
-    stats = []
-    for i, (_, out) in enumerate(graphed_steps(name, batch, device)):
-        if i == warmup:
-            _sync(device)
-            t0 = time.perf_counter()
-        stats.append(out)
-        if i + 1 == warmup + steps:
-            break
-    torch.stack(stats).cpu()
-    _sync(device)
-    return steps * batch / (time.perf_counter() - t0)
 
 
 def _textbook_step(G, D, opt_g, opt_d, x, z) -> None:
@@ -347,12 +309,13 @@ def main() -> None:
           f"{args.steps} timed steps after {args.warmup} warm-up")  # fmt: skip
     with tempfile.TemporaryDirectory() as tmp:
         root = torchvision_root(Path(tmp))
+        timing = (args.steps, args.warmup, args.batch, device)
         for model in args.models.split(","):
             fl = flops_per_image(model, args.batch, device)
             fl_base = flops_per_image(model, args.batch, device, _textbook_step)
             base = run_baseline(model, args.steps, args.warmup, args.batch, device, root)
             base_mem = peak_mb(device)
-            ours = run_project(model, args.steps, args.warmup, args.batch, device, args.compile)
+            ours = run_project(project_steps(model, args.batch, device, args.compile), *timing)
             ours_mem = peak_mb(device)
             print(f"\n{model}: GFLOP per training image: baseline {fl_base / 1e9:.2f}, project {fl / 1e9:.2f} "
                   "(no D weight gradients in G's step)")  # fmt: skip
@@ -363,7 +326,7 @@ def main() -> None:
             print(f"  ratio project / baseline: {ours / base:.2f}x")
             if device.type == "cuda" and args.cuda_graph:
                 diff = graph_matches_eager(model, args.batch, device)
-                graphed = run_graphed(model, args.steps, args.warmup, args.batch, device)
+                graphed = run_project(project_steps(model, args.batch, device, graph=True), *timing)
                 print(f"  project, train.cuda_graph: {graphed:8.1f} images/s  "
                       f"{graphed * fl / 1e9:7.1f} GFLOP/s  peak {peak_mb(device)}; "
                       f"ratio to baseline {graphed / base:.2f}x\n  weight drift (|a-b| / |b-init|, worst conv of G): "

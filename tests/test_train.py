@@ -1,4 +1,5 @@
 import json
+from functools import partial
 from pathlib import Path
 
 import pytest
@@ -160,3 +161,24 @@ def test_cuda_graph_setting_is_eager_and_identical_off_cuda(tiny_split, tmp_path
         )
     assert "train.cuda_graph applies to single-process CUDA training" in caplog.text
     assert_identical(weights(tmp_path / "eager/generator.pt"), weights(tmp_path / "g/generator.pt"))
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="CUDA graphs need a GPU")
+def test_cuda_graph_step_replays_the_eager_update():
+    """CudaGraphStep (3 eager warm-up steps, capture, replays) lands where eager steps with capturable Adam do."""
+    from gan.train import CudaGraphStep
+
+    runs = []
+    for graphed in (True, False):
+        torch.manual_seed(0)
+        G, D = build_generator(MODEL).cuda(), build_discriminator(MODEL).cuda()
+        opt_g = torch.optim.Adam(G.parameters(), lr=1e-3, betas=(0.5, 0.999), capturable=True)
+        opt_d = torch.optim.Adam(D.parameters(), lr=1e-3, betas=(0.5, 0.999), capturable=True)
+        step = CudaGraphStep(G, D, opt_g, opt_d, amp=False) if graphed else partial(gan_step, G, D, opt_g, opt_d)
+        gen = torch.Generator(device="cuda").manual_seed(1)
+        for _ in range(8):  # 3 warm-up steps, the captured step, 4 replays
+            x = torch.rand(16, 1, 28, 28, device="cuda", generator=gen) * 2 - 1
+            step(x, torch.randn(16, MODEL.z_dim, device="cuda", generator=gen))
+        runs.append(G.state_dict())
+    for k in runs[0]:
+        torch.testing.assert_close(runs[0][k], runs[1][k], rtol=1e-4, atol=1e-5, msg=k)
