@@ -21,6 +21,7 @@ the achieved FLOP/s. Needs data/raw/fashion-mnist and data/prepared (run the pip
 from __future__ import annotations
 
 import argparse
+import functools
 import io
 import os
 import resource
@@ -42,7 +43,7 @@ from gan.losses import d_loss, g_loss  # noqa: E402
 from gan.models import build_discriminator, build_generator, dcgan_init  # noqa: E402
 from gan.prepare import load_split  # noqa: E402
 from gan.tensors import from_uint8  # noqa: E402
-from gan.train import CudaGraphStep, gan_step  # noqa: E402
+from gan.train import CudaGraphStep, amp_gan_step, gan_step  # noqa: E402
 
 NZ = 100
 
@@ -187,10 +188,7 @@ def project_steps(
         step = CudaGraphStep(G, D, opt_g, opt_d, amp)
     else:
         G_step, D_step = (torch.compile(G, mode=compile_), torch.compile(D, mode=compile_)) if compile_ else (G, D)
-
-        def step(x: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
-            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp, cache_enabled=False):
-                return gan_step(G_step, D_step, opt_g, opt_d, x, z)
+        step = functools.partial(amp_gan_step, G_step, D_step, opt_g, opt_d, amp=amp)
 
     while True:
         idx = torch.randint(0, len(data), (batch,), device=device, generator=gen)

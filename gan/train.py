@@ -12,6 +12,7 @@ checkpointed. So resuming from a checkpoint replays exactly the same numbers.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import logging
@@ -83,6 +84,16 @@ def gan_step(
         return torch.stack([loss_d.detach().float(), loss_g.detach().float(), d_real, d_fake])
 
 
+def amp_gan_step(G, D, opt_g, opt_d, x: torch.Tensor, z: torch.Tensor, amp: bool) -> torch.Tensor:
+    """gan_step, under bf16 autocast when `amp` (CUDA).
+
+    No autocast weight cache: gan_step updates D in place mid-step, and a cached bf16 copy of
+    D's weights would give G's step the pre-update D (seen on an H200).
+    """
+    with torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=amp, cache_enabled=False):
+        return gan_step(G, D, opt_g, opt_d, x, z)
+
+
 class CudaGraphStep:
     """`gan_step` captured once as a CUDA graph, then replayed (`train.cuda_graph`).
 
@@ -100,8 +111,7 @@ class CudaGraphStep:
         self.graph: torch.cuda.CUDAGraph | None = None
 
     def _step(self, x: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
-        with torch.autocast("cuda", dtype=torch.bfloat16, enabled=self.amp, cache_enabled=False):
-            return gan_step(self.G, self.D, self.opt_g, self.opt_d, x, z)
+        return amp_gan_step(self.G, self.D, self.opt_g, self.opt_d, x, z, self.amp)
 
     def __call__(self, x: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
         if self.calls < self.warmup:
@@ -250,7 +260,10 @@ def train(
         G_step, D_step = DDP(G, device_ids=ids), DDP(D, device_ids=ids)
     if train_cfg.compile:  # G and D keep their own (uncompiled) modules for sampling and checkpoints
         G_step, D_step = torch.compile(G_step), torch.compile(D_step)
-    graph_step = CudaGraphStep(G, D, opt_g, opt_d, amp) if graphed else None
+    if graphed:
+        step_fn = CudaGraphStep(G, D, opt_g, opt_d, amp)
+    else:
+        step_fn = functools.partial(amp_gan_step, G_step, D_step, opt_g, opt_d, amp=amp)
 
     def checkpoint(epoch_: int, batch_: int) -> None:
         _check_finite(G, "generator", step)
@@ -323,13 +336,7 @@ def train(
                 start = b * bs + rank * per_rank  # this rank's slice of the global batch
                 x = from_uint8(data[perm[start : start + per_rank]])
                 z = torch.randn(per_rank, model_cfg.z_dim, generator=noise, device=device)
-                if graphed:
-                    pending.append(graph_step(x, z))
-                else:
-                    # No autocast weight cache: gan_step updates D in place mid-step, and a cached bf16 copy
-                    # of D's weights would give G's step the pre-update D (seen on an H200).
-                    with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp, cache_enabled=False):
-                        pending.append(gan_step(G_step, D_step, opt_g, opt_d, x, z))
+                pending.append(step_fn(x, z))
                 step += 1
                 bar.update(1)
                 if len(pending) >= train_cfg.log_flush_every:
@@ -387,8 +394,7 @@ def _out_of_time(max_seconds: float, t0: float, world: int, device: torch.device
     if world == 1:  # a host-side check: no device tensor, no host sync inside the step loop
         return time.perf_counter() - t0 >= max_seconds
     spent = torch.tensor([float(time.perf_counter() - t0 >= max_seconds)], device=device)
-    if world > 1:
-        torch.distributed.broadcast(spent, src=0)
+    torch.distributed.broadcast(spent, src=0)
     return bool(spent.item())
 
 
