@@ -1,6 +1,7 @@
 """Training throughput: the project's trainer vs the standard PyTorch DCGAN example loop.
 
     python bench/train_throughput.py [--steps 20] [--warmup 3] [--models dcgan64,default] [--compile [MODE]]
+                                     [--cuda-graph] [--ablation]
 
 In one process, for each model, the same number of steps two ways:
 
@@ -15,7 +16,9 @@ In one process, for each model, the same number of steps two ways:
 
 Prints images/s of each, the ratio, peak memory, model FLOPs per image of each
 (one training step: G forward/backward, D on real + fake, D on fake for G) and
-the achieved FLOP/s. Needs data/raw/fashion-mnist and data/prepared (run the pipeline).
+the achieved FLOP/s, against a large matmul's FLOP/s measured in the same process.
+`--ablation` also times the baseline's arithmetic without its loop, then with
+channels_last: which change buys what. Needs data/raw/fashion-mnist and data/prepared (run the pipeline).
 """
 
 from __future__ import annotations
@@ -169,15 +172,17 @@ def run_baseline(name: str, steps: int, warmup: int, batch: int, device: torch.d
 
 def project_steps(
     name: str, batch: int, device: torch.device, compile_: str | None = None, graph: bool = False,
-    capturable: bool = False, seed: int = 0,
+    capturable: bool = False, seed: int = 0, textbook: bool = False, channels_last: bool = True,
 ) -> Iterator[tuple[nn.Module, torch.Tensor]]:  # fmt: skip
     """The project's step as gan/train.py runs it, on batches drawn on the device; yields (G, stats).
 
     channels_last everywhere, bf16 autocast on CUDA (no weight cache, as the trainer);
     `graph`: through gan.train.CudaGraphStep (`train.cuda_graph`, capturable Adam).
+    `textbook` / `channels_last=False`: the ablation arms (the baseline's arithmetic, NCHW).
     """
     G, D, size = models(name, baseline=False)
-    G, D = G.to(device, memory_format=torch.channels_last), D.to(device, memory_format=torch.channels_last)
+    fmt = torch.channels_last if channels_last else torch.contiguous_format
+    G, D = G.to(device, memory_format=fmt), D.to(device, memory_format=fmt)
     capturable = capturable or graph
     opt_d = torch.optim.Adam(D.parameters(), lr=2e-4, betas=(0.5, 0.999), capturable=capturable)
     opt_g = torch.optim.Adam(G.parameters(), lr=2e-4, betas=(0.5, 0.999), capturable=capturable)
@@ -188,14 +193,17 @@ def project_steps(
         step = CudaGraphStep(G, D, opt_g, opt_d, amp)
     else:
         G_step, D_step = (torch.compile(G, mode=compile_), torch.compile(D, mode=compile_)) if compile_ else (G, D)
-        step = functools.partial(amp_gan_step, G_step, D_step, opt_g, opt_d, amp=amp)
+        if textbook:
+            step = functools.partial(_autocast_step, _textbook_step, G_step, D_step, opt_g, opt_d, amp=amp)
+        else:
+            step = functools.partial(amp_gan_step, G_step, D_step, opt_g, opt_d, amp=amp)
 
     while True:
         idx = torch.randint(0, len(data), (batch,), device=device, generator=gen)
         x = from_uint8(data[idx])
         if size != 28:
             x = F.interpolate(x, size=(size, size), mode="bilinear", align_corners=False)
-        x = x.contiguous(memory_format=torch.channels_last)
+        x = x.contiguous(memory_format=fmt)
         z = torch.randn(batch, NZ, device=device, generator=gen)
         yield G, step(x, z)
 
@@ -248,7 +256,7 @@ def graph_matches_eager(name: str, batch: int, device: torch.device, checks=(5, 
     )
 
 
-def _textbook_step(G, D, opt_g, opt_d, x, z) -> None:
+def _textbook_step(G, D, opt_g, opt_d, x, z) -> torch.Tensor:
     """The baseline's arithmetic: as gan_step, but G's backward also computes D's weight gradients."""
     fake = G(z)
     loss_d = d_loss(D(x), D(fake.detach()))
@@ -256,8 +264,31 @@ def _textbook_step(G, D, opt_g, opt_d, x, z) -> None:
     loss_d.backward()
     opt_d.step()
     opt_g.zero_grad()
-    g_loss(D(fake)).backward()
+    loss_g = g_loss(D(fake))
+    loss_g.backward()
     opt_g.step()
+    return torch.stack([loss_d.detach().float(), loss_g.detach().float()])
+
+
+def _autocast_step(step, G, D, opt_g, opt_d, x, z, amp: bool) -> torch.Tensor:
+    with torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=amp, cache_enabled=False):
+        return step(G, D, opt_g, opt_d, x, z)
+
+
+def gemm_peak(device: torch.device, n: int = 2048, reps: int = 10) -> float:
+    """FLOP/s of a large square matmul in the step's precision: the practical peak to compare against."""
+    dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
+    if device.type == "cuda":
+        n = 8192
+    a, b = torch.randn(n, n, device=device, dtype=dtype), torch.randn(n, n, device=device, dtype=dtype)
+    for _ in range(2):
+        a @ b
+    _sync(device)
+    t0 = time.perf_counter()
+    for _ in range(reps):
+        a @ b
+    _sync(device)
+    return 2 * n**3 * reps / (time.perf_counter() - t0)
 
 
 def flops_per_image(name: str, batch: int, device: torch.device, step=gan_step) -> float:
@@ -300,11 +331,15 @@ def main() -> None:
         help="torch.compile G and D in the project's trainer (mode: default, reduce-overhead, ...)",
     )
     ap.add_argument("--cuda-graph", action="store_true", help="on CUDA, also time gan_step captured as a CUDA graph")
+    ap.add_argument("--ablation", action="store_true", help="also time the baseline's arithmetic without its loop, "
+                    "then with channels_last: which change buys what")  # fmt: skip
     args = ap.parse_args()
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     name = torch.cuda.get_device_name() if device.type == "cuda" else f"CPU, {os.cpu_count()} cores"
     print(f"device: {name}; torch {torch.__version__}; threads {torch.get_num_threads()}; batch {args.batch}; "
           f"{args.steps} timed steps after {args.warmup} warm-up")  # fmt: skip
+    peak = gemm_peak(device)
+    print(f"matmul peak measured here ({'bf16' if device.type == 'cuda' else 'fp32'}): {peak / 1e9:.0f} GFLOP/s")
     with tempfile.TemporaryDirectory() as tmp:
         root = torchvision_root(Path(tmp))
         timing = (args.steps, args.warmup, args.batch, device)
@@ -322,6 +357,17 @@ def main() -> None:
             print(f"  project trainer                  : {ours:8.1f} images/s  {ours * fl / 1e9:7.1f} GFLOP/s  "
                   f"peak {ours_mem}")  # fmt: skip
             print(f"  ratio project / baseline: {ours / base:.2f}x")
+            if args.ablation:
+                # Where the gain comes from: the baseline's arithmetic without its loop, then one change at a time.
+                tb = run_project(project_steps(model, args.batch, device, textbook=True, channels_last=False), *timing)
+                tb_cl = run_project(project_steps(model, args.batch, device, textbook=True), *timing)
+                print("  ablation, images/s (ratio to baseline):")
+                for label, r in [("baseline arithmetic, batches on the device, no host syncs, NCHW", tb),
+                                 ("+ channels_last", tb_cl),
+                                 ("+ no D weight gradients in G's step = project trainer", ours)]:  # fmt: skip
+                    print(f"    {label:62}: {r:8.1f} ({r / base:.2f}x)")
+            print(f"  project at {ours * fl / peak:.0%} of the measured matmul peak; "
+                  f"at 100 % it would be {peak / fl:.0f} images/s = {peak / fl / base:.2f}x the baseline")  # fmt: skip
             if device.type == "cuda" and args.cuda_graph:
                 diff = graph_matches_eager(model, args.batch, device)
                 graphed = run_project(project_steps(model, args.batch, device, graph=True), *timing)

@@ -1,0 +1,40 @@
+"""The throughput benchmark still runs end to end (a bench nobody runs rots): one step per arm, tiny split."""
+
+from __future__ import annotations
+
+import gzip
+import re
+import shutil
+import sys
+
+import pytest
+
+from tests.conftest import DEBIAN_FMNIST, REPO, require_debian_fashion_mnist, run
+
+
+@pytest.mark.slow
+def test_train_throughput_bench_prints_every_arm(tmp_path, tiny_split):
+    require_debian_fashion_mnist()
+    raw = tmp_path / "data" / "raw" / "fashion-mnist"  # the baseline's torchvision dataset reads the IDX files
+    raw.mkdir(parents=True)
+    for gz in DEBIAN_FMNIST.glob("*-ubyte.gz"):
+        with gzip.open(gz) as src, open(raw / gz.name.removesuffix(".gz"), "wb") as dst:
+            shutil.copyfileobj(src, dst)
+    (tmp_path / "data" / "prepared").mkdir()
+    shutil.copy(tiny_split, tmp_path / "data" / "prepared" / "train.npz")
+
+    out = run([sys.executable, str(REPO / "bench" / "train_throughput.py"), "--steps", "2", "--warmup", "1",
+               "--batch", "8", "--models", "default", "--ablation"], cwd=tmp_path).stdout  # fmt: skip
+
+    def rate(label: str) -> float:
+        m = re.search(re.escape(label) + r"[^:]*:\s+([\d.]+) images/s", out)
+        assert m, f"no '{label}' line in:\n{out}"
+        return float(m.group(1))
+
+    assert rate("baseline (pytorch/examples style)") > 0 and rate("project trainer") > 0
+    assert re.search(r"ratio project / baseline: [\d.]+x", out), out
+    ablation = re.findall(r"^\s+(?:baseline arithmetic|\+ channels_last|\+ no D weight).*?:\s+([\d.]+) \(([\d.]+)x\)",
+                          out, re.M)  # fmt: skip
+    assert len(ablation) == 3 and all(float(r) > 0 for r, _ in ablation), out
+    assert re.search(r"matmul peak measured here \(fp32\): \d+ GFLOP/s", out), out
+    assert re.search(r"project at \d+% of the measured matmul peak", out), out
