@@ -84,6 +84,9 @@ class _Noise(nn.Module):
         return self.g(z.view(z.shape[0], -1, 1, 1))
 
 
+MODELS = ("dcgan64", "default")
+
+
 def models(name: str, baseline: bool) -> tuple[nn.Module, nn.Module, int]:
     torch.manual_seed(0)
     if name == "dcgan64":
@@ -334,6 +337,9 @@ def main() -> None:
     ap.add_argument("--ablation", action="store_true", help="also time the baseline's arithmetic without its loop, "
                     "then with channels_last: which change buys what")  # fmt: skip
     args = ap.parse_args()
+    unknown = sorted(set(args.models.split(",")) - set(MODELS))
+    if unknown:
+        ap.error(f"--models: unknown model(s) {', '.join(unknown)}; choose from {', '.join(MODELS)}")
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     name = torch.cuda.get_device_name() if device.type == "cuda" else f"CPU, {os.cpu_count()} cores"
     print(f"device: {name}; torch {torch.__version__}; threads {torch.get_num_threads()}; batch {args.batch}; "

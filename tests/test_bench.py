@@ -38,3 +38,12 @@ def test_train_throughput_bench_prints_every_arm(tmp_path, tiny_split):
     assert len(ablation) == 3 and all(float(r) > 0 for r, _ in ablation), out
     assert re.search(r"matmul peak measured here \(fp32\): \d+ GFLOP/s", out), out
     assert re.search(r"project at \d+% of the measured matmul peak", out), out
+
+
+def test_train_throughput_bench_names_an_unknown_model(tmp_path):
+    """A typo in --models must not silently bench the default model under the typo's name."""
+    proc = run([sys.executable, str(REPO / "bench" / "train_throughput.py"), "--models", "dcgan64,dcgan"],
+               cwd=tmp_path, check=False)  # fmt: skip
+    assert proc.returncode == 2, proc.stdout + proc.stderr
+    assert "--models: unknown model(s) dcgan; choose from dcgan64, default" in proc.stderr
+    assert "images/s" not in proc.stdout  # refused before any timing
