@@ -278,11 +278,9 @@ def _autocast_step(step, G, D, opt_g, opt_d, x, z, amp: bool) -> torch.Tensor:
         return step(G, D, opt_g, opt_d, x, z)
 
 
-def gemm_peak(device: torch.device, n: int = 2048, reps: int = 10) -> float:
+def gemm_peak(device: torch.device, reps: int = 10) -> float:
     """FLOP/s of a large square matmul in the step's precision: the practical peak to compare against."""
-    dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
-    if device.type == "cuda":
-        n = 8192
+    n, dtype = (8192, torch.bfloat16) if device.type == "cuda" else (2048, torch.float32)
     a, b = torch.randn(n, n, device=device, dtype=dtype), torch.randn(n, n, device=device, dtype=dtype)
     for _ in range(2):
         a @ b
