@@ -3,7 +3,8 @@
 `evaluate` stage: n generated images, quantised to uint8 exactly like real
 images, scored against the reference: FID (with a bootstrap interval), KID, IS,
 precision/recall/density/coverage, class coverage and per-class FID. Every metric
-has its `_floor` twin computed on real train vs real test with the same n.
+has its `_floor` twin: the same metric with n real *train* images in place of the
+generated ones (scored against the same real test images where it compares two sets).
 `gan evaluate --samples PATH` scores any external samples the same way.
 """
 
@@ -50,7 +51,7 @@ def _extractor_metrics(name: str, cfg: EvaluateConfig, ref: dict, f_fake: np.nda
     m[f"kid_{name}_floor"], m[f"kid_{name}_floor_std"] = kid(f_test, f_train, cfg.kid_subsets, cfg.kid_subset_size,
                                                              cfg.seed)  # fmt: skip
     m[f"is_{name}"], m[f"is_{name}_std"] = inception_score(p_fake)
-    m[f"is_{name}_floor"], m[f"is_{name}_floor_std"] = inception_score(ref["test_probs"])
+    m[f"is_{name}_floor"], m[f"is_{name}_floor_std"] = inception_score(ref["train_probs"])
     k = min(cfg.prdc_samples, len(f_fake), len(f_test))
     rng = np.random.default_rng(cfg.seed)
     pick = lambda a: a[rng.choice(len(a), k, replace=False)]  # noqa: E731
@@ -87,7 +88,7 @@ def _class_metrics(ref: dict, p_fake: np.ndarray, f_fake: np.ndarray, classes: l
         "class_kl_floor": kl_divergence(h_floor, h_real),
         "class_histogram": [round(float(v), 5) for v in h_fake],
         "mean_confidence": float(p_fake.max(1).mean()),
-        "mean_confidence_floor": float(ref["test_probs"].max(1).mean()),
+        "mean_confidence_floor": float(ref["train_probs"].max(1).mean()),
         "per_class_fid_classifier": per_class,
         "per_class_fid_classifier_floor": per_class_floor,
     }

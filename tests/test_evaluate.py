@@ -144,3 +144,17 @@ def test_real_inception_weights_when_available():
     feats, probs = ex(torch.zeros(2, 1, 28, 28, dtype=torch.uint8))
     assert feats.shape == (2, 2048)
     assert EvaluateConfig(extractors=["classifier", "inception"]).extractors == ["classifier", "inception"]
+
+
+def test_the_floor_is_what_the_floors_own_train_images_score(workspace, tmp_path):
+    """Every `_floor` is the metric with n real *train* images in place of the generated ones (README):
+    so scoring exactly those train images as samples must reproduce each floor."""
+    cfg = EvaluateConfig(**yaml.safe_load((workspace / "params.yaml").read_text())["evaluate"])
+    train = load_split(workspace / "data/prepared/train.npz")
+    n = json.loads((workspace / "data/reference/meta.json").read_text())["n"]
+    idx = np.sort(np.random.default_rng(cfg.seed).choice(len(train.labels), size=n, replace=False))
+    samples = tmp_path / "floor_images.npy"
+    np.save(samples, train.images[idx])
+    m = score(workspace, samples)
+    for key in ("fid_classifier", "kid_classifier", "is_classifier", "mean_confidence", "class_kl", "classes_covered"):
+        assert m[key] == pytest.approx(m[f"{key}_floor"], rel=1e-5, abs=1e-6), key
