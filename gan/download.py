@@ -3,13 +3,17 @@
 Each file is streamed (and gunzipped on the fly when it is gzip) into a
 temporary file beside its destination, hashed as it arrives, and renamed into
 place only when the hash of the decompressed bytes matches. Transient network
-errors are retried with exponential backoff; anything else moves on to the next
-mirror. When every mirror fails, the error lists each mirror and why.
+errors (5xx/429, timeouts, a connection broken mid-file, truncated or corrupt
+gzip) are retried with exponential backoff; a mirror that cannot help (404,
+wrong checksum, unknown host, connection refused) is left for the next one at
+once. When every mirror fails, the error lists each mirror and why. Any other
+exception is a bug, not a network problem: it propagates as itself, unretried.
 """
 
 from __future__ import annotations
 
 import hashlib
+import http.client
 import logging
 import os
 import socket
@@ -18,17 +22,21 @@ import time
 import urllib.parse
 import urllib.request
 import zlib
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import requests
+import urllib3
 from tqdm import tqdm
 
 from gan.datasets import DatasetSpec
 
 log = logging.getLogger(__name__)
 CHUNK = 1 << 16
+# What reading a response body raises when the network (not our code) fails: urllib3 wraps
+# socket errors and short reads as ProtocolError / ReadTimeoutError; the rest is for safety.
+_BODY_NETWORK_ERRORS = (urllib3.exceptions.HTTPError, http.client.HTTPException, OSError)
 
 
 class DownloadError(RuntimeError):
@@ -40,7 +48,7 @@ class _Transient(Exception):
 
 
 class _MirrorFailed(Exception):
-    """Not worth retrying on this mirror (404, bad checksum, unknown host)."""
+    """Not worth retrying on this mirror (404, bad checksum, unknown host, connection refused)."""
 
 
 @dataclass(frozen=True)
@@ -60,11 +68,12 @@ def sha256_file(path: str | Path) -> str:
     return h.hexdigest()
 
 
-def _is_dns_failure(err: BaseException) -> bool:
+def _caused_by(err: BaseException | None, match: Callable[[BaseException], bool]) -> bool:
+    """Whether `err` or an exception it wraps (cause, context, or requests' args[0]) satisfies `match`."""
     seen: set[int] = set()
     while err is not None and id(err) not in seen:
         seen.add(id(err))
-        if isinstance(err, socket.gaierror) or "NameResolution" in type(err).__name__:
+        if match(err):
             return True
         err = (
             err.__cause__
@@ -72,6 +81,14 @@ def _is_dns_failure(err: BaseException) -> bool:
             or (err.args[0] if err.args and isinstance(err.args[0], BaseException) else None)
         )
     return False
+
+
+def _is_dns_failure(err: BaseException) -> bool:
+    return _caused_by(err, lambda e: isinstance(e, socket.gaierror) or "NameResolution" in type(e).__name__)
+
+
+def _is_connection_refused(err: BaseException) -> bool:
+    return _caused_by(err, lambda e: isinstance(e, ConnectionRefusedError))
 
 
 def _open_stream(url: str, settings: FetchSettings) -> tuple[Iterator[bytes], int | None]:
@@ -93,8 +110,13 @@ def _open_stream(url: str, settings: FetchSettings) -> tuple[Iterator[bytes], in
     try:
         resp = requests.get(url, stream=True, timeout=(settings.connect_timeout, settings.read_timeout))
     except requests.RequestException as err:
+        # Both are answers, not hiccups: retrying within seconds would not change them, so try the next mirror.
         if _is_dns_failure(err):
-            raise _MirrorFailed(f"host not found ({type(err).__name__})") from err
+            host = urllib.parse.urlsplit(url).hostname
+            raise _MirrorFailed(f"unknown host {host} (DNS lookup failed; check the mirror URL)") from err
+        if _is_connection_refused(err):
+            msg = "connection refused (nothing listens at that host and port; check the mirror URL)"
+            raise _MirrorFailed(msg) from err
         raise _Transient(f"{type(err).__name__}: {err}") from err
     if resp.status_code >= 500 or resp.status_code == 429:
         resp.close()
@@ -109,9 +131,7 @@ def _open_stream(url: str, settings: FetchSettings) -> tuple[Iterator[bytes], in
             try:
                 # decode_content=False: we gunzip ourselves, by content, not by header.
                 yield from resp.raw.stream(CHUNK, decode_content=False)
-            except Exception as err:  # urllib3 ProtocolError, ReadTimeout, reset...
-                if isinstance(err, (_Transient, _MirrorFailed)):
-                    raise
+            except _BODY_NETWORK_ERRORS as err:  # urllib3 ProtocolError, ReadTimeout, reset...; a bug passes through
                 raise _Transient(f"connection broken mid-file: {type(err).__name__}: {err}") from err
 
     return chunks(), int(size) if size and size.isdigit() else None

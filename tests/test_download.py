@@ -16,10 +16,14 @@ import os
 import socket
 import threading
 import time
+import types
+import zlib
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+import requests
+import urllib3
 
 import gan.download as download
 from gan.datasets import DatasetSpec
@@ -153,6 +157,20 @@ def refused_port():
         yield sock.getsockname()[1]
     finally:
         sock.close()
+
+
+@pytest.fixture
+def attempts(monkeypatch) -> collections.Counter[str]:
+    """Counts fetch attempts per URL (calls of download._fetch_once), whatever the scheme or the outcome."""
+    counter: collections.Counter[str] = collections.Counter()
+    real = download._fetch_once
+
+    def counting(url: str, *args, **kwargs) -> None:
+        counter[url] += 1
+        return real(url, *args, **kwargs)
+
+    monkeypatch.setattr(download, "_fetch_once", counting)
+    return counter
 
 
 def listing(d: Path) -> set[str]:
@@ -440,18 +458,23 @@ def test_all_404_lists_mirrors(server, dest_dir):
 # ---------------------------------------------------------------------------- 9. refused + download_dataset
 
 
-def test_connection_refused_is_listed(refused_port, dest_dir):
+def test_connection_refused_moves_to_next_mirror_at_once(server, refused_port, dest_dir, attempts):
+    """Nothing listens on that port: retrying in a second will not change that, so no retries."""
     dest = dest_dir / LOCAL
     dest.write_bytes(PRECIOUS)
-    url = f"http://127.0.0.1:{refused_port}/m/"
-    t0 = time.monotonic()
+    refused = f"http://127.0.0.1:{refused_port}/m/"
     with pytest.raises(DownloadError) as ei:
-        fetch_verified(NAME, SHA, [url], dest, FAST)
-    assert time.monotonic() - t0 < 3
+        fetch_verified(NAME, SHA, [refused], dest, FAST)
     msg = str(ei.value)
-    assert f"{url}{NAME}: ConnectionError" in msg
-    assert "(after 3 attempts)" in msg
+    assert f"{refused}{NAME}: connection refused" in msg
+    assert "attempts" not in msg
+    assert attempts == {refused + NAME: 1}
     assert_failed_cleanly(dest_dir, dest)
+
+    attempts.clear()
+    server.script(f"/ok/{NAME}", serve(GZ))
+    assert fetch_verified(NAME, SHA, [refused, server.mirror("ok")], dest, FAST).read_bytes() == DATA
+    assert attempts == {refused + NAME: 1, server.mirror("ok") + NAME: 1}
 
 
 def test_download_dataset_over_http(server, refused_port, dest_dir):
@@ -523,6 +546,108 @@ def test_stale_file_is_replaced(server, dest_dir):
     assert fetch_verified(NAME, SHA, [server.mirror("m")], dest, FAST).read_bytes() == DATA
     assert server.hits == {f"/m/{NAME}": 1}
     assert listing(dest_dir) == {LOCAL}
+
+
+# ---------------------------------------------------------------------------- 11. unknown host
+
+UNKNOWN_HOST = "nonexistent.invalid"  # RFC 6761: .invalid never resolves, so this needs no internet
+
+
+def request_error(url: str) -> requests.RequestException:
+    """The real exception requests raises for `url`."""
+    with pytest.raises(requests.RequestException) as ei:
+        requests.get(url, timeout=(1, 1))
+    return ei.value
+
+
+def test_is_dns_failure_on_real_requests_errors(refused_port):
+    dns = request_error(f"http://{UNKNOWN_HOST}/")
+    refused = request_error(f"http://127.0.0.1:{refused_port}/")
+    assert download._is_dns_failure(dns)
+    assert not download._is_dns_failure(refused)
+    assert download._is_dns_failure(socket.gaierror(socket.EAI_NONAME, "Name or service not known"))
+    assert not download._is_dns_failure(ValueError("x"))
+
+
+def test_is_connection_refused_on_real_requests_errors(refused_port):
+    assert download._is_connection_refused(request_error(f"http://127.0.0.1:{refused_port}/"))
+    assert not download._is_connection_refused(request_error(f"http://{UNKNOWN_HOST}/"))
+    assert not download._is_connection_refused(ValueError("x"))
+
+
+def test_unknown_host_moves_to_next_mirror_at_once(server, dest_dir, attempts):
+    dest = dest_dir / LOCAL
+    dest.write_bytes(PRECIOUS)
+    unknown = f"http://{UNKNOWN_HOST}/m/"
+    with pytest.raises(DownloadError) as ei:
+        fetch_verified(NAME, SHA, [unknown], dest, FAST)
+    msg = str(ei.value)
+    assert f"{unknown}{NAME}: unknown host {UNKNOWN_HOST}" in msg
+    assert "attempts" not in msg
+    assert attempts == {unknown + NAME: 1}
+    assert_failed_cleanly(dest_dir, dest)
+
+    attempts.clear()
+    server.script(f"/ok/{NAME}", serve(GZ))
+    assert fetch_verified(NAME, SHA, [unknown, server.mirror("ok")], dest, FAST).read_bytes() == DATA
+    assert attempts == {unknown + NAME: 1, server.mirror("ok") + NAME: 1}
+
+
+# ---------------------------------------------------------------------------- 12. a bug is not a network error
+
+
+def broken_reader(self, *args, **kwargs):
+    """Stands in for urllib3's body reader: the first bytes arrive, then a bug (not a network error)."""
+    yield GZ[:100]
+    raise TypeError("bug in the reader")
+
+
+class BrokenHasher:
+    def update(self, data: bytes) -> None:
+        raise TypeError("bug in the hasher")
+
+
+class BrokenInflater:
+    eof = False
+
+    def decompress(self, data: bytes) -> bytes:
+        raise AttributeError("bug in the gunzip step")
+
+
+def break_reader(mp: pytest.MonkeyPatch) -> None:
+    mp.setattr(urllib3.response.HTTPResponse, "stream", broken_reader)
+
+
+def break_hasher(mp: pytest.MonkeyPatch) -> None:  # gan.download's view of hashlib only
+    mp.setattr(download, "hashlib", types.SimpleNamespace(sha256=BrokenHasher))
+
+
+def break_gunzip(mp: pytest.MonkeyPatch) -> None:  # gan.download's view of zlib only
+    fake = types.SimpleNamespace(decompressobj=lambda **_: BrokenInflater(), MAX_WBITS=zlib.MAX_WBITS, error=zlib.error)
+    mp.setattr(download, "zlib", fake)
+
+
+@pytest.mark.parametrize(
+    "where, exc, patch",
+    [
+        ("reader", TypeError, break_reader),  # inside the network read: this one used to be relabelled and retried
+        ("hasher", TypeError, break_hasher),
+        ("gunzip", AttributeError, break_gunzip),
+    ],
+    ids=["reader", "hasher", "gunzip"],
+)
+def test_bug_during_transfer_surfaces_as_itself_at_once(server, dest_dir, attempts, monkeypatch, where, exc, patch):
+    sleeps: list[float] = []
+    monkeypatch.setattr(download.time, "sleep", sleeps.append)
+    server.script(f"/m/{NAME}", serve(GZ))
+    server.script(f"/other/{NAME}", serve(GZ))
+    patch(monkeypatch)
+    with pytest.raises(exc, match=f"bug in the {where}"):
+        fetch_verified(NAME, SHA, [server.mirror("m"), server.mirror("other")], dest_dir / LOCAL, FAST)
+    assert attempts == {server.mirror("m") + NAME: 1}  # no retry, no next mirror
+    assert server.hits == {f"/m/{NAME}": 1}
+    assert sleeps == []
+    assert listing(dest_dir) == set()  # the .part file is gone
 
 
 # ---------------------------------------------------------------------------- known bug
