@@ -31,6 +31,8 @@ import urllib3
 from tqdm import tqdm
 
 from gan.datasets import DatasetSpec
+from gan.errors import PipelineError
+from gan.hashing import sha256_file
 
 log = logging.getLogger(__name__)
 CHUNK = 1 << 16
@@ -39,7 +41,7 @@ CHUNK = 1 << 16
 _BODY_NETWORK_ERRORS = (urllib3.exceptions.HTTPError, http.client.HTTPException, OSError)
 
 
-class DownloadError(RuntimeError):
+class DownloadError(PipelineError):
     """No mirror produced a verified copy of a file."""
 
 
@@ -58,14 +60,6 @@ class FetchSettings:
     retries: int = 3  # attempts per mirror for transient errors
     backoff: float = 0.5  # seconds before the 2nd attempt; doubles each time
     progress: bool = True
-
-
-def sha256_file(path: str | Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def _caused_by(err: BaseException | None, match: Callable[[BaseException], bool]) -> bool:

@@ -22,7 +22,7 @@ import torch.nn.functional as F
 
 from gan.classifier import load_classifier, predict
 from gan.config import ConfigError
-from gan.download import sha256_file
+from gan.hashing import sha256_file
 from gan.tensors import from_uint8
 
 log = logging.getLogger(__name__)

@@ -6,10 +6,12 @@ from pathlib import Path
 
 import numpy as np
 
+from gan.errors import PipelineError
+
 _DTYPES = {0x08: np.uint8, 0x09: np.int8, 0x0B: ">i2", 0x0C: ">i4", 0x0D: ">f4", 0x0E: ">f8"}
 
 
-class IDXError(ValueError):
+class IDXError(PipelineError, ValueError):
     """An IDX file is malformed; the message names the file and what is wrong."""
 
 

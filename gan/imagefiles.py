@@ -13,10 +13,12 @@ import numpy as np
 import torch
 from PIL import Image, UnidentifiedImageError
 
+from gan.errors import PipelineError
+
 SIZE = 28
 
 
-class SamplesError(ValueError):
+class SamplesError(PipelineError, ValueError):
     """External samples cannot be read as 28×28 grey images; the message names the file."""
 
 
