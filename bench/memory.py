@@ -27,7 +27,7 @@ def child(kind: str, n: int) -> None:
     import torch
 
     from gan.config import load_params
-    from gan.train import load_generator
+    from gan.models import load_generator
 
     p = load_params()
     load_generator("data/models/generator.pt")

@@ -11,7 +11,9 @@ import logging
 import sys
 from pathlib import Path
 
+from gan import atomic
 from gan.config import ConfigError, Params, load_params
+from gan.errors import PipelineError
 
 DATA = Path("data")
 RAW = DATA / "raw"
@@ -82,7 +84,6 @@ def evaluate_samples(p: Params, samples: str, out: str | None) -> None:
     """`gan evaluate --samples PATH`: score external samples on the same scale as ours."""
     import json
 
-    from gan import atomic
     from gan.datasets import get_dataset
     from gan.evaluate import score_images
     from gan.imagefiles import load_samples
@@ -120,6 +121,17 @@ STAGES = {
     "export": stage_export,
 }
 
+# What each stage writes: its dvc.yaml outs and metrics (tests/test_reliability.py checks that the two agree).
+OUTPUTS = {
+    "download": (RAW,),
+    "prepare": (PREPARED,),
+    "classifier": (MODELS / "classifier.pt", METRICS / "classifier.json"),
+    "train": (MODELS / "generator.pt", TRAIN_LOG, CHECKPOINTS),
+    "reference": (REFERENCE,),
+    "evaluate": (METRICS / "metrics.json",),
+    "export": (SAMPLES,),
+}
+
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="gan", description=__doc__.splitlines()[0])
@@ -149,18 +161,14 @@ def main(argv: list[str] | None = None) -> int:
                 parser.error("--samples goes with the 'evaluate' command")
             evaluate_samples(params, args.samples, args.out)
         elif args.stage != "check":
+            # Temps a killed run left (persist outputs such as data/train would be cached with them). Under
+            # torchrun every rank does this before the process group forms, so before any rank writes.
+            atomic.remove_stale_temps(OUTPUTS[args.stage])
             STAGES[args.stage](params)
     except ConfigError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
-    except Exception as err:  # known failure kinds get one clear line, not a traceback
-        from gan.download import DownloadError
-        from gan.idx import IDXError
-        from gan.imagefiles import SamplesError
-        from gan.train import DivergenceError
-
-        if isinstance(err, (DownloadError, IDXError, DivergenceError, SamplesError, OSError)):
-            print(f"error in stage {args.stage}: {err}", file=sys.stderr)
-            return 1
-        raise
+    except (PipelineError, OSError) as err:  # known failure kinds get one clear line, not a traceback
+        print(f"error in stage {args.stage}: {err}", file=sys.stderr)
+        return 1
     return 0

@@ -31,9 +31,9 @@ from gan.metrics import (
     kl_divergence,
     prdc,
 )
+from gan.models import load_generator
 from gan.sampling import sample_batches
 from gan.tensors import resolve_device, to_uint8
-from gan.train import load_generator
 
 log = logging.getLogger(__name__)
 MIN_PER_CLASS = 50  # fewer samples of a class than this: no per-class FID (covariance too noisy)

@@ -21,9 +21,9 @@ from torchvision.utils import save_image
 from gan import atomic
 from gan.config import ExportConfig, Params
 from gan.evaluate import summary_rows
+from gan.models import load_generator
 from gan.sampling import sample_batches
 from gan.tensors import to_uint8
-from gan.train import load_generator
 
 
 def code_version(repo: Path = Path(".")) -> str:
@@ -56,6 +56,18 @@ def export_torchscript(G: torch.nn.Module, path: Path) -> None:
     atomic.write_bytes(path, buf.getvalue())
 
 
+RECIPE_SECTIONS = ("data", "model", "train")  # the export stage declares these params in dvc.yaml
+
+
+def _epochs_trained(train_summary: dict) -> str:
+    """Epochs trained, and whether the time budget (train.max_seconds) stopped training before train.epochs."""
+    epochs = train_summary.get("epochs")
+    text = f"{epochs:g}" if isinstance(epochs, int | float) else str(epochs)
+    if train_summary.get("stopped_by_time_budget"):
+        text += f" of {train_summary.get('epochs_planned')} planned (stopped by train.max_seconds)"
+    return text
+
+
 def model_card(params: Params, metrics: dict, data_summary: dict, train_summary: dict, code: str) -> str:
     m = metrics
     splits = data_summary.get("splits", {})
@@ -70,7 +82,7 @@ def model_card(params: Params, metrics: dict, data_summary: dict, train_summary:
         ),
         "",
         "## Training",
-        f"- steps: {train_summary.get('steps')}, epochs: {train_summary.get('epochs')}, "
+        f"- steps: {train_summary.get('steps')}, epochs: {_epochs_trained(train_summary)}, "
         f"wall time: {train_summary.get('seconds')} s, {train_summary.get('images_per_second')} images/s",
         "",
         "## Metrics (FID/KID: lower is better; the floor is real train vs real test with the same n)",
@@ -87,9 +99,9 @@ def model_card(params: Params, metrics: dict, data_summary: dict, train_summary:
         f"- code: `{code}`",
         f"- torch: {torch.__version__}",
         "",
-        "## Parameters",
+        "## Parameters (the data, model and train settings that produced this generator)",
         "```json",
-        json.dumps(params.model_dump(mode="json"), indent=2),
+        json.dumps({k: getattr(params, k).model_dump(mode="json") for k in RECIPE_SECTIONS}, indent=2),
         "```",
         "",
         "## Use",

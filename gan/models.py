@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import torch
 from torch import nn
 
+from gan import atomic
 from gan.config import ModelConfig
 
 IMAGE_SHAPE = (1, 28, 28)
@@ -100,3 +103,18 @@ def build_discriminator(cfg: ModelConfig) -> nn.Module:
     d = DCGANDiscriminator(cfg.channels)
     d.apply(dcgan_init)
     return d
+
+
+def save_generator(path: str | Path, G: nn.Module, model_cfg: ModelConfig, meta: dict) -> None:
+    """Weights plus the model config needed to rebuild G (no pickled code)."""
+    state = {k: v.detach().cpu() for k, v in G.state_dict().items()}
+    atomic.save_torch(path, {"model_config": model_cfg.model_dump(), "state_dict": state, "meta": meta})
+
+
+def load_generator(path: str | Path, device: str | torch.device = "cpu") -> tuple[nn.Module, ModelConfig]:
+    """G rebuilt from `save_generator`'s file, in eval mode; loaded with weights_only (a model file is data)."""
+    blob = torch.load(path, map_location="cpu", weights_only=True)
+    cfg = ModelConfig.model_validate(blob["model_config"])
+    G = build_generator(cfg)
+    G.load_state_dict(blob["state_dict"])
+    return G.to(device).eval(), cfg

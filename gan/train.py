@@ -29,9 +29,11 @@ from torchvision.utils import save_image
 from tqdm import tqdm
 
 from gan import atomic
+from gan.codedeps import stage_code_files
 from gan.config import ConfigError, ModelConfig, TrainConfig, section_hash
+from gan.errors import PipelineError
 from gan.losses import d_loss, g_loss
-from gan.models import build_discriminator, build_generator
+from gan.models import build_discriminator, build_generator, save_generator
 from gan.prepare import load_split
 from gan.tensors import epoch_permutation, from_uint8, resolve_device
 
@@ -39,7 +41,7 @@ log = logging.getLogger(__name__)
 LOG_COLUMNS = ("step", "epoch", "loss_d", "loss_g", "d_real", "d_fake")
 
 
-class DivergenceError(RuntimeError):
+class DivergenceError(PipelineError):
     """A loss or a weight became NaN/inf; training stopped, last good checkpoint kept."""
 
 
@@ -53,7 +55,9 @@ class TrainOutputs:
 @dataclass
 class TrainResult:
     steps: int
-    epochs: int
+    epochs: float  # epochs trained (fractional when train.max_seconds stopped training mid-epoch)
+    epochs_planned: int  # train.epochs
+    stopped_by_time_budget: bool  # train.max_seconds ended training before train.epochs
     resumed_from_step: int
     seconds: float
     images_per_second: float
@@ -134,16 +138,16 @@ class CudaGraphStep:
         return self.out.clone()
 
 
-_TRAINING_CODE = ("train.py", "models.py", "losses.py", "tensors.py")
-
-
 def run_fingerprint(model_cfg: ModelConfig, train_cfg: TrainConfig, images: np.ndarray) -> str:
-    """What a checkpoint must match to be resumed: settings that change the result, the data and the code."""
+    """What a checkpoint must match to be resumed: settings that change the result, the data and the code.
+
+    The code is every package file the train stage runs, the same list dvc.yaml's train deps must
+    hold (`gan.codedeps`, checked by tests/test_stage_deps.py).
+    """
     relevant = train_cfg.model_copy(update={"checkpoint_every": 0, "log_flush_every": 1})
     data_hash = hashlib.sha256(images.tobytes()).hexdigest()[:16]
-    here = Path(__file__).parent
-    code_hash = hashlib.sha256(b"".join((here / f).read_bytes() for f in _TRAINING_CODE)).hexdigest()[:16]
-    return f"{section_hash(model_cfg, relevant)}-{data_hash}-{code_hash}"
+    code = b"".join(p.read_bytes() for p in stage_code_files("train"))
+    return f"{section_hash(model_cfg, relevant)}-{data_hash}-{hashlib.sha256(code).hexdigest()[:16]}"
 
 
 def load_checkpoint(path: Path) -> dict:
@@ -181,10 +185,7 @@ def train(
     slice of every batch, gradients are averaged, and only rank 0 writes the log,
     samples, checkpoints and the generator.
     """
-    device = resolve_device(train_cfg.device)
-    world, rank, owns_group = _init_distributed(device)
-    if world > 1 and device.type == "cuda":
-        device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
+    device, world, rank, owns_group = _init_distributed(resolve_device(train_cfg.device))
     if device.type == "cpu":
         torch.use_deterministic_algorithms(True)
     split = load_split(train_split)
@@ -237,13 +238,14 @@ def train(
             step, epoch, batch = ckpt["step"], ckpt["epoch"], ckpt["batch"]
             resumed_from = step
             log.info("resuming from %s at step %d (epoch %d, batch %d)", ckpt_path, step, epoch, batch)
-            _truncate_log(log_path, step)
         else:
             log.info("ignoring %s: it was made with other settings or data", ckpt_path)
-    if rank == 0:
+    if rank == 0:  # the only rank that touches the log and samples: another rank's late rewrite would orphan them
         if step == 0:
             for stale in (log_path, *sample_dir.glob("epoch_*.png")):
                 stale.unlink(missing_ok=True)
+        else:
+            _truncate_log(log_path, step)
         log_path.parent.mkdir(parents=True, exist_ok=True)
         sample_dir.mkdir(parents=True, exist_ok=True)
         new_log = not log_path.exists() or log_path.stat().st_size == 0
@@ -372,7 +374,9 @@ def train(
     trained = step - resumed_from
     result = TrainResult(
         steps=step,
-        epochs=train_cfg.epochs,
+        epochs=math.floor(100 * step / steps_per_epoch) / 100,  # trained, never rounded up to a full epoch
+        epochs_planned=train_cfg.epochs,
+        stopped_by_time_budget=epoch < train_cfg.epochs,  # only train.max_seconds ends the loop early
         resumed_from_step=resumed_from,
         seconds=round(seconds, 3),
         images_per_second=round(trained * bs / seconds, 1) if seconds > 0 else 0.0,
@@ -415,28 +419,22 @@ def _ranks_in_sync(G: torch.nn.Module, D: torch.nn.Module) -> bool:
     return True
 
 
-def _init_distributed(device: torch.device) -> tuple[int, int, bool]:
-    """(world size, rank, whether we created the process group) from torchrun's environment."""
+def _init_distributed(device: torch.device) -> tuple[torch.device, int, int, bool]:
+    """(this rank's device, world size, rank, whether we created the process group) from torchrun's environment.
+
+    A CUDA rank trains on the GPU that LOCAL_RANK names (whatever index train.device gives) and makes
+    it the current device *before* the process group exists: NCCL runs object collectives (the
+    checkpoint's all_gather_object) and barriers on the current device, cuda:0 on every rank otherwise.
+    """
     world = int(os.environ.get("WORLD_SIZE", "1"))
     if world <= 1:
-        return 1, 0, False
+        return device, 1, 0, False
     import torch.distributed as dist
 
+    if device.type == "cuda":
+        device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
+        torch.cuda.set_device(device)
     if dist.is_initialized():
-        return dist.get_world_size(), dist.get_rank(), False
+        return device, dist.get_world_size(), dist.get_rank(), False
     dist.init_process_group(backend="nccl" if device.type == "cuda" else "gloo")
-    return dist.get_world_size(), dist.get_rank(), True
-
-
-def save_generator(path: Path, G: torch.nn.Module, model_cfg: ModelConfig, meta: dict) -> None:
-    """Weights plus the model config needed to rebuild G (no pickled code)."""
-    state = {k: v.detach().cpu() for k, v in G.state_dict().items()}
-    atomic.save_torch(path, {"model_config": model_cfg.model_dump(), "state_dict": state, "meta": meta})
-
-
-def load_generator(path: str | Path, device: str | torch.device = "cpu") -> tuple[torch.nn.Module, ModelConfig]:
-    blob = torch.load(path, map_location="cpu", weights_only=True)
-    cfg = ModelConfig.model_validate(blob["model_config"])
-    G = build_generator(cfg)
-    G.load_state_dict(blob["state_dict"])
-    return G.to(device).eval(), cfg
+    return device, dist.get_world_size(), dist.get_rank(), True

@@ -4,6 +4,7 @@ in a temporary copy of the repo (a real git + DVC repo)."""
 from __future__ import annotations
 
 import json
+import os
 import sys
 
 import numpy as np
@@ -12,6 +13,7 @@ import yaml
 from PIL import Image
 
 from .conftest import TINY, copy_repo, require_debian_fashion_mnist, run
+from .test_stage_deps import TRACE_DIR, dvc_stages, params_problems, read_trace
 
 pytestmark = pytest.mark.slow
 
@@ -23,8 +25,14 @@ def ran_stages(output: str) -> list[str]:
 def test_dvc_repro_end_to_end(tmp_path):
     require_debian_fashion_mnist()
     repo = copy_repo(tmp_path / "repo", TINY)
-    first = run(["dvc", "repro"], repo)
-    assert ran_stages(first.stdout) == ["download", "prepare", "classifier", "train", "reference", "evaluate", "export"]
+    trace = tmp_path / "params-read.jsonl"  # every params key each stage reads, recorded as it runs
+    env = {**os.environ, "PYTHONPATH": str(TRACE_DIR), "GAN_PARAMS_TRACE": str(trace)}
+    first = run(["dvc", "repro"], repo, env=env)
+    stages = ["download", "prepare", "classifier", "train", "reference", "evaluate", "export"]
+    assert ran_stages(first.stdout) == stages
+    assert {t["stage"] for t in read_trace(trace)} == set(stages), "the params tracer did not run in every stage"
+    problems = params_problems(read_trace(trace), dvc_stages(repo / "dvc.yaml"))
+    assert not problems, "dvc.yaml misses params its stages read:\n" + "\n".join(problems)
 
     raw = repo / "data/raw/fashion-mnist"
     assert sorted(p.name for p in raw.iterdir()) == [

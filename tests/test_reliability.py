@@ -17,7 +17,8 @@ import yaml
 
 from gan import atomic
 from gan.config import ModelConfig, TrainConfig, apply_overrides
-from gan.train import DivergenceError, TrainOutputs, load_checkpoint, load_generator, save_generator, train
+from gan.models import load_generator, save_generator
+from gan.train import DivergenceError, TrainOutputs, load_checkpoint, train
 
 from .conftest import REPO, run
 
@@ -41,6 +42,34 @@ TRAIN = ["model.channels=32", "train.epochs=6", "train.batch_size=64", "train.ch
          "train.log_flush_every=5", "train.device=cpu"]  # fmt: skip
 
 
+_KILLED_MID_WRITE = """
+import os, signal, sys
+from contextlib import ExitStack
+from gan import atomic
+with ExitStack() as writes:
+    for path in sys.argv[1:]:
+        tmp = writes.enter_context(atomic.atomic_path(path))
+        tmp.write_bytes(b"half-written")
+        print(tmp, flush=True)
+    os.kill(os.getpid(), signal.SIGKILL)
+"""
+
+
+def killed_mid_write(cwd: Path, *paths: str) -> list[Path]:
+    """The temp files `kill -9` leaves: a process starts an atomic write of each path and is killed."""
+    proc = subprocess.run([sys.executable, "-c", _KILLED_MID_WRITE, *paths], cwd=cwd, capture_output=True, text=True)
+    assert proc.returncode == -signal.SIGKILL, proc.stderr
+    temps = [cwd / line for line in proc.stdout.split()]
+    assert len(temps) == len(paths) and all(t.is_file() for t in temps)
+    return temps
+
+
+def logged_steps(log: Path) -> list[int]:
+    """Steps of the complete rows of a log.tsv that may be mid-append."""
+    rows = log.read_text().split("\n")[1:-1] if log.exists() else []
+    return [int(r.split("\t", 1)[0]) for r in rows]
+
+
 def test_kill_9_mid_training_then_rerun_resumes_bit_identically(tmp_path):
     ref = workspace(tmp_path / "uninterrupted", TRAIN)
     run([sys.executable, "-m", "gan", "train"], ref)
@@ -49,29 +78,81 @@ def test_kill_9_mid_training_then_rerun_resumes_bit_identically(tmp_path):
     env = {**os.environ, "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}"}
     proc = subprocess.Popen([sys.executable, "-m", "gan", "train"], cwd=ws, env=env,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
-    ckpt = ws / "data/checkpoints/last.pt"
+    ckpt, log = ws / "data/checkpoints/last.pt", ws / "data/train/log.tsv"
+    per_epoch = 2000 // 64  # 31 steps; checkpoints every 20 steps and at each epoch's end, log rows every 5
     deadline = time.monotonic() + 120
-    killed_at = None
+    seen = None
     while time.monotonic() < deadline and proc.poll() is None:
         if ckpt.exists():
-            step = load_checkpoint(ckpt)["step"]
-            if step >= 60:
-                proc.send_signal(signal.SIGKILL)  # mid-epoch: 31 steps per epoch, checkpoints every 20
-                killed_at = step
+            c = load_checkpoint(ckpt)
+            epoch_end = (c["epoch"] + 1) * per_epoch
+            # After a mid-epoch checkpoint, with rows logged past it, 5+ steps before the epoch's end.
+            if c["batch"] > 0 and c["step"] + 5 <= max(logged_steps(log), default=0) <= epoch_end - 5:
+                proc.send_signal(signal.SIGKILL)
+                seen = c
                 break
         time.sleep(0.02)
     proc.wait()
-    assert killed_at is not None and proc.returncode == -signal.SIGKILL, "training ended before it could be killed"
+    assert seen is not None and proc.returncode == -signal.SIGKILL, "training ended before it could be killed"
+    # What the rerun finds: the mid-epoch checkpoint, rows past it to drop and replay, the epoch unfinished.
+    left = load_checkpoint(ckpt)
+    assert (left["step"], left["epoch"], left["batch"]) == (seen["step"], seen["epoch"], seen["batch"])
+    assert left["batch"] > 0 and left["step"] == left["epoch"] * per_epoch + left["batch"]
+    assert left["step"] < logged_steps(log)[-1] < (left["epoch"] + 1) * per_epoch
+    assert not (ws / f"data/train/samples/epoch_{left['epoch'] + 1:03d}.png").exists()
     assert not (ws / "data/models/generator.pt").exists()
-    assert not list(ws.rglob("*.tmp")), "a half-written file was left behind"
+    # A kill can land inside any write; leave what such kills leave, in every output of the stage.
+    killed_mid_write(ws, "data/train/log.tsv", f"data/train/samples/epoch_{left['epoch'] + 1:03d}.png",
+                     "data/checkpoints/last.pt", "data/models/generator.pt")  # fmt: skip
 
     run([sys.executable, "-m", "gan", "train"], ws)
     summary = yaml.safe_load((ws / "data/train/summary.json").read_text())
-    assert 60 <= summary["resumed_from_step"] < summary["steps"] == 186
+    assert summary["resumed_from_step"] == left["step"] and summary["steps"] == 6 * per_epoch
     a = torch.load(ref / "data/models/generator.pt", weights_only=True)["state_dict"]
     b = torch.load(ws / "data/models/generator.pt", weights_only=True)["state_dict"]
     assert all(torch.equal(a[k], b[k]) for k in a), "resumed weights differ from an uninterrupted run"
     assert (ref / "data/train/log.tsv").read_text() == (ws / "data/train/log.tsv").read_text()
+    assert not list((ws / "data").rglob("*.tmp")), "a half-written file was left behind"
+
+
+def test_a_stage_removes_only_its_own_stale_temps_when_it_starts(tmp_path, monkeypatch):
+    """Temps that kill -9 left in a stage's outputs are gone when the stage body starts; files that only look
+    like them, and temps of files the stage does not write (another stage's may be mid-write), stay."""
+    from gan import cli
+
+    ours = killed_mid_write(tmp_path, "data/models/generator.pt", "data/train/log.tsv",
+                            "data/train/samples/epoch_003.png", "data/checkpoints/last.pt")  # fmt: skip
+    not_ours = killed_mid_write(tmp_path, "data/models/classifier.pt", "data/models/generator.pt.old",
+                                "data/metrics/metrics.json", "data/samples/samples.npz")  # fmt: skip
+    (tmp_path / "notes.txt").write_text("a user's file")
+    look_alikes = [tmp_path / "data/train" / name for name in (
+        ".log.tsv.tmp", "log.tsv.abcd1234.tmp", ".log.tsv.ABCD1234.tmp", ".log.tsv.abcd123.tmp",
+        ".log.tsv.abcd1234.tmp.bak", "notes.tmp", ".log.tsv.abcd1234.TMP",
+    )]  # fmt: skip
+    for f in look_alikes:
+        f.write_text("a user's file")
+    link = tmp_path / "data/train/.log.tsv.zzzzzzzz.tmp"
+    link.symlink_to(tmp_path / "notes.txt")
+    at_start = set()
+    monkeypatch.setitem(cli.STAGES, "train", lambda p: at_start.update(tmp_path.rglob("*")))
+    monkeypatch.chdir(tmp_path)
+    assert cli.main(["train", "--params", str(REPO / "params.yaml")]) == 0
+    assert at_start, "the stage did not run"
+    assert not at_start & set(ours), "stale temps left at stage start"
+    assert set(not_ours + look_alikes + [link]) <= at_start, "a file that is not a stale temp of the stage was removed"
+    assert (tmp_path / "notes.txt").read_text() == "a user's file"
+
+
+def test_each_stages_outputs_are_its_dvc_yaml_outs():
+    """The cleanup at stage start covers exactly what dvc.yaml says the stage writes."""
+    from gan.cli import OUTPUTS, STAGES
+
+    declared = {}
+    for name, stage in yaml.safe_load((REPO / "dvc.yaml").read_text())["stages"].items():
+        entries = stage.get("outs", []) + stage.get("metrics", [])
+        declared[name] = {e if isinstance(e, str) else next(iter(e)) for e in entries}
+    assert OUTPUTS.keys() == STAGES.keys() == declared.keys()
+    assert {k: {str(p) for p in v} for k, v in OUTPUTS.items()} == declared
 
 
 def test_divergence_stops_with_the_step_and_keeps_the_last_good_checkpoint(tmp_path, tiny_split, monkeypatch):
@@ -96,23 +177,30 @@ def test_divergence_stops_with_the_step_and_keeps_the_last_good_checkpoint(tmp_p
     assert out.generator.read_bytes() == b"previous generator"
 
 
-def test_nan_weights_are_never_checkpointed(tmp_path, tiny_split, monkeypatch):
+@pytest.mark.parametrize("net", ["generator", "discriminator"])
+def test_nan_weights_are_never_checkpointed(net, tmp_path, tiny_split, monkeypatch):
+    """A NaN the losses cannot show -- a BatchNorm running mean, unused in training mode -- is caught by the weight
+    check before the checkpoint at step 5: the error names the tensor, and nothing is saved."""
     import gan.train as gt
 
-    cfg = TrainConfig(epochs=1, batch_size=32, device="cpu")
-    real_step = torch.optim.Adam.step
+    build, poisoned_buffer = getattr(gt, f"build_{net}"), []
 
-    def corrupting_step(self, *a, **k):  # weights go NaN while the losses still look finite
-        r = real_step(self, *a, **k)
-        with torch.no_grad():
-            for group in self.param_groups:
-                group["params"][0].fill_(float("nan"))
-        return r
+    def poisoned(cfg):  # its first BatchNorm's running mean is NaN, and each step's update keeps it NaN
+        module = build(cfg)
+        name, bn = next((n, m) for n, m in module.named_modules() if isinstance(m, torch.nn.BatchNorm2d))
+        bn.running_mean.fill_(float("nan"))
+        poisoned_buffer.append(f"{name}.running_mean")
+        return module
 
-    monkeypatch.setattr(gt.torch.optim.Adam, "step", corrupting_step)
+    monkeypatch.setattr(gt, f"build_{net}", poisoned)
+    cfg = TrainConfig(epochs=1, batch_size=32, checkpoint_every=5, log_flush_every=1, device="cpu")
     out = TrainOutputs(tmp_path / "g.pt", tmp_path / "ckpt", tmp_path / "log")
-    with pytest.raises(DivergenceError, match=r"diverged at step \d+"):
+    with pytest.raises(DivergenceError) as info:
         train(ModelConfig(channels=8, z_dim=16), cfg, tiny_split, out, progress_bar=False)
+    assert str(info.value) == f"training diverged at step 5: {net} weight '{poisoned_buffer[0]}' is NaN/inf"
+    rows = [r.split("\t") for r in (out.log_dir / "log.tsv").read_text().splitlines()[1:]]
+    assert [int(r[0]) for r in rows] == [1, 2, 3, 4, 5]  # the loss check passed every step: the losses were finite
+    assert all(np.isfinite(float(v)) for r in rows for v in r[2:4])
     assert not (out.checkpoint_dir / "last.pt").exists() and not out.generator.exists()
 
 

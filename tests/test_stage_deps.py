@@ -1,0 +1,168 @@
+"""`dvc repro` may only call a stage current when nothing it runs or reads has changed.
+
+Each stage's `cmd` in dvc.yaml is `python -m gan STAGE`; `gan.codedeps` finds the package
+files that command can run (its transitive imports inside `gan/`). dvc.yaml must list
+exactly those as the stage's code deps, and the trainer's resume fingerprint must hash the
+same files. The params a stage reads are recorded while the stages really run (the e2e
+test, through tests/params_trace) and checked against the stage's `params` here.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import pytest
+import yaml
+
+from gan import codedeps
+from gan.config import Params
+
+from .conftest import REPO
+
+CMD = re.compile(r"^python -m gan (\w+)$")
+
+
+def dvc_stages(dvc_yaml: Path = REPO / "dvc.yaml") -> dict[str, dict]:
+    return yaml.safe_load(dvc_yaml.read_text())["stages"]
+
+
+def cli_stage(dvc_name: str, stage: dict) -> str:
+    m = CMD.match(stage["cmd"].strip())
+    assert m, f"dvc.yaml stage {dvc_name!r}: cmd {stage['cmd']!r} is not `python -m gan STAGE`"
+    return m.group(1)
+
+
+def code_deps_problems(stages: dict[str, dict]) -> list[str]:
+    problems = []
+    for name, stage in stages.items():
+        listed = {d for d in stage.get("deps", []) if isinstance(d, str) and d.startswith("gan/")}
+        needed = set(codedeps.stage_code_deps(cli_stage(name, stage)))
+        if listed != needed:
+            problems.append(
+                f"stage {name!r}: missing {sorted(needed - listed)}, not imported {sorted(listed - needed)}; "
+                f"its gan/ deps should be exactly: {sorted(needed)} (`python -m gan.codedeps` prints them)"
+            )
+    return problems
+
+
+def test_dvc_yaml_lists_exactly_the_code_each_stage_runs():
+    problems = code_deps_problems(dvc_stages())
+    assert not problems, "\n".join(problems)
+
+
+def test_a_missing_code_dep_is_caught(tmp_path):
+    stages = dvc_stages()
+    stages["evaluate"]["deps"] = [d for d in stages["evaluate"]["deps"] if d != "gan/features.py"]
+    stages["export"]["deps"].append("gan/download.py")
+    problems = code_deps_problems(stages)
+    assert len(problems) == 2
+    assert "'evaluate': missing ['gan/features.py']" in problems[0]
+    assert "'export': missing [], not imported ['gan/download.py']" in problems[1]
+
+
+def test_the_closure_follows_nested_imports_but_only_the_stages_own_cli_function():
+    train = set(codedeps.stage_code_deps("train"))
+    # train.py imports prepare.py, which imports idx.py and datasets.py: transitive deps count.
+    assert {"gan/train.py", "gan/prepare.py", "gan/idx.py", "gan/datasets.py", "gan/cli.py"} <= train
+    # cli.py imports every stage's module, each inside its own stage function: those don't count.
+    assert "gan/download.py" not in train and "gan/evaluate.py" not in train
+    assert "gan/evaluate.py" in codedeps.stage_code_deps("export")  # export imports it for summary_rows
+
+
+def test_resume_fingerprint_hashes_the_train_stage_code(monkeypatch, tiny_split):
+    import numpy as np
+    import torch  # noqa: F401  (gan.train imports it)
+
+    from gan import train as train_mod
+
+    images = np.load(tiny_split)["images"]
+    p = Params()
+    before = train_mod.run_fingerprint(p.model, p.train, images)
+    for path in codedeps.stage_code_files("train"):
+        original = Path.read_bytes
+
+        def edited(self, _target=path, _original=original):
+            data = _original(self)
+            return data + b"\n# edited\n" if self == _target else data
+
+        monkeypatch.setattr(Path, "read_bytes", edited)
+        assert train_mod.run_fingerprint(p.model, p.train, images) != before, f"{path} not in the fingerprint"
+        monkeypatch.setattr(Path, "read_bytes", original)
+
+
+# --- params: what each stage reads (recorded by tests/params_trace while the stages run) ---
+
+TRACE_DIR = Path(__file__).parent / "params_trace"
+
+
+# Keys a stage reads that cannot change what it writes (declaring them would rerun it for nothing), and why.
+NO_EFFECT_ON_OUTPUTS = {
+    # Where and how patiently to fetch: a file is accepted only if its SHA-256 matches, so the bytes are the same.
+    "download": {"data.mirrors", "data.connect_timeout", "data.read_timeout", "data.retries"},
+}
+
+
+def declared_params(stage: dict) -> set[str]:
+    keys: set[str] = set()
+    for entry in stage.get("params", []):
+        keys.update(entry if isinstance(entry, dict) else [entry])  # `- file.yaml: [keys]` or `- key`
+    return keys
+
+
+def covered(key: str, declared: set[str]) -> bool:
+    """`evaluate.seed` is covered by `evaluate.seed` or `evaluate`; a whole section only by itself; `*` never."""
+    parts = key.split(".")
+    return any(".".join(parts[:i]) in declared for i in range(1, len(parts) + 1))
+
+
+def params_problems(trace: list[dict], stages: dict[str, dict]) -> list[str]:
+    by_cli = {cli_stage(name, st): name for name, st in stages.items()}
+    problems = []
+    for stage in sorted({t["stage"] for t in trace}):
+        name = by_cli[stage]
+        declared = declared_params(stages[name])
+        read = sorted({t["key"] for t in trace if t["stage"] == stage})
+        missing = [k for k in read if not covered(k, declared) and k not in NO_EFFECT_ON_OUTPUTS.get(stage, ())]
+        if missing:
+            problems.append(f"stage {name!r} reads {missing} but dvc.yaml declares only {sorted(declared)}")
+    return problems
+
+
+def read_trace(path: Path) -> list[dict]:
+    return [json.loads(line) for line in path.read_text().splitlines() if line]
+
+
+def test_params_check_catches_an_undeclared_read():
+    stages = dvc_stages()
+    trace = [{"stage": "evaluate", "key": "evaluate.seed"}, {"stage": "evaluate", "key": "data.dataset"},
+             {"stage": "train", "key": "model"}, {"stage": "export", "key": "*"}]  # fmt: skip
+    stages["evaluate"]["params"] = ["evaluate"]
+    problems = params_problems(trace, stages)
+    assert any("'evaluate' reads ['data.dataset']" in p for p in problems)
+    assert any("'export' reads ['*']" in p for p in problems)
+    assert not any(p.startswith("stage 'train'") for p in problems)
+
+
+@pytest.mark.parametrize(("key", "declared", "ok"), [
+    ("evaluate.seed", {"evaluate"}, True), ("evaluate.seed", {"evaluate.seed"}, True),
+    ("evaluate", {"evaluate.seed"}, False), ("evaluate.seed", {"evaluate.n_samples"}, False),
+    ("*", {"data", "model"}, False),
+])  # fmt: skip
+def test_covered(key, declared, ok):
+    assert covered(key, declared) is ok
+
+
+def test_the_tracer_records_fields_sections_and_whole_reads(tmp_path):
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("trace_probe", TRACE_DIR / "sitecustomize.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)  # GAN_PARAMS_TRACE unset: defines the proxy, installs nothing
+    seen: list[str] = []
+    p = mod._Traced(Params(), "", seen.append)
+    assert p.train.device == "auto" and p.evaluate.seed == 1234
+    p.model.model_dump()
+    p.model_dump()
+    assert seen == ["train.device", "evaluate.seed", "model", "*"]
