@@ -196,23 +196,32 @@ def test_cuda_graph_setting_is_eager_and_identical_off_cuda(tiny_split, tmp_path
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="CUDA graphs need a GPU")
 def test_cuda_graph_step_replays_the_eager_update():
-    """CudaGraphStep (3 eager warm-up steps, capture, replays) lands where eager steps with capturable Adam do."""
+    """CudaGraphStep (3 eager warm-up steps, capture, replays) lands where eager steps with capturable Adam do.
+
+    In float64, with the bound measured as in test_compiled_training_matches_eager: float32 runs of
+    two code paths part at a step that depends on the kernels (and TF32), so a fixed float32
+    tolerance would pass or fail by GPU model.
+    """
     from gan.train import CudaGraphStep
 
-    runs = []
-    for graphed in (True, False):
+    def run(graphed: bool, nudge: bool = False) -> dict:
         torch.manual_seed(0)
-        G, D = build_generator(MODEL).cuda(), build_discriminator(MODEL).cuda()
+        G, D = build_generator(MODEL).cuda().double(), build_discriminator(MODEL).cuda().double()
         opt_g = torch.optim.Adam(G.parameters(), lr=1e-3, betas=(0.5, 0.999), capturable=True)
         opt_d = torch.optim.Adam(D.parameters(), lr=1e-3, betas=(0.5, 0.999), capturable=True)
         step = CudaGraphStep(G, D, opt_g, opt_d, amp=False) if graphed else partial(gan_step, G, D, opt_g, opt_d)
         gen = torch.Generator(device="cuda").manual_seed(1)
+        up = torch.tensor(float("inf"), dtype=torch.float64, device="cuda")
         for _ in range(8):  # 3 warm-up steps, the captured step, 4 replays
-            x = torch.rand(16, 1, 28, 28, device="cuda", generator=gen) * 2 - 1
-            step(x, torch.randn(16, MODEL.z_dim, device="cuda", generator=gen))
-        runs.append(G.state_dict())
-    for k in runs[0]:
-        torch.testing.assert_close(runs[0][k], runs[1][k], rtol=1e-4, atol=1e-5, msg=k)
+            x = torch.rand(16, 1, 28, 28, device="cuda", generator=gen, dtype=torch.float64) * 2 - 1
+            step(torch.nextafter(x, up) if nudge else x, torch.randn(16, MODEL.z_dim, device="cuda", generator=gen,
+                                                                    dtype=torch.float64))  # fmt: skip
+        return {k: v.detach().cpu() for k, v in G.state_dict().items()}
+
+    graphed, eager, nudged = run(True), run(False), run(False, nudge=True)
+    drift, reference = _max_difference(graphed, eager), _max_difference(nudged, eager)
+    ulp = torch.finfo(torch.float64).eps * max(v.abs().max().item() for v in eager.values() if v.is_floating_point())
+    assert drift <= 100 * reference + ulp, f"graph vs eager: {drift:.1e}; eager, inputs one ulp off: {reference:.1e}"
 
 
 class _StopAtProcessGroup(Exception):
