@@ -5,14 +5,19 @@ runs `dvc repro --single-item STAGE` (so dvc.lock records it exactly as
 `dvc repro` would) and streams the stage's output to the run logs. Stage logic
 is in `gan/`.
 
-    python -m flows.pipeline                       # run on params.yaml
+    python -m flows.pipeline                       # run on params.yaml; ends with a short summary
     python -m flows.pipeline train.epochs=3        # with overrides (validated, then saved to params.yaml)
+    python -m flows.pipeline --json                # the run's result as JSON instead of the summary
+
+Exit status: 0 done, 1 failed, 2 bad settings (like the `python -m gan` stage commands).
 """
 
 from __future__ import annotations
 
 import base64
 import json
+import logging
+import os
 import sys
 import time
 from datetime import UTC, datetime
@@ -30,10 +35,11 @@ from prefect.cache_policies import NO_CACHE
 from prefect.events import emit_event
 from prefect.tasks import exponential_backoff
 
+from flows.notify import DATASET_CHANGED, dataset_resource
 from gan import dvcrun
 from gan.champion import FILES as CHAMPION_FILES
-from gan.champion import decide, promote, read_record
-from gan.config import Params, load_params, save_overrides
+from gan.champion import Decision, decide, metric_value, promote, read_record, summary_lines
+from gan.config import ConfigError, Params, load_params, save_overrides
 
 REPO = Path(__file__).resolve().parents[1]
 CHAMPION_DIR = Path("data/models/champion")
@@ -99,13 +105,18 @@ download_stage = task(
 @task(name="champion-gate", cache_policy=NO_CACHE)
 def champion_gate(repo: str, params: Params) -> dict:
     """Re-score the champion with today's evaluation setup, compare, promote only if better."""
+    return run_gate(Path(repo), params, str(runtime.flow_run.id or ""), get_run_logger())
+
+
+def run_gate(root: Path, params: Params, flow_run_id: str, logger: logging.Logger | logging.LoggerAdapter) -> dict:
+    """The champion gate without Prefect: what `champion_gate` does in a flow run."""
     from gan.evaluate import evaluate
 
-    logger = get_run_logger()
-    root = Path(repo)
     candidate = json.loads((root / "data/metrics/metrics.json").read_text())
+    metric = params.promote.metric
+    metric_value(candidate, metric)  # absent: say so before spending time on re-scoring the champion
     champ_dir = root / CHAMPION_DIR
-    record = read_record(champ_dir)
+    record = read_record(champ_dir)  # also recovers a promotion a crash interrupted
     champion_now = None
     if record is not None:
         champion_now = evaluate(
@@ -118,14 +129,9 @@ def champion_gate(repo: str, params: Params) -> dict:
             device=params.train.device,
         )
         (root / "data/metrics/.champion-rescored.json").unlink(missing_ok=True)
-    decision = decide(candidate, champion_now, params.promote.margin, params.promote.require_all_classes)
-    logger.info(
-        "champion gate: %s (candidate %.4g, champion %s)",
-        decision.reason,
-        decision.candidate_fd,
-        "none" if decision.champion_fd is None else f"{decision.champion_fd:.4g}",
-    )
-    flow_run_id = str(runtime.flow_run.id or "")
+    p = params.promote
+    decision = decide(candidate, champion_now, p.margin, p.require_all_classes, metric=metric)
+    logger.info("champion gate: %s", " | ".join(summary_lines(decision, candidate)))
     if decision.promote:
         summary = json.loads((root / "data/prepared/summary.json").read_text())
         sources = {
@@ -144,12 +150,12 @@ def champion_gate(repo: str, params: Params) -> dict:
                 "promoted_at": datetime.now(UTC).isoformat(timespec="seconds"),
                 "data_version": {s: v["sha256_images"] for s, v in summary["splits"].items()},
                 "dataset": summary["dataset"],
-                "generator_md5": dvcrun.out_hash("train", repo),
+                "generator_md5": dvcrun.out_hash("train", root),
                 "metrics": candidate,
                 "decision": decision.as_dict(),
             },
         )
-        dvcrun.dvc(["add", str(CHAMPION_DIR)], repo)
+        dvcrun.dvc(["add", str(CHAMPION_DIR)], root)
         logger.info("promoted: %s is the new champion", CHAMPION_DIR)
     return {
         "decision": decision.as_dict(),
@@ -160,35 +166,55 @@ def champion_gate(repo: str, params: Params) -> dict:
     }
 
 
-def _report(repo: Path, gate: dict, history_rows: list[dict]) -> None:
-    from gan.evaluate import summary_rows  # imports torch: only when a stage ran (keeps no-op runs fast)
+def history_row(gate: dict, params: Params, ran: list[str]) -> dict:
+    """One row of data/history/runs.csv: the run, its primary metric beside the champion's, the decision."""
+    cand, dec = gate["candidate"], gate["decision"]
+    metric = dec["metric"]
+    return {
+        "finished_at": datetime.now(UTC).isoformat(timespec="seconds"),
+        "flow_run_id": gate["flow_run_id"],
+        "dataset": params.data.dataset,
+        "arch": params.model.arch,
+        "epochs": params.train.epochs,
+        "stages_run": " ".join(ran),
+        "metric": metric,
+        "value": dec["candidate_value"],
+        "floor": cand.get(f"{metric}_floor"),
+        "champion_value": dec["champion_value"],
+        "classes_covered": cand.get("classes_covered"),  # none without the classifier extractor
+        "class_kl": cand.get("class_kl"),
+        "promoted": dec["promote"],
+    }
 
+
+def report_markdown(repo: Path, gate: dict) -> str:
+    """The `gan-report` artifact: decision, primary metric (and classes, where measured), grid, files."""
     cand, champ, dec = gate["candidate"], gate["champion"] or {}, gate["decision"]
-    champ_rows = {r["metric"]: r["value"] for r in summary_rows(champ)}
-    create_table_artifact(
-        [{"metric": r["metric"], "this_run": r["value"], "champion": champ_rows.get(r["metric"], "—"),
-          "real_vs_real_floor": r["floor"]} for r in summary_rows(cand)],
-        key=ARTIFACT_KEYS["metrics"],
-        description="This run beside the champion (re-scored on the same setup) and the real-vs-real floor",
-    )  # fmt: skip
-    create_table_artifact(
-        history_rows[-50:], key=ARTIFACT_KEYS["history"], description=f"Past runs ({HISTORY}, pandas-readable CSV)"
-    )
+    metric = dec["metric"]
+    classes = "classes_covered" in cand
+    k = cand.get("num_classes")
+
+    def row(label: str, value, covered) -> str:
+        return f"| {label} | {value} |" + (f" {covered}/{k} |" if classes else "")
+
+    table = "\n".join([
+        f"| | {metric} |" + (" classes covered |" if classes else ""),
+        "|---|---|" + ("---|" if classes else ""),
+        row("this run", cand[metric], cand.get("classes_covered")),
+        row("champion", champ.get(metric, "—"), champ.get("classes_covered", "—")),
+        row("real-vs-real floor", cand.get(f"{metric}_floor", "—"), cand.get("classes_covered_floor")),
+    ])  # fmt: skip
     grid = base64.b64encode((repo / "data/samples/grid.png").read_bytes()).decode()
     verdict = "PROMOTED to champion" if dec["promote"] else "not promoted"
     files = "\n".join(
         f"- `{repo / 'data/samples' / f}`"
         for f in ("grid.png", "samples.npz", "generator.torchscript.pt", "MODEL_CARD.md", "png/")
     )
-    md = f"""# GAN pipeline run
+    return f"""# GAN pipeline run
 
 **Candidate {verdict}.** {dec["reason"]}
 
-| | Fréchet distance (classifier) | classes covered |
-|---|---|---|
-| this run | {cand["fid_classifier"]} | {cand["classes_covered"]}/{cand["num_classes"]} |
-| champion | {champ.get("fid_classifier", "—")} | {champ.get("classes_covered", "—")} |
-| real-vs-real floor | {cand["fid_classifier_floor"]} | {cand["classes_covered_floor"]}/{cand["num_classes"]} |
+{table}
 
 ## Samples (8×8 grid)
 
@@ -199,7 +225,58 @@ def _report(repo: Path, gate: dict, history_rows: list[dict]) -> None:
 - champion: `{repo / CHAMPION_DIR}`
 - run history: `{repo / HISTORY}`
 """
-    create_markdown_artifact(md, key=ARTIFACT_KEYS["report"], description="Samples, decision, files")
+
+
+def _report(repo: Path, gate: dict, history_rows: list[dict]) -> None:
+    from gan.evaluate import summary_rows  # imports torch: only when a stage ran (keeps no-op runs fast)
+
+    cand, champ = gate["candidate"], gate["champion"] or {}
+    champ_rows = {r["metric"]: r["value"] for r in summary_rows(champ)}
+    create_table_artifact(
+        [{"metric": r["metric"], "this_run": r["value"], "champion": champ_rows.get(r["metric"], "—"),
+          "real_vs_real_floor": r["floor"]} for r in summary_rows(cand)],
+        key=ARTIFACT_KEYS["metrics"],
+        description="This run beside the champion (re-scored on the same setup) and the real-vs-real floor",
+    )  # fmt: skip
+    create_table_artifact(
+        history_rows[-50:], key=ARTIFACT_KEYS["history"], description=f"Past runs ({HISTORY}, pandas-readable CSV)"
+    )
+    create_markdown_artifact(report_markdown(repo, gate), key=ARTIFACT_KEYS["report"],
+                             description="Samples, decision, files")  # fmt: skip
+
+
+def _emit_dataset_changed(dataset: str, previous_md5: str, repo: str, logger) -> None:
+    payload = {"dataset": dataset, "md5": dvcrun.out_hash("download", repo), "previous_md5": previous_md5}
+    emit_event(DATASET_CHANGED, resource=dataset_resource(dataset), payload=payload)
+    logger.info("dataset %s changed: emitted %s", dataset, DATASET_CHANGED)
+
+
+def _unchanged_summary(repo: Path, metric: str) -> list[str]:
+    value = ((read_record(repo / CHAMPION_DIR) or {}).get("metrics") or {}).get(metric)
+    champion = "none yet" if value is None else f"{value:.4g}"
+    return ["nothing changed: every stage is up to date", f"champion {metric}: {champion}", *_files_lines(repo)]
+
+
+def _files_lines(repo: Path) -> list[str]:
+    return [
+        f"samples: {repo / 'data/samples/grid.png'}; model card: {repo / 'data/samples/MODEL_CARD.md'}",
+        f"champion: {repo / CHAMPION_DIR}/; run history: {repo / HISTORY}",
+    ]
+
+
+def _acquire(lock: FileLock, path: Path, timeout: float, logger) -> None:
+    try:
+        lock.acquire(timeout=0)
+        return
+    except Timeout:
+        logger.info("another gan-pipeline run holds %s: waiting up to %.0f s for it", path, timeout)
+    try:
+        lock.acquire(timeout=timeout)
+    except Timeout:
+        raise WorkspaceBusy(
+            f"another gan-pipeline run holds {path}; waited {timeout:.0f} s. "
+            "Wait for it to finish (or raise lock_timeout)."
+        ) from None
 
 
 @flow(name="gan-pipeline", log_prints=True)
@@ -208,19 +285,16 @@ def gan_pipeline(overrides: list[str] | None = None, repo: str | None = None, lo
     logger = get_run_logger()
     repo = str(Path(repo or REPO).resolve())
     params_path = Path(repo) / "params.yaml"
-    params = load_params(params_path, overrides)  # bad overrides fail here, before any task
+    load_params(params_path, overrides)  # a bad setting fails here, before waiting or any task
     lock = FileLock(str(Path(repo) / LOCK))
+    _acquire(lock, Path(repo) / LOCK, lock_timeout, logger)
     try:
-        lock.acquire(timeout=lock_timeout)
-    except Timeout:
-        raise WorkspaceBusy(
-            f"another gan-pipeline run holds {Path(repo) / LOCK}; waited {lock_timeout:.0f} s. "
-            "Wait for it to finish (or raise lock_timeout)."
-        ) from None
-    try:
+        # Read params (again) under the lock: a run that waited uses params.yaml as the previous run left it.
         if overrides:
             params = save_overrides(params_path, overrides)
             logger.info("saved overrides to params.yaml: %s", overrides)
+        else:
+            params = load_params(params_path)
         results = []
         all_current = dvcrun.is_current(None, repo)  # one `dvc status` for the common nothing-changed case
         for stage in dvcrun.stage_names(repo):
@@ -228,40 +302,19 @@ def gan_pipeline(overrides: list[str] | None = None, repo: str | None = None, lo
             res = runner(stage, repo, all_current)
             results.append(res)
             if stage == "download" and res["ran"] and res["changed_output"] and res["previous_output"]:
-                emit_event(
-                    "gan.dataset.updated",
-                    resource={"prefect.resource.id": f"gan.dataset.{params.data.dataset}"},
-                    payload={"dataset": params.data.dataset, "md5": dvcrun.out_hash("download", repo)},
-                )
-                logger.info("dataset %s changed: emitted gan.dataset.changed", params.data.dataset)
+                _emit_dataset_changed(params.data.dataset, res["previous_output"], repo, logger)
         ran = [r["stage"] for r in results if r["ran"]]
         if not ran:
             logger.info("nothing changed: every stage is up to date, champion unchanged")
-            return {"ran": [], "promoted": False}
+            return {"ran": [], "promoted": False, "summary": _unchanged_summary(Path(repo), params.promote.metric)}
         from gan.history import append_run  # pandas: only when a stage ran
 
         gate = champion_gate(repo, params)
-        cand = gate["candidate"]
-        history = append_run(
-            Path(repo) / HISTORY,
-            {
-                "finished_at": datetime.now(UTC).isoformat(timespec="seconds"),
-                "flow_run_id": gate["flow_run_id"],
-                "dataset": params.data.dataset,
-                "arch": params.model.arch,
-                "epochs": params.train.epochs,
-                "stages_run": " ".join(ran),
-                "fid_classifier": cand["fid_classifier"],
-                "fid_classifier_floor": cand["fid_classifier_floor"],
-                "classes_covered": cand["classes_covered"],
-                "class_kl": cand["class_kl"],
-                "champion_fd": (gate["champion"] or {}).get("fid_classifier"),
-                "promoted": gate["decision"]["promote"],
-            },
-        )
+        history = append_run(Path(repo) / HISTORY, history_row(gate, params, ran))
         dvcrun.dvc(["add", str(HISTORY.parent)], repo)
         _report(Path(repo), gate, history.to_dict("records"))
-        return {"ran": ran, "promoted": gate["decision"]["promote"], "decision": gate["decision"]}
+        summary = summary_lines(Decision(**gate["decision"]), gate["candidate"]) + _files_lines(Path(repo))
+        return {"ran": ran, "promoted": gate["decision"]["promote"], "decision": gate["decision"], "summary": summary}
     finally:
         lock.release()
 
@@ -272,12 +325,17 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m flows.pipeline", description="Run the GAN pipeline as a Prefect flow.")
     ap.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="params.yaml overrides, e.g. train.epochs=3")
     ap.add_argument("--lock-timeout", type=float, default=600.0, help="seconds to wait for another run (default 600)")
+    ap.add_argument("--json", action="store_true", help="print the run's result as JSON instead of a summary")
     args = ap.parse_args(argv)
+    # Prefect's ephemeral API (no PREFECT_API_URL) would send usage telemetry, and log an ERROR when offline.
+    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
     state = gan_pipeline(overrides=args.overrides or None, lock_timeout=args.lock_timeout, return_state=True)
     if not state.is_completed():
         print(f"flow run {state.name}: {state.message}", file=sys.stderr)
-        return 1
-    print(json.dumps(state.result(), indent=2, default=str))
+        # A bad setting exits 2, like the `python -m gan` stage commands; any other failure 1.
+        return 2 if isinstance(state.result(raise_on_failure=False), ConfigError) else 1
+    result = state.result()
+    print(json.dumps(result, indent=2, default=str) if args.json else "\n".join(result["summary"]))
     return 0
 
 

@@ -4,6 +4,12 @@ The champion lives in `data/models/champion/` (generator, TorchScript, metrics,
 model card, and `record.json`: which run and which data version produced it).
 Before comparing, the caller re-scores the champion with the *current*
 evaluation setup, so both numbers come from the same classifier, data and n.
+The number compared is `promote.metric` (a distance in metrics.json: lower is better).
+
+A promotion swaps folders with two renames (champion -> `.champion.old`, staging ->
+champion). A crash between them leaves no champion folder; `recover` (run by
+`read_record` and `promote`) puts the old one back, so a reader always finds a
+complete champion: the old one or the new one, never none and never a mix.
 """
 
 from __future__ import annotations
@@ -15,74 +21,158 @@ import shutil
 import tempfile
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import get_args
+
+from gan.config import ConfigError, PromoteConfig
 
 RECORD = "record.json"
 FILES = ("generator.pt", "generator.torchscript.pt", "metrics.json", "MODEL_CARD.md", "grid.png")
+METRICS = get_args(PromoteConfig.model_fields["metric"].annotation)  # the distances promote.metric may name
+DEFAULT_METRIC = PromoteConfig().metric
+_STAGING = "staging-"  # promote's temp folder: .<champion>.staging-XXXX beside the champion
+
+
+class MetricMissing(ConfigError):
+    """promote.metric names a distance that metrics.json does not have."""
 
 
 @dataclass(frozen=True)
 class Decision:
     promote: bool
     reason: str
-    candidate_fd: float
-    champion_fd: float | None
+    metric: str
+    candidate_value: float
+    champion_value: float | None
     margin: float
 
     def as_dict(self) -> dict:
         return asdict(self)
 
 
-def decide(candidate: dict, champion: dict | None, margin: float, require_all_classes: bool = True) -> Decision:
-    """`candidate`/`champion`: metrics.json dicts scored the same way. `margin`: relative improvement needed."""
-    fd = float(candidate["fid_classifier"])
-    champ_fd = None if champion is None else float(champion["fid_classifier"])
-    if not math.isfinite(fd):
-        return Decision(False, f"candidate distance is {fd}", fd, champ_fd, margin)
-    covered, total = candidate.get("classes_covered"), candidate.get("num_classes")
-    if require_all_classes and covered != total:
-        return Decision(False, f"candidate covers only {covered}/{total} classes (mode collapse)", fd, champ_fd, margin)
-    if champion is None:
-        return Decision(True, "no champion yet: the first successful run becomes the champion", fd, None, margin)
-    needed = champ_fd * (1 - margin)
-    if fd < needed:
-        return Decision(
-            True,
-            f"distance {fd:.4g} beats the champion's {champ_fd:.4g} by more than {margin:.0%}",
-            fd,
-            champ_fd,
-            margin,
+def metric_value(metrics: dict, metric: str, whose: str = "metrics.json") -> float:
+    """`metrics[metric]`, or an error naming the key, the distances present and the setting to change."""
+    if metric not in metrics:
+        present = [k for k in METRICS if k in metrics]
+        raise MetricMissing(
+            f"promote.metric = {metric!r}: {whose} has no such key (distances it has: {', '.join(present) or 'none'}). "
+            f"Set promote.metric in params.yaml to one of those, or add {metric.split('_', 1)[1]!r} to "
+            "evaluate.extractors."
         )
-    return Decision(
-        False,
-        f"distance {fd:.4g} does not beat the champion's {champ_fd:.4g} by {margin:.0%} (needs < {needed:.4g})",
-        fd,
-        champ_fd,
-        margin,
+    return float(metrics[metric])
+
+
+def decide(
+    candidate: dict, champion: dict | None, margin: float, require_all_classes: bool = True,
+    metric: str = DEFAULT_METRIC,
+) -> Decision:  # fmt: skip
+    """`candidate`/`champion`: metrics.json dicts scored the same way. `margin`: relative improvement needed.
+
+    The class-coverage rule applies only where the classifier's class metrics exist (`classes_covered`).
+    """
+    value = metric_value(candidate, metric, "the candidate's metrics.json")
+    champ = None if champion is None else metric_value(champion, metric, "the re-scored champion's metrics")
+
+    def verdict(promote: bool, reason: str) -> Decision:
+        return Decision(promote, reason, metric, value, champ, margin)
+
+    if not math.isfinite(value):
+        return verdict(False, f"candidate {metric} is {value}")
+    covered, total = candidate.get("classes_covered"), candidate.get("num_classes")
+    if require_all_classes and covered is not None and covered != total:
+        return verdict(False, f"candidate covers only {covered}/{total} classes (mode collapse)")
+    if champ is None:
+        return verdict(True, "no champion yet: the first successful run becomes the champion")
+    if not math.isfinite(champ):
+        return verdict(True, f"the champion's {metric} is {champ}: a finite candidate replaces it")
+    needed = champ * (1 - margin)
+    if value < needed:
+        return verdict(True, f"{metric} {value:.4g} beats the champion's {champ:.4g} by more than {margin:.0%}")
+    return verdict(
+        False, f"{metric} {value:.4g} does not beat the champion's {champ:.4g} by {margin:.0%} (needs < {needed:.4g})"
     )
 
 
+def summary_lines(decision: Decision, candidate: dict) -> list[str]:
+    """A few lines for a person: the metric beside its floor and the champion's value, classes, the decision."""
+    m = decision.metric
+    floor = candidate.get(f"{m}_floor")
+    champ = "none yet" if decision.champion_value is None else f"{decision.champion_value:.4g}"
+    lines = [f"{m}: {decision.candidate_value:.4g} (real-vs-real floor {_fmt(floor)}; champion {champ})"]
+    if "classes_covered" in candidate:
+        k = candidate["num_classes"]
+        lines.append(f"classes covered: {candidate['classes_covered']}/{k} "
+                     f"(floor {candidate.get('classes_covered_floor', '?')}/{k})")  # fmt: skip
+    lines.append(f"{'PROMOTED to champion' if decision.promote else 'not promoted'}: {decision.reason}")
+    return lines
+
+
+def _fmt(v) -> str:
+    return f"{v:.4g}" if isinstance(v, int | float) else "—"
+
+
+def _old(champion_dir: Path) -> Path:
+    return champion_dir.with_name(f".{champion_dir.name}.old")
+
+
+def recover(champion_dir: str | Path) -> None:
+    """Finish or undo a promotion that a crash interrupted; a no-op when none was.
+
+    No champion folder but `.champion.old` present: the crash fell between the two renames, so
+    the old champion goes back. Otherwise `.champion.old` and staging folders are leftovers.
+    Call it under the workspace lock (the flow holds it): it cannot tell a live staging folder
+    from a dead one.
+    """
+    champion_dir = Path(champion_dir)
+    old = _old(champion_dir)
+    if not champion_dir.exists() and old.is_dir():
+        os.replace(old, champion_dir)
+    shutil.rmtree(old, ignore_errors=True)
+    for stale in champion_dir.parent.glob(f".{champion_dir.name}.{_STAGING}*"):
+        shutil.rmtree(stale, ignore_errors=True)
+
+
 def read_record(champion_dir: str | Path) -> dict | None:
+    """The champion's record.json (None: no champion yet), after `recover`."""
+    recover(champion_dir)
     path = Path(champion_dir) / RECORD
     return json.loads(path.read_text()) if path.exists() else None
 
 
 def promote(sources: dict[str, Path], champion_dir: str | Path, record: dict) -> Path:
-    """Replace the champion with the candidate's files in one rename: never a half-written champion."""
+    """Replace the champion with the candidate's files: a reader sees the old or the new one, never a mix."""
     champion_dir = Path(champion_dir)
     champion_dir.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=".champion.", dir=champion_dir.parent))
+    recover(champion_dir)
+    staging = Path(tempfile.mkdtemp(prefix=f".{champion_dir.name}.{_STAGING}", dir=champion_dir.parent))
     try:
         for name, src in sources.items():
             shutil.copy2(src, staging / name)
         (staging / RECORD).write_text(json.dumps(record, indent=2) + "\n")
-        old = None
+        _fsync_tree(staging)
+        old = _old(champion_dir)
         if champion_dir.exists():
-            old = champion_dir.with_name(f".{champion_dir.name}.old")
-            shutil.rmtree(old, ignore_errors=True)
-            os.replace(champion_dir, old)
+            os.replace(champion_dir, old)  # from here until the next rename, recover() undoes the swap
         os.replace(staging, champion_dir)
-        if old is not None:
-            shutil.rmtree(old, ignore_errors=True)
+        _fsync_dir(champion_dir.parent)
+        shutil.rmtree(old, ignore_errors=True)
+    except BaseException:
+        recover(champion_dir)  # a failure between the renames: the old champion goes back at once
+        raise
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     return champion_dir
+
+
+def _fsync_tree(folder: Path) -> None:
+    for f in folder.iterdir():
+        with open(f, "rb") as fh:
+            os.fsync(fh.fileno())
+    _fsync_dir(folder)
+
+
+def _fsync_dir(folder: Path) -> None:
+    fd = os.open(folder, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)

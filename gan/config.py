@@ -12,7 +12,7 @@ import hashlib
 import io
 import json
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
@@ -105,8 +105,15 @@ class ExportConfig(_Section):
 
 
 class PromoteConfig(_Section):
+    metric: Literal["fid_classifier", "fid_inception", "kid_classifier", "kid_inception"] = Field(
+        "fid_classifier",
+        description="The metrics.json distance the gate compares (lower is better); its extractor must be in "
+        "evaluate.extractors.",
+    )
     margin: float = Field(0.02, ge=0, lt=1, description="Relative distance improvement a challenger needs.")
-    require_all_classes: bool = Field(True, description="Refuse a challenger that drops any class.")
+    require_all_classes: bool = Field(
+        True, description="Refuse a challenger that drops any class (needs the classifier's class metrics)."
+    )
 
 
 class Params(_Section):
@@ -172,15 +179,31 @@ def apply_overrides(raw: dict, overrides: list[str] | dict[str, Any] | None) -> 
     return raw
 
 
+def _check_across_sections(p: Params, source: str) -> None:
+    """Rules that tie two sections together (each section's own rules are in its schema)."""
+    metric, extractors = p.promote.metric, p.evaluate.extractors
+    needed = metric.split("_", 1)[1]
+    if needed not in extractors:
+        allowed = get_args(PromoteConfig.model_fields["metric"].annotation)
+        usable = ", ".join(m for m in allowed if m.split("_", 1)[1] in extractors)
+        raise ConfigError(
+            f"{source}: 1 invalid setting(s); no stage was run.\n"
+            f"  - promote.metric = {metric!r} needs the {needed!r} extractor, but evaluate.extractors = {extractors}: "
+            f"set promote.metric to one of {usable}, or add {needed!r} to evaluate.extractors"
+        )
+
+
 def validate(raw: Any, source: str = "params.yaml") -> Params:
     if raw is None:
         raw = {}
     if not isinstance(raw, dict):
         raise ConfigError(f"{source}: top level must be a mapping of sections, got {type(raw).__name__}")
     try:
-        return Params.model_validate(raw)
+        params = Params.model_validate(raw)
     except ValidationError as err:
         raise ConfigError(_format_errors(err, source)) from None
+    _check_across_sections(params, source)
+    return params
 
 
 def load_params(path: str | Path = "params.yaml", overrides: list[str] | dict[str, Any] | None = None) -> Params:

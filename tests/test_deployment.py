@@ -4,13 +4,17 @@ from __future__ import annotations
 
 import sys
 import time
+from fnmatch import fnmatch
 from uuid import UUID
 
 import pytest
+import yaml
 from prefect.client.schemas.filters import DeploymentFilter, DeploymentFilterId
 from prefect.client.schemas.sorting import FlowRunSort
 
-from .conftest import copy_repo, require_debian_fashion_mnist, run
+from flows.notify import DATASET_AVAILABLE, DATASET_CHANGED, dataset_resource
+
+from .conftest import REPO, copy_repo, require_debian_fashion_mnist, run
 from .test_flow import FLOW_TINY, STAGES, task_runs
 
 pytestmark = pytest.mark.slow
@@ -37,6 +41,18 @@ def wait_for(predicate, timeout: float, what: str):
             return value
         time.sleep(1)
     raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
+
+
+def test_trigger_expects_the_event_notify_emits():
+    """prefect.yaml cannot import the constants: check that it names the same event and resource."""
+    deployments = yaml.safe_load((REPO / "prefect.yaml").read_text())["deployments"]
+    (nightly,) = [d for d in deployments if d["name"] == "nightly"]
+    (trigger,) = nightly["triggers"]
+    assert trigger["expect"] == [DATASET_AVAILABLE]
+    # Not the flow's own event: the run that emits it already retrains on the new data; it would queue an idle run.
+    assert DATASET_CHANGED not in trigger["expect"]
+    for dataset in ("fashion-mnist", "mnist"):
+        assert fnmatch(dataset_resource(dataset)["prefect.resource.id"], trigger["match"]["prefect.resource.id"])
 
 
 def test_nightly_deployment_schedules_runs_and_a_worker_executes_one(tmp_path, prefect_server):
