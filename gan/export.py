@@ -85,12 +85,12 @@ def model_card(params: Params, metrics: dict, data_summary: dict, train_summary:
         f"- steps: {train_summary.get('steps')}, epochs: {_epochs_trained(train_summary)}, "
         f"wall time: {train_summary.get('seconds')} s, {train_summary.get('images_per_second')} images/s",
         "",
-        "## Metrics (FID/KID: lower is better; the floor is real train vs real test with the same n)",
+        "## Metrics (FID/KID: lower is better; the floor: n real train images in place of the generated ones)",
         "| metric | generated | real-vs-real floor |",
         "|---|---|---|",
         *(f"| {r['metric']} | {r['value']} | {r['floor']} |" for r in summary_rows(m)),
         "",
-        f"Mode collapse flagged: {m.get('mode_collapse')}. FID intervals: 95 % bootstrap.",
+        f"Mode collapse flagged: {m.get('mode_collapse')}. FID intervals: 95 % bootstrap, bias-corrected.",
         "",
         f"n = {m.get('n')} per side, reference split: {m.get('reference_split')}, "
         f"classifier test accuracy: {m.get('classifier_test_accuracy')}.",
