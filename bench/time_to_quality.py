@@ -88,6 +88,11 @@ def main() -> None:
     ap.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
     args = ap.parse_args()
     p = load_params(overrides=args.overrides)
+    if "classifier" not in p.evaluate.extractors:  # the table is the classifier's metrics (fid_classifier, classes)
+        raise SystemExit(
+            "time_to_quality scores with the domain classifier: add 'classifier' to "
+            f"evaluate.extractors (now {p.evaluate.extractors})"
+        )
     print(f"machine: {os.cpu_count()} CPUs, cuda {torch.cuda.is_available()}; model {p.model.arch} "
           f"channels {p.model.channels}, batch {p.train.batch_size}, lr {p.train.lr_g}/{p.train.lr_d}")  # fmt: skip
     classes = list(get_dataset(p.data.dataset).classes)

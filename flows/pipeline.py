@@ -117,6 +117,10 @@ def run_gate(root: Path, params: Params, flow_run_id: str, logger: logging.Logge
     metric_value(candidate, metric)  # absent: say so before spending time on re-scoring the champion
     champ_dir = root / CHAMPION_DIR
     record = read_record(champ_dir)  # also recovers a promotion a crash interrupted
+    pointer = root / f"{CHAMPION_DIR}.dvc"
+    if record is not None and (not pointer.exists() or not dvcrun.is_current(str(pointer.relative_to(root)), root)):
+        dvcrun.dvc(["add", str(CHAMPION_DIR)], root)  # a crash after promote() but before its `dvc add`
+        logger.info("%s did not match the champion's files: re-added it", pointer)
     champion_now = None
     if record is not None:
         champion_now = evaluate(
@@ -166,8 +170,11 @@ def run_gate(root: Path, params: Params, flow_run_id: str, logger: logging.Logge
     }
 
 
-def history_row(gate: dict, params: Params, ran: list[str]) -> dict:
-    """One row of data/history/runs.csv: the run, its primary metric beside the champion's, the decision."""
+def history_row(gate: dict, params: Params, ran: list[str], train_summary: dict) -> dict:
+    """One row of data/history/runs.csv: the run, its primary metric beside the champion's, the decision.
+
+    `train_summary`: data/train/summary.json, for the epochs actually trained (a time budget can stop early).
+    """
     cand, dec = gate["candidate"], gate["decision"]
     metric = dec["metric"]
     return {
@@ -175,7 +182,8 @@ def history_row(gate: dict, params: Params, ran: list[str]) -> dict:
         "flow_run_id": gate["flow_run_id"],
         "dataset": params.data.dataset,
         "arch": params.model.arch,
-        "epochs": params.train.epochs,
+        "epochs": train_summary.get("epochs"),
+        "stopped_by_time_budget": train_summary.get("stopped_by_time_budget"),
         "stages_run": " ".join(ran),
         "metric": metric,
         "value": dec["candidate_value"],
@@ -310,7 +318,8 @@ def gan_pipeline(overrides: list[str] | None = None, repo: str | None = None, lo
         from gan.history import append_run  # pandas: only when a stage ran
 
         gate = champion_gate(repo, params)
-        history = append_run(Path(repo) / HISTORY, history_row(gate, params, ran))
+        train_summary = json.loads((Path(repo) / "data/train/summary.json").read_text())
+        history = append_run(Path(repo) / HISTORY, history_row(gate, params, ran, train_summary))
         dvcrun.dvc(["add", str(HISTORY.parent)], repo)
         _report(Path(repo), gate, history.to_dict("records"))
         summary = summary_lines(Decision(**gate["decision"]), gate["candidate"]) + _files_lines(Path(repo))

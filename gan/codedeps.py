@@ -4,7 +4,8 @@
 the stage to a function that imports the stage's modules lazily. A stage's code is therefore
 
 - `gan/__init__.py`, `gan/__main__.py`, `gan/cli.py`;
-- every `gan` module imported at the top of `cli.py`, in `main()`, or in the stage's function;
+- every `gan` module imported at the top of `cli.py`, in `main()`, or in the stage's function
+  (and in any `cli.py` function those call);
 - and, transitively, every `gan` module those import, anywhere in their files (nested imports
   included: conservative, a module counts as soon as the file names it).
 
@@ -63,7 +64,8 @@ def _closure(roots: set[Path]) -> set[Path]:
         if path in seen:
             continue
         seen.add(path)
-        todo.extend(_file_imports(path) - seen - {CLI})  # cli.py: only its stage functions count
+        if path != CLI and path.name != CLI.name:  # cli.py: only its stage's functions count, never the whole file
+            todo.extend(_file_imports(path) - seen)
     return seen
 
 
@@ -91,9 +93,24 @@ def stage_code_files(stage: str) -> list[Path]:
     top_level = [n for n in tree.body if isinstance(n, (ast.Import, ast.ImportFrom))]
     roots = {PACKAGE_DIR / f for f in ENTRY_FILES if (PACKAGE_DIR / f).exists()}
     roots -= {CLI}  # cli.py is read function by function below, never as a whole file
-    for node in [*top_level, functions["main"], functions[stages[stage]]]:
+    # main() only: what it calls serves other commands (`evaluate --samples`), the STAGES entry serves this one.
+    for node in [*top_level, functions["main"], *_called(functions, [stages[stage]])]:
         roots |= _imports(node)
     return sorted(_closure(roots) | {CLI})
+
+
+def _called(functions: dict[str, ast.FunctionDef], names: list[str]) -> list[ast.FunctionDef]:
+    """These cli.py functions and every cli.py function they call, directly or not."""
+    found: dict[str, ast.FunctionDef] = {}
+    todo = list(names)
+    while todo:
+        name = todo.pop()
+        if name in found:
+            continue
+        found[name] = functions[name]
+        todo += [n.func.id for n in ast.walk(found[name])
+                 if isinstance(n, ast.Call) and isinstance(n.func, ast.Name) and n.func.id in functions]  # fmt: skip
+    return list(found.values())
 
 
 def stage_code_deps(stage: str, root: Path = PACKAGE_DIR.parent) -> list[str]:

@@ -54,11 +54,11 @@ def _extractor_metrics(name: str, cfg: EvaluateConfig, ref: dict, f_fake: np.nda
     m[f"is_{name}_floor"], m[f"is_{name}_floor_std"] = inception_score(ref["train_probs"])
     k = min(cfg.prdc_samples, len(f_fake), len(f_test))
     rng = np.random.default_rng(cfg.seed)
-    pick = lambda a: a[rng.choice(len(a), k, replace=False)]  # noqa: E731
-    real_k = pick(f_test)
-    for key, v in prdc(real_k, pick(f_fake), cfg.prdc_k).items():
+    real_k = f_test[rng.choice(len(f_test), k, replace=False)]
+    side = rng.choice(len(f_fake), k, replace=False)  # the same draw for the generated and the floor's train side
+    for key, v in prdc(real_k, f_fake[side], cfg.prdc_k).items():
         m[f"{key}_{name}"] = v
-    for key, v in prdc(real_k, pick(f_train), cfg.prdc_k).items():
+    for key, v in prdc(real_k, f_train[side], cfg.prdc_k).items():
         m[f"{key}_{name}_floor"] = v
     return m
 
@@ -69,12 +69,13 @@ def _class_metrics(ref: dict, p_fake: np.ndarray, f_fake: np.ndarray, classes: l
     pred = p_fake.argmax(1)
     h_real = class_histogram(ref["test_labels"], k)
     h_fake = class_histogram(pred, k)
-    h_floor = class_histogram(ref["train_probs"].argmax(1), k)
+    pred_floor = ref["train_probs"].argmax(1)  # the floor's train images are grouped as generated ones are: predicted
+    h_floor = class_histogram(pred_floor, k)
     per_class, per_class_floor = {}, {}
     for c in range(k):
         real_c = ref["test_features"][ref["test_labels"] == c]
         fake_c = f_fake[pred == c]
-        train_c = ref["train_features"][ref["train_labels"] == c]
+        train_c = ref["train_features"][pred_floor == c]
         label = classes[c] if c < len(classes) else str(c)
         per_class[label] = round(fid_from_features(fake_c, real_c), 4) if len(fake_c) >= MIN_PER_CLASS else None
         per_class_floor[label] = round(fid_from_features(train_c, real_c), 4) if len(train_c) >= MIN_PER_CLASS else None
@@ -151,9 +152,10 @@ def evaluate(
     fake = torch.cat([to_uint8(b).cpu() for b in sample_batches(G, n, cfg.seed, cfg.batch_size)])
     metrics = score_images(fake, cfg, classifier_path, reference_dir, classes, device)
     atomic.write_text(out_metrics, json.dumps(metrics, indent=2) + "\n")
-    log.info("evaluate: fid_classifier %.4f (floor %.4f), classes %s/%s", metrics.get("fid_classifier", float("nan")),
-             metrics.get("fid_classifier_floor", float("nan")), metrics.get("classes_covered"),
-             metrics.get("num_classes"))  # fmt: skip
+    found = [f"fid_{e} {metrics[f'fid_{e}']:.4f} (floor {metrics[f'fid_{e}_floor']:.4f})" for e in cfg.extractors]
+    if "classes_covered" in metrics:
+        found.append(f"classes {metrics['classes_covered']}/{metrics['num_classes']}")
+    log.info("evaluate: %s", ", ".join(found))
     return metrics
 
 

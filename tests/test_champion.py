@@ -271,7 +271,9 @@ def test_gate_history_and_report_on_inception_only_metrics(tmp_path, tiny_split,
     Inception's; here the expected prefix is this file's own hash (nothing else is substituted).
     """
     import gan.features
+    from flows import pipeline
     from flows.pipeline import history_row, report_markdown, run_gate
+    from gan import dvcrun
     from gan.evaluate import evaluate
     from gan.reference import build_reference
 
@@ -308,17 +310,28 @@ def test_gate_history_and_report_on_inception_only_metrics(tmp_path, tiny_split,
     first = run_gate(ws, params, "run-1", log)
     assert first["decision"]["promote"] and first["decision"]["metric"] == "fid_inception"
     assert read_record(ws / "data/models/champion")["flow_run_id"] == "run-1"
+    # A crash after promote() but before its `dvc add` leaves champion.dvc behind the files: the next gate re-adds.
+    (ws / "data/models/champion/MODEL_CARD.md").write_text("the files of a newer promotion\n")
+    assert not dvcrun.is_current("data/models/champion.dvc", ws)
     second = run_gate(ws, params, "run-2", log)  # the same generator again: re-scored, not better
+    assert dvcrun.is_current("data/models/champion.dvc", ws)
     dec = second["decision"]
     assert not dec["promote"] and dec["champion_value"] == pytest.approx(dec["candidate_value"])
     assert read_record(ws / "data/models/champion")["flow_run_id"] == "run-1"
 
-    row = history_row(second, params, ["evaluate"])
+    row = history_row(second, params, ["evaluate"], {"epochs": 0.5, "stopped_by_time_budget": True})
+    assert (row["epochs"], row["stopped_by_time_budget"]) == (0.5, True)  # trained, not train.epochs
     assert (row["metric"], row["value"], row["champion_value"]) == ("fid_inception", cand["fid_inception"],
                                                                     dec["champion_value"])  # fmt: skip
     assert row["floor"] == cand["fid_inception_floor"] and row["classes_covered"] is None
     md = report_markdown(ws, second)
     assert "| | fid_inception |" in md and "classes covered" not in md and "not promoted" in md
+    artifacts = {}
+    monkeypatch.setattr(pipeline, "create_table_artifact", lambda rows, key, **_: artifacts.setdefault(key, rows))
+    monkeypatch.setattr(pipeline, "create_markdown_artifact", lambda md, key, **_: artifacts.setdefault(key, md))
+    pipeline._report(ws, second, [row])  # the artifacts a flow run makes, from inception-only metrics
+    assert {r["metric"] for r in artifacts["gan-metrics"]} >= {"FID (inception)", "KID (inception)"}
+    assert artifacts["gan-run-history"] == [row] and artifacts["gan-report"] == md
 
     # Switching to a metric the run did not compute: the schema refuses it before any stage; and should
     # metrics.json still lack it at the gate, the error names it, what there is, and the setting.

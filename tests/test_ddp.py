@@ -145,10 +145,29 @@ class _Interrupt(Exception):
     pass
 
 
-def _train_rank(rank: int, port: int, split: Path, out: TrainOutputs, interrupt_at: int, late_rank_seconds: float):
-    """One rank of a 2-rank train(), as torchrun would start it; `interrupt_at`: stop both ranks after that step."""
+def _as_rank(rank: int, port: int) -> None:
+    """The environment torchrun gives rank `rank` of 2."""
     os.environ.update(RANK=str(rank), LOCAL_RANK=str(rank), WORLD_SIZE="2", MASTER_ADDR="127.0.0.1",
                       MASTER_PORT=str(port))  # fmt: skip
+
+
+def _train_until_interrupted(split: Path, out: TrainOutputs, on_progress, **patches) -> None:
+    """train() with some gan.train functions replaced for the call; an _Interrupt from `on_progress` ends it."""
+    originals = {name: getattr(gan.train, name) for name in patches}
+    for name, value in patches.items():
+        setattr(gan.train, name, value)
+    try:
+        train(RESUME_MODEL, RESUME_CFG, split, out, on_progress=on_progress, progress_bar=False)
+    except _Interrupt:
+        pass
+    finally:
+        for name, value in originals.items():
+            setattr(gan.train, name, value)
+
+
+def _train_rank(rank: int, port: int, split: Path, out: TrainOutputs, interrupt_at: int, late_rank_seconds: float):
+    """One rank of a 2-rank train(), as torchrun would start it; `interrupt_at`: stop both ranks after that step."""
+    _as_rank(rank, port)
 
     def crash(stats: dict) -> None:
         if stats["step"] == interrupt_at:
@@ -160,14 +179,8 @@ def _train_rank(rank: int, port: int, split: Path, out: TrainOutputs, interrupt_
         time.sleep(late_rank_seconds)
         return load(path)
 
-    if rank == 1 and late_rank_seconds:
-        gan.train.load_checkpoint = late_load
-    try:
-        train(RESUME_MODEL, RESUME_CFG, split, out, on_progress=crash, progress_bar=False)
-    except _Interrupt:
-        pass
-    finally:
-        gan.train.load_checkpoint = load
+    late = {"load_checkpoint": late_load} if rank == 1 and late_rank_seconds else {}
+    _train_until_interrupted(split, out, crash, **late)
 
 
 def _train_phases(rank: int, split: Path, phases: list[tuple[int, TrainOutputs, int, float]]) -> None:
@@ -218,3 +231,43 @@ def test_two_nccl_processes_train_checkpoint_and_resume(tmp_path):
     assert len(ckpt["noise_rng"]) == 2 and not torch.equal(ckpt["noise_rng"][0], ckpt["noise_rng"][1])
     rows = (ws / "data/train/log.tsv").read_text().splitlines()
     assert [int(r.split("\t")[0]) for r in rows[1:]] == list(range(1, summary["steps"] + 1))
+
+
+# --- Each rank trains on its own slice of the global batch ---------------------------------------------------------
+
+
+def _first_batch_rank(rank: int, port: int, split: Path, out: TrainOutputs, record: Path) -> None:
+    """One rank of a 2-rank train(): save the uint8 images the trainer hands this rank at step 1, then stop."""
+    torch.set_num_threads(1)
+    _as_rank(rank, port)
+    seen: list[torch.Tensor] = []
+    to_float = gan.train.from_uint8
+
+    def recording(images: torch.Tensor) -> torch.Tensor:
+        seen.append(images.clone())
+        return to_float(images)
+
+    def stop(stats: dict) -> None:
+        raise _Interrupt
+
+    _train_until_interrupted(split, out, stop, from_uint8=recording)
+    torch.save(seen[0], record / f"rank{rank}.pt")
+
+
+def test_each_rank_takes_its_own_half_of_the_global_batch(tiny_split, tmp_path):
+    """Step 1 of a 2-rank run: rank r gets images perm[r*16:(r+1)*16] of the epoch's permutation, so together
+    the ranks see exactly the global batch of 32, with nothing seen twice (the one-step test above shows that
+    DDP then averages their gradients into the whole batch's)."""
+    import numpy as np
+
+    from gan.tensors import epoch_permutation
+
+    out = TrainOutputs(tmp_path / "generator.pt", tmp_path / "ckpt", tmp_path / "log")
+    mp.spawn(_first_batch_rank, args=(free_port(), tiny_split, out, tmp_path), nprocs=2)
+    with np.load(tiny_split) as z:
+        images = torch.from_numpy(z["images"])
+    perm = epoch_permutation(len(images), RESUME_CFG.seed, 0)
+    per_rank = RESUME_CFG.batch_size // 2
+    for rank in (0, 1):
+        got = torch.load(tmp_path / f"rank{rank}.pt", weights_only=True)
+        assert torch.equal(got, images[perm[rank * per_rank : (rank + 1) * per_rank]]), f"rank {rank}'s batch"

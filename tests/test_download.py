@@ -27,7 +27,8 @@ import urllib3
 
 import gan.download as download
 from gan.datasets import DatasetSpec
-from gan.download import DownloadError, FetchSettings, download_dataset, fetch_verified, sha256_file
+from gan.download import DownloadError, FetchSettings, download_dataset, fetch_verified
+from gan.hashing import sha256_file
 
 FAST = FetchSettings(connect_timeout=1, read_timeout=1, retries=3, backoff=0.01, progress=False)
 NAME = "x-idx3-ubyte.gz"

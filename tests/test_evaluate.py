@@ -156,5 +156,11 @@ def test_the_floor_is_what_the_floors_own_train_images_score(workspace, tmp_path
     samples = tmp_path / "floor_images.npy"
     np.save(samples, train.images[idx])
     m = score(workspace, samples)
-    for key in ("fid_classifier", "kid_classifier", "is_classifier", "mean_confidence", "class_kl", "classes_covered"):
+    keys = ("fid_classifier", "kid_classifier", "is_classifier", "precision_classifier", "recall_classifier",
+            "density_classifier", "coverage_classifier", "mean_confidence", "class_kl", "classes_covered")  # fmt: skip
+    for key in keys:
         assert m[key] == pytest.approx(m[f"{key}_floor"], rel=1e-5, abs=1e-6), key
+    per_class, floor = m["per_class_fid_classifier"], m["per_class_fid_classifier_floor"]
+    assert per_class.keys() == floor.keys() and any(v is not None for v in per_class.values())
+    for c in per_class:
+        assert per_class[c] == (None if floor[c] is None else pytest.approx(floor[c], rel=1e-5, abs=1e-6)), c

@@ -252,7 +252,10 @@ def test_a_run_that_waited_for_the_lock_reads_params_after_it(completed_run, pre
 
 
 def test_run_on_the_ephemeral_api_logs_no_error(completed_run, tmp_path):
-    """No PREFECT_API_URL (what ./run.sh does by default), offline: no telemetry ERROR from Prefect's server."""
+    """No PREFECT_API_URL (what ./run.sh does by default), offline: no telemetry ERROR from Prefect's server.
+
+    The ERROR only shows where the telemetry host cannot be reached, so this test bites only offline
+    (as this project's CI machines are); elsewhere it checks that the run logs no other ERROR."""
     repo, _, _ = completed_run
     env = {k: v for k, v in os.environ.items() if not k.startswith(("PREFECT_API", "PREFECT_SERVER_ANALYTICS"))}
     env["PREFECT_HOME"] = str(tmp_path / "prefect-home")

@@ -71,6 +71,18 @@ def test_the_closure_follows_nested_imports_but_only_the_stages_own_cli_function
     assert "gan/evaluate.py" in codedeps.stage_code_deps("export")  # export imports it for summary_rows
 
 
+def test_a_cli_helper_called_by_a_stage_brings_its_imports(tmp_path, monkeypatch):
+    cli = tmp_path / "cli.py"
+    cli.write_text(codedeps.CLI.read_text().replace(
+        "def stage_train(p: Params) -> None:\n",
+        "def _helper() -> None:\n    from gan.metrics import kid  # noqa: F401\n\n\n"
+        "def stage_train(p: Params) -> None:\n    _helper()\n",
+    ))  # fmt: skip
+    monkeypatch.setattr(codedeps, "CLI", cli)
+    assert codedeps.PACKAGE_DIR / "metrics.py" in codedeps.stage_code_files("train")
+    assert codedeps.PACKAGE_DIR / "metrics.py" not in codedeps.stage_code_files("prepare")
+
+
 def test_resume_fingerprint_hashes_the_train_stage_code(monkeypatch, tiny_split):
     import numpy as np
     import torch  # noqa: F401  (gan.train imports it)
