@@ -1,4 +1,4 @@
-"""Generators and discriminators. Images are N×1×28×28 in [-1, 1]; D returns logits."""
+"""Generators and discriminators. Images are N×C×H×W in [-1, 1] (default 1×28×28); D returns logits."""
 
 from __future__ import annotations
 
@@ -10,69 +10,128 @@ from torch import nn
 from gan import atomic
 from gan.config import ModelConfig
 
-IMAGE_SHAPE = (1, 28, 28)
-IMAGE_SIZE = 28 * 28
+IMAGE_SHAPE = (1, 28, 28)  # the default (channels, height, width)
+IMAGE_SIZE = 28 * 28  # pixels in IMAGE_SHAPE; kept for importers
+
+DCGAN_RESOLUTIONS = (28, 32, 64, 128)
+DCGAN_CHANNELS = (1, 3)
+
+
+def check_shape(shape: tuple[int, int, int], arch: str = "mlp") -> tuple[int, int, int]:
+    """`shape` as a (C, H, W) tuple of ints if `arch` supports it, else a ValueError naming what is supported."""
+    try:
+        c, h, w = (int(s) for s in shape)
+    except (TypeError, ValueError):
+        raise ValueError(f"image shape {shape!r} is not supported: expected (channels, height, width)") from None
+    if min(c, h, w) < 1 or h != w:
+        raise ValueError(f"image shape {shape!r} is not supported: only square images (height == width, sizes >= 1)")
+    if arch == "dcgan" and (h not in DCGAN_RESOLUTIONS or c not in DCGAN_CHANNELS):
+        raise ValueError(
+            f"image shape {shape!r} is not supported: dcgan supports resolutions "
+            f"{', '.join(map(str, DCGAN_RESOLUTIONS))} and {' or '.join(map(str, DCGAN_CHANNELS))} channels"
+        )
+    return c, h, w
 
 
 class MLPGenerator(nn.Module):
-    """The textbook GAN generator: z(100) -> 128 -> 784."""
+    """The textbook GAN generator: z(100) -> 128 -> C·H·W (784 at 1×28×28)."""
 
-    def __init__(self, z_dim: int = 100, hidden: int = 128):
+    def __init__(self, z_dim: int = 100, hidden: int = 128, image_shape: tuple[int, int, int] = IMAGE_SHAPE):
         super().__init__()
         self.z_dim = z_dim
-        self.net = nn.Sequential(nn.Linear(z_dim, hidden), nn.ReLU(), nn.Linear(hidden, IMAGE_SIZE), nn.Tanh())
+        self.image_shape = check_shape(image_shape, "mlp")
+        size = self.image_shape[0] * self.image_shape[1] * self.image_shape[2]
+        self.net = nn.Sequential(nn.Linear(z_dim, hidden), nn.ReLU(), nn.Linear(hidden, size), nn.Tanh())
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:
-        return self.net(z).view(-1, *IMAGE_SHAPE)
+        return self.net(z).view(-1, *self.image_shape)
 
 
 class MLPDiscriminator(nn.Module):
-    """The textbook GAN discriminator: 784 -> 128 -> 1 (a logit)."""
+    """The textbook GAN discriminator: C·H·W (784 at 1×28×28) -> 128 -> 1 (a logit)."""
 
-    def __init__(self, hidden: int = 128):
+    def __init__(self, hidden: int = 128, image_shape: tuple[int, int, int] = IMAGE_SHAPE):
         super().__init__()
-        self.net = nn.Sequential(nn.Flatten(), nn.Linear(IMAGE_SIZE, hidden), nn.LeakyReLU(0.2), nn.Linear(hidden, 1))
+        self.image_shape = check_shape(image_shape, "mlp")
+        size = self.image_shape[0] * self.image_shape[1] * self.image_shape[2]
+        self.net = nn.Sequential(nn.Flatten(), nn.Linear(size, hidden), nn.LeakyReLU(0.2), nn.Linear(hidden, 1))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.net(x).squeeze(1)
 
 
-class DCGANGenerator(nn.Module):
-    """DCGAN sized for 28×28: z -> c·2×7×7 -> c×14×14 -> 1×28×28."""
+def _doublings(resolution: int) -> int:
+    """k with 4·2^k == resolution: the classic DCGAN's number of stride-2 layers (3 at 32, 4 at 64, 5 at 128)."""
+    return (resolution // 4).bit_length() - 1
 
-    def __init__(self, z_dim: int = 100, channels: int = 64):
+
+class DCGANGenerator(nn.Module):
+    """DCGAN. At 28×28: z -> c·2×7×7 -> c×14×14 -> C×28×28. At 32/64/128 the classic DCGAN of
+    Radford et al. exactly as in pytorch/examples (no conv has a bias): z -> c·2^(k-1)×4×4, k-1 doublings
+    halving the channels, -> C×res×res."""
+
+    def __init__(self, z_dim: int = 100, channels: int = 64, image_shape: tuple[int, int, int] = IMAGE_SHAPE):
         super().__init__()
         self.z_dim = z_dim
+        self.image_shape = check_shape(image_shape, "dcgan")
+        out, res, _ = self.image_shape
         c = channels
-        self.net = nn.Sequential(
-            nn.ConvTranspose2d(z_dim, c * 2, 7, 1, 0, bias=False),  # 1×1 -> 7×7
-            nn.BatchNorm2d(c * 2),
+        if res == 28:
+            self.net = nn.Sequential(
+                nn.ConvTranspose2d(z_dim, c * 2, 7, 1, 0, bias=False),  # 1×1 -> 7×7
+                nn.BatchNorm2d(c * 2),
+                nn.ReLU(True),
+                nn.ConvTranspose2d(c * 2, c, 4, 2, 1, bias=False),  # 7 -> 14
+                nn.BatchNorm2d(c),
+                nn.ReLU(True),
+                nn.ConvTranspose2d(c, out, 4, 2, 1),  # 14 -> 28
+                nn.Tanh(),
+            )
+            return
+        k = _doublings(res)
+        ch = c * 2 ** (k - 1)
+        layers: list[nn.Module] = [
+            nn.ConvTranspose2d(z_dim, ch, 4, 1, 0, bias=False),  # 1×1 -> 4×4
+            nn.BatchNorm2d(ch),
             nn.ReLU(True),
-            nn.ConvTranspose2d(c * 2, c, 4, 2, 1, bias=False),  # 7 -> 14
-            nn.BatchNorm2d(c),
-            nn.ReLU(True),
-            nn.ConvTranspose2d(c, 1, 4, 2, 1),  # 14 -> 28
-            nn.Tanh(),
-        )
+        ]
+        for _ in range(k - 1):  # 4 -> 8 -> ... -> res/2
+            layers += [nn.ConvTranspose2d(ch, ch // 2, 4, 2, 1, bias=False), nn.BatchNorm2d(ch // 2), nn.ReLU(True)]
+            ch //= 2
+        layers += [nn.ConvTranspose2d(ch, out, 4, 2, 1, bias=False), nn.Tanh()]  # res/2 -> res
+        self.net = nn.Sequential(*layers)
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:
         return self.net(z.view(z.shape[0], -1, 1, 1))
 
 
 class DCGANDiscriminator(nn.Module):
-    """DCGAN sized for 28×28: 1×28×28 -> c×14×14 -> c·2×7×7 -> logit."""
+    """DCGAN, G's mirror. At 28×28: C×28×28 -> c×14×14 -> c·2×7×7 -> logit. At 32/64/128:
+    C×res×res -> c×res/2 -> ... doubling the channels ... -> c·2^(k-1)×4×4 -> logit."""
 
-    def __init__(self, channels: int = 64):
+    def __init__(self, channels: int = 64, image_shape: tuple[int, int, int] = IMAGE_SHAPE):
         super().__init__()
+        self.image_shape = check_shape(image_shape, "dcgan")
+        inp, res, _ = self.image_shape
         c = channels
-        self.net = nn.Sequential(
-            nn.Conv2d(1, c, 4, 2, 1),  # 28 -> 14 (no BatchNorm on D's input layer, as in DCGAN)
-            nn.LeakyReLU(0.2, True),
-            nn.Conv2d(c, c * 2, 4, 2, 1, bias=False),  # 14 -> 7
-            nn.BatchNorm2d(c * 2),
-            nn.LeakyReLU(0.2, True),
-            nn.Conv2d(c * 2, 1, 7, 1, 0),  # 7 -> 1
-        )
+        if res == 28:
+            self.net = nn.Sequential(
+                nn.Conv2d(inp, c, 4, 2, 1),  # 28 -> 14 (no BatchNorm on D's input layer, as in DCGAN)
+                nn.LeakyReLU(0.2, True),
+                nn.Conv2d(c, c * 2, 4, 2, 1, bias=False),  # 14 -> 7
+                nn.BatchNorm2d(c * 2),
+                nn.LeakyReLU(0.2, True),
+                nn.Conv2d(c * 2, 1, 7, 1, 0),  # 7 -> 1
+            )
+            return
+        k = _doublings(res)
+        ch = c
+        layers: list[nn.Module] = [nn.Conv2d(inp, ch, 4, 2, 1, bias=False), nn.LeakyReLU(0.2, True)]  # no BatchNorm
+        for _ in range(k - 1):  # res/2 -> ... -> 4
+            layers += [nn.Conv2d(ch, ch * 2, 4, 2, 1, bias=False), nn.BatchNorm2d(ch * 2), nn.LeakyReLU(0.2, True)]
+            ch *= 2
+        layers.append(nn.Conv2d(ch, 1, 4, 1, 0, bias=False))  # 4 -> 1
+        self.net = nn.Sequential(*layers)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.net(x).flatten()
@@ -89,32 +148,46 @@ def dcgan_init(module: nn.Module) -> None:
         nn.init.zeros_(module.bias)
 
 
-def build_generator(cfg: ModelConfig) -> nn.Module:
+def build_generator(cfg: ModelConfig, shape: tuple[int, int, int] = IMAGE_SHAPE) -> nn.Module:
+    """G for images of `shape` = (channels, height, width); square only (dcgan: 28/32/64/128, 1 or 3 channels)."""
+    shape = check_shape(shape, cfg.arch)
     if cfg.arch == "mlp":
-        return MLPGenerator(cfg.z_dim, cfg.hidden)
-    g = DCGANGenerator(cfg.z_dim, cfg.channels)
+        return MLPGenerator(cfg.z_dim, cfg.hidden, shape)
+    g = DCGANGenerator(cfg.z_dim, cfg.channels, shape)
     g.apply(dcgan_init)
     return g
 
 
-def build_discriminator(cfg: ModelConfig) -> nn.Module:
+def build_discriminator(cfg: ModelConfig, shape: tuple[int, int, int] = IMAGE_SHAPE) -> nn.Module:
+    """D for images of `shape`, as `build_generator`."""
+    shape = check_shape(shape, cfg.arch)
     if cfg.arch == "mlp":
-        return MLPDiscriminator(cfg.hidden)
-    d = DCGANDiscriminator(cfg.channels)
+        return MLPDiscriminator(cfg.hidden, shape)
+    d = DCGANDiscriminator(cfg.channels, shape)
     d.apply(dcgan_init)
     return d
 
 
+def _image_shape(G: nn.Module) -> tuple[int, int, int]:
+    """G's image shape, looking through torch.compile / DDP wrappers; IMAGE_SHAPE if G does not say."""
+    for m in (G, getattr(G, "_orig_mod", None), getattr(G, "module", None)):
+        if m is not None and hasattr(m, "image_shape"):
+            return tuple(m.image_shape)
+    return IMAGE_SHAPE
+
+
 def save_generator(path: str | Path, G: nn.Module, model_cfg: ModelConfig, meta: dict) -> None:
-    """Weights plus the model config needed to rebuild G (no pickled code)."""
+    """Weights plus the model config and image shape needed to rebuild G (no pickled code)."""
     state = {k: v.detach().cpu() for k, v in G.state_dict().items()}
-    atomic.save_torch(path, {"model_config": model_cfg.model_dump(), "state_dict": state, "meta": meta})
+    blob = {"model_config": model_cfg.model_dump(), "image_shape": list(_image_shape(G)), "state_dict": state}
+    atomic.save_torch(path, {**blob, "meta": meta})
 
 
 def load_generator(path: str | Path, device: str | torch.device = "cpu") -> tuple[nn.Module, ModelConfig]:
-    """G rebuilt from `save_generator`'s file, in eval mode; loaded with weights_only (a model file is data)."""
+    """G rebuilt from `save_generator`'s file, in eval mode; loaded with weights_only (a model file is data).
+    Files from before the image shape was recorded are 1×28×28."""
     blob = torch.load(path, map_location="cpu", weights_only=True)
     cfg = ModelConfig.model_validate(blob["model_config"])
-    G = build_generator(cfg)
+    G = build_generator(cfg, tuple(blob.get("image_shape", IMAGE_SHAPE)))
     G.load_state_dict(blob["state_dict"])
     return G.to(device).eval(), cfg
