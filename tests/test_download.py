@@ -459,23 +459,27 @@ def test_all_404_lists_mirrors(server, dest_dir):
 # ---------------------------------------------------------------------------- 9. refused + download_dataset
 
 
-def test_connection_refused_moves_to_next_mirror_at_once(server, refused_port, dest_dir, attempts):
-    """Nothing listens on that port: retrying in a second will not change that, so no retries."""
+def _moves_on_at_once(server, dest_dir, attempts, mirror: str, reason: str) -> None:
+    """`mirror` fails with `reason` after one attempt (no retries), loses nothing, and the next mirror is used."""
     dest = dest_dir / LOCAL
     dest.write_bytes(PRECIOUS)
-    refused = f"http://127.0.0.1:{refused_port}/m/"
     with pytest.raises(DownloadError) as ei:
-        fetch_verified(NAME, SHA, [refused], dest, FAST)
+        fetch_verified(NAME, SHA, [mirror], dest, FAST)
     msg = str(ei.value)
-    assert f"{refused}{NAME}: connection refused" in msg
+    assert f"{mirror}{NAME}: {reason}" in msg
     assert "attempts" not in msg
-    assert attempts == {refused + NAME: 1}
+    assert attempts == {mirror + NAME: 1}
     assert_failed_cleanly(dest_dir, dest)
 
     attempts.clear()
     server.script(f"/ok/{NAME}", serve(GZ))
-    assert fetch_verified(NAME, SHA, [refused, server.mirror("ok")], dest, FAST).read_bytes() == DATA
-    assert attempts == {refused + NAME: 1, server.mirror("ok") + NAME: 1}
+    assert fetch_verified(NAME, SHA, [mirror, server.mirror("ok")], dest, FAST).read_bytes() == DATA
+    assert attempts == {mirror + NAME: 1, server.mirror("ok") + NAME: 1}
+
+
+def test_connection_refused_moves_to_next_mirror_at_once(server, refused_port, dest_dir, attempts):
+    """Nothing listens on that port: retrying in a second will not change that, so no retries."""
+    _moves_on_at_once(server, dest_dir, attempts, f"http://127.0.0.1:{refused_port}/m/", "connection refused")
 
 
 def test_download_dataset_over_http(server, refused_port, dest_dir):
@@ -577,21 +581,7 @@ def test_is_connection_refused_on_real_requests_errors(refused_port):
 
 
 def test_unknown_host_moves_to_next_mirror_at_once(server, dest_dir, attempts):
-    dest = dest_dir / LOCAL
-    dest.write_bytes(PRECIOUS)
-    unknown = f"http://{UNKNOWN_HOST}/m/"
-    with pytest.raises(DownloadError) as ei:
-        fetch_verified(NAME, SHA, [unknown], dest, FAST)
-    msg = str(ei.value)
-    assert f"{unknown}{NAME}: unknown host {UNKNOWN_HOST}" in msg
-    assert "attempts" not in msg
-    assert attempts == {unknown + NAME: 1}
-    assert_failed_cleanly(dest_dir, dest)
-
-    attempts.clear()
-    server.script(f"/ok/{NAME}", serve(GZ))
-    assert fetch_verified(NAME, SHA, [unknown, server.mirror("ok")], dest, FAST).read_bytes() == DATA
-    assert attempts == {unknown + NAME: 1, server.mirror("ok") + NAME: 1}
+    _moves_on_at_once(server, dest_dir, attempts, f"http://{UNKNOWN_HOST}/m/", f"unknown host {UNKNOWN_HOST}")
 
 
 # ---------------------------------------------------------------------------- 12. a bug is not a network error
