@@ -18,6 +18,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from gan import atomic
+from gan.datasets import DATASETS
 
 
 class _Section(BaseModel):
@@ -26,11 +27,43 @@ class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
 
 
+DCGAN_RESOLUTIONS = (28, 32, 64, 128)  # what models.DCGANGenerator/Discriminator are built for
+FOLDER_RESOLUTION = 64  # data.resolution = 0 with data.dataset = folder
+
+
 class DataConfig(_Section):
-    dataset: Literal["fashion-mnist", "mnist"] = "fashion-mnist"
+    dataset: Literal["fashion-mnist", "mnist", "kmnist", "cifar10", "folder"] = "fashion-mnist"
+    source: str = Field(
+        "",
+        description="folder only: a local folder, a .zip/.tar/.tar.gz/.tgz archive, or an http(s):// or file:// URL "
+        "of such an archive.",
+    )
+    source_sha256: str = Field(
+        "", pattern=r"^([0-9a-f]{64})?$", description="folder only: SHA-256 the source archive must have ('' = any)."
+    )
     mirrors: list[str] = Field(
         default_factory=list,
         description="Extra mirror base URLs (https://, http://, file://) tried before the built-in ones.",
+    )
+    resolution: int = Field(
+        0, ge=0, le=1024, description="Square side of every prepared image (0 = native for built-ins, 64 for folder)."
+    )
+    channels: Literal[0, 1, 3] = Field(
+        0, description="1 (grey) or 3 (RGB); 0 = native for built-ins, for folder 3 if any image has colour."
+    )
+    crop: Literal["center", "pad"] = Field("center", description="Make images square: center-crop or letterbox.")
+    resize_filter: Literal["lanczos", "bicubic", "bilinear", "hamming", "box", "nearest"] = "lanczos"
+    background: list[int] = Field(
+        default_factory=lambda: [255, 255, 255],
+        min_length=3,
+        max_length=3,
+        description="RGB that transparency and letterbox bars are filled with (0..255 each).",
+    )
+    max_bad_fraction: float = Field(
+        0.01, ge=0, le=1, description="folder: fail if more than this fraction of the files cannot be used."
+    )
+    test_fraction: float = Field(
+        0.1, gt=0, lt=1, description="folder: share of images held out for evaluation (by content hash)."
     )
     limit_train: int = Field(0, ge=0, description="Keep only the first N training images (0 = all).")
     limit_test: int = Field(0, ge=0, description="Keep only the first N test images (0 = all).")
@@ -179,18 +212,56 @@ def apply_overrides(raw: dict, overrides: list[str] | dict[str, Any] | None) -> 
     return raw
 
 
+def image_resolution(data: DataConfig) -> int:
+    """The side of every prepared image: data.resolution, or the dataset's native size (64 for folder)."""
+    if data.resolution:
+        return data.resolution
+    return DATASETS[data.dataset].shape[1] if data.dataset in DATASETS else FOLDER_RESOLUTION
+
+
+def _data_problems(p: Params) -> list[str]:
+    d = p.data
+    problems = []
+    if d.dataset == "folder" and not d.source:
+        problems.append(
+            "data.source = '': data.dataset = 'folder' needs a source: a local folder, a .zip/.tar/.tar.gz "
+            "archive, or an http(s):// or file:// URL of one"
+        )
+    if d.dataset != "folder" and d.source:
+        problems.append(
+            f"data.source = {d.source!r}: only used with data.dataset = 'folder' (the built-in {d.dataset!r} comes "
+            "from its mirrors); remove it, or set data.dataset = 'folder'"
+        )
+    if d.source_sha256 and d.dataset != "folder":
+        problems.append(f"data.source_sha256 = {d.source_sha256!r}: only used with data.dataset = 'folder'")
+    bad = [v for v in d.background if not 0 <= v <= 255]
+    if bad:
+        problems.append(f"data.background = {d.background}: each of R, G, B must be 0..255 (got {bad})")
+    res = image_resolution(d)
+    if p.model.arch == "dcgan" and res not in DCGAN_RESOLUTIONS:
+        what = f"data.resolution = {d.resolution}" if d.resolution else f"data.resolution = 0 (native {res})"
+        problems.append(
+            f"{what}: model.arch = 'dcgan' is built for {', '.join(map(str, DCGAN_RESOLUTIONS))} px; "
+            "choose one of those, or model.arch = 'mlp' (any size)"
+        )
+    return problems
+
+
 def _check_across_sections(p: Params, source: str) -> None:
-    """Rules that tie two sections together (each section's own rules are in its schema)."""
+    """Rules that tie settings together (each section's own rules are in its schema)."""
+    problems = _data_problems(p)
     metric, extractors = p.promote.metric, p.evaluate.extractors
     needed = metric.split("_", 1)[1]
     if needed not in extractors:
         allowed = get_args(PromoteConfig.model_fields["metric"].annotation)
         usable = ", ".join(m for m in allowed if m.split("_", 1)[1] in extractors)
-        raise ConfigError(
-            f"{source}: 1 invalid setting(s); no stage was run.\n"
-            f"  - promote.metric = {metric!r} needs the {needed!r} extractor, but evaluate.extractors = {extractors}: "
+        problems.append(
+            f"promote.metric = {metric!r} needs the {needed!r} extractor, but evaluate.extractors = {extractors}: "
             f"set promote.metric to one of {usable}, or add {needed!r} to evaluate.extractors"
         )
+    if problems:
+        lines = "\n".join(f"  - {m}" for m in problems)
+        raise ConfigError(f"{source}: {len(problems)} invalid setting(s); no stage was run.\n{lines}")
 
 
 def validate(raw: Any, source: str = "params.yaml") -> Params:

@@ -1,24 +1,41 @@
-"""Dataset registry: where each dataset lives and what its files must hash to.
+"""Dataset registry: where each built-in dataset lives, what its files must hash to, its classes and shape.
 
-Checksums are SHA-256 of the *decompressed* IDX bytes, so a re-gzipped copy
-(Debian's `dataset-fashion-mnist`) verifies exactly like the upstream file.
+Checksums are, where we know them, SHA-256 of the *decompressed* bytes, so a re-gzipped copy (Debian's
+`dataset-fashion-mnist`) verifies exactly like the upstream file. For KMNIST and CIFAR-10 the only published
+checksums are MD5s of the compressed files as served (torchvision's and the CIFAR page's); those are verified
+on the bytes as downloaded (`Checksum.of == "download"`). The stored file is always decompressed.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Literal
+
+
+@dataclass(frozen=True)
+class Checksum:
+    hexdigest: str
+    algorithm: Literal["sha256", "md5"] = "sha256"
+    of: Literal["decompressed", "download"] = "decompressed"  # the stored bytes, or the bytes as served
 
 
 @dataclass(frozen=True)
 class DatasetSpec:
     name: str
     mirrors: tuple[str, ...]  # base URLs; a file's name is appended
-    files: dict[str, str]  # remote file name (.gz) -> sha256 of decompressed bytes
+    files: dict[str, Checksum | str]  # remote file name -> checksum (a str: SHA-256 of the decompressed bytes)
     classes: tuple[str, ...]
+    shape: tuple[int, int, int] = (1, 28, 28)  # native C, H, W
+    format: Literal["idx", "cifar10-binary"] = "idx"
+    checksums: dict[str, Checksum] = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        sums = {k: v if isinstance(v, Checksum) else Checksum(v) for k, v in self.files.items()}
+        object.__setattr__(self, "checksums", sums)
 
     @staticmethod
     def local_name(remote: str) -> str:
-        """We store decompressed files: `x-idx3-ubyte.gz` -> `x-idx3-ubyte`."""
+        """We store decompressed files: `x-idx3-ubyte.gz` -> `x-idx3-ubyte`, `x.tar.gz` -> `x.tar`."""
         return remote[:-3] if remote.endswith(".gz") else remote
 
 
@@ -26,6 +43,7 @@ SPLIT_FILES = {
     "train": ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"),
     "test": ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"),
 }
+CIFAR10_BATCHES = "cifar-10-batches-bin"  # the folder cifar-10-binary.tar.gz extracts to (inside data/raw/cifar10)
 
 DEBIAN_FASHION_MNIST = "/usr/share/datasets/fashion-mnist"
 
@@ -70,6 +88,30 @@ DATASETS: dict[str, DatasetSpec] = {
             "t10k-labels-idx1-ubyte.gz": "ff7bcfd416de33731a308c3f266cc351222c34898ecbeaf847f06e48f7ec33f2",
         },
         classes=tuple(str(d) for d in range(10)),
+    ),
+    "kmnist": DatasetSpec(
+        name="kmnist",
+        mirrors=(
+            "https://codh.rois.ac.jp/kmnist/dataset/kmnist/",
+            "http://codh.rois.ac.jp/kmnist/dataset/kmnist/",
+        ),
+        # SHA-256 of the decompressed files cannot be computed offline; torchvision's MD5s of the .gz are verified.
+        files={
+            "train-images-idx3-ubyte.gz": Checksum("bdb82020997e1d708af4cf47b453dcf7", "md5", "download"),
+            "train-labels-idx1-ubyte.gz": Checksum("e144d726b3acfaa3e44228e80efcd344", "md5", "download"),
+            "t10k-images-idx3-ubyte.gz": Checksum("5c965bf0a639b31b8f53240b1b52f4d7", "md5", "download"),
+            "t10k-labels-idx1-ubyte.gz": Checksum("7320c461ea6c1c855c0b718fb2a4b134", "md5", "download"),
+        },
+        classes=("o", "ki", "su", "tsu", "na", "ha", "ma", "ya", "re", "wo"),
+    ),
+    "cifar10": DatasetSpec(
+        name="cifar10",
+        mirrors=("https://www.cs.toronto.edu/~kriz/",),
+        # The CIFAR page's MD5 of the archive as served (also torchvision-free tools' pin); stored as .tar.
+        files={"cifar-10-binary.tar.gz": Checksum("c32a1d4ab5d03f1284b67883e8d87530", "md5", "download")},
+        classes=("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"),
+        shape=(3, 32, 32),
+        format="cifar10-binary",
     ),
 }
 

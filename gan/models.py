@@ -8,12 +8,11 @@ import torch
 from torch import nn
 
 from gan import atomic
-from gan.config import ModelConfig
+from gan.config import DCGAN_RESOLUTIONS, ModelConfig
 
 IMAGE_SHAPE = (1, 28, 28)  # the default (channels, height, width)
 IMAGE_SIZE = 28 * 28  # pixels in IMAGE_SHAPE; kept for importers
 
-DCGAN_RESOLUTIONS = (28, 32, 64, 128)
 DCGAN_CHANNELS = (1, 3)
 
 
