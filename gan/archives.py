@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import gzip
 import lzma
-import os
 import shutil
 import stat
 import tarfile
@@ -40,6 +39,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import IO
 
+from gan import atomic
 from gan.errors import PipelineError
 
 # Defaults: generous for a real image dataset, far below what fills a disk or a day.
@@ -89,7 +89,7 @@ def extract_archive(
             names = _extract_tar(archive, tmp, *limits)
         else:
             raise ArchiveError(f"{archive}: not a zip or tar archive (.zip, .tar, .tar.gz, .tgz); check the file")
-        _replace_dir(tmp, dest)
+        atomic.replace_dir(tmp, dest)
     except ArchiveError as err:
         raise ArchiveError(f"{err}. Nothing was extracted; {kept}.") from err.__cause__
     except OSError as err:  # disk full, permissions: say where, and that nothing was lost
@@ -246,21 +246,6 @@ def _write_file(archive: Path, name: str, src: IO[bytes], root: Path, parts: tup
                     "the header lies (a zip-bomb trick), so the archive is refused"
                 )
             out.write(chunk)
-
-
-def _replace_dir(tmp: Path, dest: Path) -> None:
-    """Rename `tmp` onto `dest`; an existing `dest` is moved aside first and deleted once `tmp` is in place."""
-    if not dest.exists():
-        os.rename(tmp, dest)
-        return
-    aside = Path(tempfile.mkdtemp(prefix=f".{dest.name}.", suffix=".old", dir=dest.parent))
-    os.replace(dest, aside)  # onto an empty folder: allowed by rename(2)
-    try:
-        os.rename(tmp, dest)
-    except OSError:
-        os.replace(aside, dest)
-        raise
-    shutil.rmtree(aside, ignore_errors=True)
 
 
 def _too_many(archive: Path, name: str, max_entries: int) -> ArchiveError:

@@ -11,6 +11,7 @@ import io
 import logging
 import os
 import re
+import shutil
 import tempfile
 from collections.abc import Iterable, Iterator
 from pathlib import Path
@@ -96,3 +97,18 @@ def save_torch(path: str | Path, obj: object) -> None:
     buf = io.BytesIO()
     torch.save(obj, buf)
     write_bytes(path, buf.getvalue())
+
+
+def replace_dir(tmp: Path, dest: Path) -> None:
+    """Rename `tmp` onto `dest`; an existing `dest` is moved aside first and deleted once `tmp` is in place."""
+    if not dest.exists():
+        os.rename(tmp, dest)
+        return
+    aside = Path(tempfile.mkdtemp(prefix=f".{dest.name}.", suffix=".old", dir=dest.parent))
+    os.replace(dest, aside)  # onto an empty folder: allowed by rename(2)
+    try:
+        os.rename(tmp, dest)
+    except OSError:
+        os.replace(aside, dest)
+        raise
+    shutil.rmtree(aside, ignore_errors=True)

@@ -12,8 +12,12 @@ import collections
 import gzip
 import hashlib
 import http.server
+import io
+import json
+import logging
 import os
 import socket
+import tarfile
 import threading
 import time
 import types
@@ -21,12 +25,14 @@ import zlib
 from collections.abc import Callable
 from pathlib import Path
 
+import numpy as np
 import pytest
 import requests
 import urllib3
 
 import gan.download as download
-from gan.datasets import DatasetSpec
+from gan import cifar
+from gan.datasets import Checksum, DatasetSpec
 from gan.download import DownloadError, FetchSettings, download_dataset, fetch_verified
 from gan.hashing import sha256_file
 
@@ -650,3 +656,218 @@ def test_multimember_gzip(server, dest_dir):
     assert gzip.decompress(gzip.compress(DATA[:half]) + gzip.compress(DATA[half:])) == DATA  # what gunzip does
     out = fetch_verified(NAME, SHA, [server.mirror("m")], dest_dir / LOCAL, FAST)
     assert out.read_bytes() == DATA
+
+
+# ---------------------------------------------------------------------------- 13. checksum kinds and the sidecar
+
+
+def md5(data: bytes) -> str:
+    return hashlib.md5(data).hexdigest()
+
+
+def regzip(data: bytes, mtime: int) -> bytes:
+    """Same content, different gzip bytes (the header holds an mtime): the .gz's MD5 changes, the content's does not."""
+    return gzip.compress(data, mtime=mtime)
+
+
+def sidecar(d: Path) -> dict:
+    return json.loads((d / download.SIDECAR).read_text())
+
+
+def md5_spec(server, images: bytes, labels: bytes) -> DatasetSpec:
+    gz = regzip(images, mtime=1)
+    server.script("/ds/x-idx3-ubyte.gz", serve(gz))
+    server.script("/ds/notes.bin", serve(labels))
+    files = {
+        "x-idx3-ubyte.gz": Checksum(md5(gz), "md5", "download"),
+        "notes.bin": Checksum(md5(labels), "md5", "download"),
+    }
+    return DatasetSpec(name="tiny", mirrors=(server.mirror("ds"),), files=files, classes=("a",))
+
+
+def test_md5_of_download_is_verified_recorded_and_not_fetched_again(server, dest_dir, caplog):
+    images, labels = payload(3000, seed=20), payload(200, seed=21)
+    spec = md5_spec(server, images, labels)
+    with caplog.at_level(logging.INFO, logger="gan.download"):
+        out = download_dataset(spec, dest_dir, settings=FAST)
+    sha = {"x-idx3-ubyte": hashlib.sha256(images).hexdigest(), "notes.bin": hashlib.sha256(labels).hexdigest()}
+    assert out == sha  # the SHA-256 of the stored bytes, to pin
+    assert all(s in caplog.text for s in sha.values())
+    assert (dest_dir / "x-idx3-ubyte").read_bytes() == images  # stored decompressed
+    assert listing(dest_dir) == {"x-idx3-ubyte", "notes.bin", download.SIDECAR}
+    assert {k: v["sha256"] for k, v in sidecar(dest_dir)["files"].items()} == sha
+
+    # rerun: verified by the sidecar, no request
+    server.hits.clear()
+    assert download_dataset(spec, dest_dir, settings=FAST) == out
+    assert server.hits == {}
+
+    # a stored file that no longer matches its record is downloaded again (and only that one)
+    (dest_dir / "x-idx3-ubyte").write_bytes(PRECIOUS)
+    assert download_dataset(spec, dest_dir, settings=FAST) == out
+    assert server.hits == {"/ds/x-idx3-ubyte.gz": 1}
+    assert (dest_dir / "x-idx3-ubyte").read_bytes() == images
+
+
+def test_sidecar_for_another_checksum_does_not_count(server, dest_dir):
+    images, labels = payload(3000, seed=20), payload(200, seed=21)
+    spec = md5_spec(server, images, labels)
+    download_dataset(spec, dest_dir, settings=FAST)
+    data = sidecar(dest_dir)
+    data["files"]["notes.bin"]["verified"] = "md5 0123 of the bytes as downloaded"  # verified as something else
+    (dest_dir / download.SIDECAR).write_text(json.dumps(data))
+    server.hits.clear()
+    download_dataset(spec, dest_dir, settings=FAST)
+    assert server.hits == {"/ds/notes.bin": 1}
+
+    (dest_dir / download.SIDECAR).write_text("{not json")  # unreadable: everything is verified by downloading
+    server.hits.clear()
+    download_dataset(spec, dest_dir, settings=FAST)
+    assert server.hits == {"/ds/x-idx3-ubyte.gz": 1, "/ds/notes.bin": 1}
+    assert set(sidecar(dest_dir)["files"]) == {"x-idx3-ubyte", "notes.bin"}
+
+
+def test_md5_of_download_rejects_other_gzip_bytes_of_the_same_content(server, dest_dir):
+    good, other = regzip(DATA, mtime=1), regzip(DATA, mtime=2)
+    assert gzip.decompress(other) == DATA and md5(other) != md5(good)
+    dest = dest_dir / LOCAL
+    dest.write_bytes(PRECIOUS)
+    server.script(f"/m/{NAME}", serve(other))
+    with pytest.raises(DownloadError) as ei:
+        fetch_verified(NAME, Checksum(md5(good), "md5", "download"), [server.mirror("m")], dest, FAST)
+    msg = str(ei.value)
+    assert f"checksum mismatch: got md5 {md5(other)} of the bytes as downloaded, expected {md5(good)}" in msg
+    assert_failed_cleanly(dest_dir, dest)  # no sidecar either
+
+    server.script(f"/m/{NAME}", serve(good))
+    assert fetch_verified(NAME, Checksum(md5(good), "md5", "download"), [server.mirror("m")], dest, FAST)
+    assert dest.read_bytes() == DATA
+
+
+def test_sha256_of_download(server, dest_dir):
+    server.script(f"/m/{NAME}", serve(GZ))
+    good = Checksum(hashlib.sha256(GZ).hexdigest(), "sha256", "download")
+    assert fetch_verified(NAME, good, [server.mirror("m")], dest_dir / LOCAL, FAST).read_bytes() == DATA
+    with pytest.raises(DownloadError, match="checksum mismatch: got sha256"):
+        fetch_verified(NAME, Checksum(SHA, "sha256", "download"), [server.mirror("m")], dest_dir / "other", FAST)
+
+
+def test_md5_of_decompressed_verifies_the_stored_file_itself(server, dest_dir):
+    server.script(f"/m/{NAME}", serve(GZ))
+    checksum = Checksum(md5(DATA), "md5", "decompressed")
+    assert fetch_verified(NAME, checksum, [server.mirror("m")], dest_dir / LOCAL, FAST).read_bytes() == DATA
+    assert listing(dest_dir) == {LOCAL}  # the stored file shows its own checksum: no sidecar needed
+    assert fetch_verified(NAME, checksum, [server.mirror("m")], dest_dir / LOCAL, FAST)
+    assert server.hits == {f"/m/{NAME}": 1}
+    with pytest.raises(DownloadError, match=f"got md5 {md5(DATA)} of the decompressed bytes"):
+        fetch_verified(NAME, Checksum(md5(b"x"), "md5", "decompressed"), [server.mirror("m")], dest_dir / "o", FAST)
+
+
+def test_no_checksum_just_downloads_every_time(server, dest_dir):
+    dest = dest_dir / LOCAL
+    server.script(f"/m/{NAME}", status(503), serve(GZ), serve(payload(seed=5)))
+    assert fetch_verified(NAME, None, [server.mirror("m")], dest, FAST).read_bytes() == DATA  # retried
+    assert fetch_verified(NAME, None, [server.mirror("m")], dest, FAST).read_bytes() == payload(seed=5)
+    assert server.hits == {f"/m/{NAME}": 3}
+    assert listing(dest_dir) == {LOCAL}
+
+
+# ---------------------------------------------------------------------------- 14. cifar10-binary
+
+
+def cifar_batch(records: int, seed: int) -> bytes:
+    rng = np.random.default_rng(seed)
+    recs = rng.integers(0, 256, (records, cifar.RECORD_BYTES), dtype=np.uint8)
+    recs[:, 0] = rng.integers(0, 10, records)
+    return recs.tobytes()
+
+
+def cifar_tgz(meta: str = "\n".join(cifar.CIFAR10_CLASSES) + "\n", skip: str = "") -> bytes:
+    """A cifar-10-binary.tar.gz with the real layout (2 records per batch)."""
+    members = {f"data_batch_{i}.bin": cifar_batch(2, i) for i in range(1, 6)}
+    members |= {"test_batch.bin": cifar_batch(2, 9), "batches.meta.txt": meta.encode(), "readme.html": b"<p>hi</p>"}
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w:gz") as tar:
+        folder = tarfile.TarInfo(cifar.BATCHES_DIR_NAME)
+        folder.type, folder.mode = tarfile.DIRTYPE, 0o755
+        tar.addfile(folder)
+        for name, data in members.items():
+            if name != skip:
+                info = tarfile.TarInfo(f"{cifar.BATCHES_DIR_NAME}/{name}")
+                info.size = len(data)
+                tar.addfile(info, io.BytesIO(data))
+    return buf.getvalue()
+
+
+def cifar_spec(server, tgz: bytes) -> DatasetSpec:
+    server.script("/c/cifar-10-binary.tar.gz", serve(tgz))
+    files = {"cifar-10-binary.tar.gz": Checksum(md5(tgz), "md5", "download")}
+    return DatasetSpec(
+        name="cifar10",
+        mirrors=(server.mirror("c"),),
+        files=files,
+        classes=cifar.CIFAR10_CLASSES,
+        shape=(3, 32, 32),
+        format="cifar10-binary",
+    )
+
+
+@pytest.fixture
+def extractions(monkeypatch) -> list[Path]:
+    calls: list[Path] = []
+    real = download.extract_archive
+
+    def counting(archive, dest, *args, **kwargs):
+        calls.append(Path(archive))
+        return real(archive, dest, *args, **kwargs)
+
+    monkeypatch.setattr(download, "extract_archive", counting)
+    return calls
+
+
+def test_cifar10_archive_is_verified_extracted_and_readable(server, dest_dir, extractions):
+    tgz = cifar_tgz()
+    spec = cifar_spec(server, tgz)
+    out = download_dataset(spec, dest_dir, settings=FAST)
+    assert out == {"cifar-10-binary.tar": hashlib.sha256(gzip.decompress(tgz)).hexdigest()}
+    assert listing(dest_dir) == {"cifar-10-binary.tar", cifar.BATCHES_DIR_NAME, download.SIDECAR}
+    images, labels = cifar.read_cifar10_split(dest_dir / cifar.BATCHES_DIR_NAME, "train")
+    assert images.shape == (10, 3, 32, 32) and labels.shape == (10,)
+    expected = np.frombuffer(cifar_batch(2, 1), np.uint8).reshape(2, -1)
+    assert (labels[:2] == expected[:, 0]).all() and (images[:2].reshape(2, -1) == expected[:, 1:]).all()
+    assert cifar.read_cifar10_split(dest_dir / cifar.BATCHES_DIR_NAME, "test")[0].shape == (2, 3, 32, 32)
+    assert len(extractions) == 1
+
+    # rerun: archive verified by the sidecar, folder complete -> no request, no extraction
+    server.hits.clear()
+    download_dataset(spec, dest_dir, settings=FAST)
+    assert server.hits == {} and len(extractions) == 1
+
+    # an incomplete folder is extracted again (from the stored archive: no request)
+    (dest_dir / cifar.BATCHES_DIR_NAME / "test_batch.bin").unlink()
+    download_dataset(spec, dest_dir, settings=FAST)
+    assert server.hits == {} and len(extractions) == 2
+    assert (dest_dir / cifar.BATCHES_DIR_NAME / "test_batch.bin").read_bytes() == cifar_batch(2, 9)
+
+    # a re-downloaded archive is extracted again, even though the folder looks complete
+    with open(dest_dir / "cifar-10-binary.tar", "ab") as f:
+        f.write(b"tampered")
+    download_dataset(spec, dest_dir, settings=FAST)
+    assert server.hits == {"/c/cifar-10-binary.tar.gz": 1} and len(extractions) == 3
+    assert listing(dest_dir) == {"cifar-10-binary.tar", cifar.BATCHES_DIR_NAME, download.SIDECAR}
+
+
+@pytest.mark.parametrize(
+    "tgz, match",
+    [
+        (cifar_tgz(skip="test_batch.bin"), "holds no cifar-10-batches-bin/test_batch.bin"),
+        (cifar_tgz(meta="apple\naquarium_fish\n"), "batches.meta.txt: class names"),
+    ],
+    ids=["missing-batch", "not-cifar10-meta"],
+)
+def test_cifar10_archive_of_the_wrong_thing_is_refused(server, dest_dir, tgz, match):
+    with pytest.raises(cifar.CifarError, match=match) as ei:
+        download_dataset(cifar_spec(server, tgz), dest_dir, settings=FAST)
+    assert "cifar-10-binary.tar" in str(ei.value)  # names the archive
+    assert cifar.BATCHES_DIR_NAME not in listing(dest_dir)  # nothing half-extracted
+    assert not [n for n in listing(dest_dir) if n.endswith(".tmp")]
