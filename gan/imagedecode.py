@@ -22,6 +22,8 @@ that). Both switches are process-wide in Pillow and `warnings`; do not decode fr
 
 `has_colour` tells grey images (R=G=B everywhere, stored as RGB or not) from colour ones, to choose the
 default channel count; `pixel_digest` fingerprints a decoded array to find exact duplicates across formats.
+`decode_file` does both, and several targets, from one read of the file (what the prepare stage runs);
+`convert_array` takes an image already in memory (a built-in dataset's uint8 C×H×W) through steps 4-6.
 """
 
 from __future__ import annotations
@@ -29,7 +31,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import warnings
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
@@ -60,6 +62,7 @@ REASONS: tuple[Reason, ...] = (
 )
 _ALPHA_MODES = ("RGBA", "RGBa", "LA", "La", "PA")
 _TO_RGB = ("1", "P", "RGBX", "CMYK", "YCbCr")  # modes Pillow converts straight to RGB
+_WHITE = (255, 255, 255)  # what has_colour composites alpha on
 
 
 @dataclass(frozen=True)
@@ -93,11 +96,42 @@ class BadImage(PipelineError, ValueError):
         super().__init__(f"{path}: {detail} [{reason}]")
         self.path = path
         self.reason = reason
+        self.detail = detail
 
 
 def decode_image(path: Path, target: Target) -> np.ndarray:
     """The image at `path` as uint8 C×H×W with C = target.channels and H = W = target.resolution."""
-    im = _load(Path(path), target.background)
+    return _fit(_load(Path(path), target.background), target)
+
+
+@dataclass(frozen=True)
+class Decoded:
+    colour: bool  # has_colour(path): some pixel's R, G and B differ (alpha composited on white)
+    arrays: tuple[np.ndarray, ...]  # the image as decode_image gives it for each target, in order
+
+
+def decode_file(path: Path, targets: Sequence[Target]) -> Decoded:
+    """has_colour(path) and decode_image(path, t) for each t, from one read and decode of the file."""
+    backgrounds = list(dict.fromkeys([_WHITE, *(t.background for t in targets)]))
+    flat = dict(zip(backgrounds, _load_many(Path(path), backgrounds), strict=True))
+    return Decoded(colour=_colour(flat[_WHITE]), arrays=tuple(_fit(flat[t.background], t) for t in targets))
+
+
+def convert_array(arr: np.ndarray, target: Target) -> np.ndarray:
+    """An in-memory uint8 C×H×W image (C = 1 or 3) through steps 4-6 of decode_image (alpha-free: no step 4).
+
+    An array that already has the target's shape is returned as is (a contiguous copy): byte-identical.
+    """
+    if arr.dtype != np.uint8 or arr.ndim != 3 or arr.shape[0] not in (1, 3):
+        raise ValueError(f"convert_array: expected uint8 C×H×W with C = 1 or 3, got {arr.dtype} {arr.shape}")
+    if arr.shape == (target.channels, target.resolution, target.resolution):
+        return np.array(arr, order="C", copy=True)
+    im = Image.fromarray(arr[0], "L") if arr.shape[0] == 1 else Image.fromarray(arr.transpose(1, 2, 0), "RGB")
+    return _fit(im, target)
+
+
+def _fit(im: Image.Image, target: Target) -> np.ndarray:
+    """A loaded "L" or "RGB" image to the target: channels, square (crop or pad), size."""
     im = im.convert("L") if target.channels == 1 else im.convert("RGB")
     fill = _fill(im.mode, target.background)
     w, h = im.size
@@ -123,7 +157,10 @@ def has_colour(path: Path, tolerance: int = 0) -> bool:
     Grey modes (1, L, LA, I, F) are grey; an RGB, palette or CMYK image whose pixels are all R=G=B is grey
     too. A `tolerance` of 2 or 3 forgives the chroma noise of a grey picture saved as a colour JPEG.
     """
-    im = _load(Path(path), (255, 255, 255))
+    return _colour(_load(Path(path), _WHITE), tolerance)
+
+
+def _colour(im: Image.Image, tolerance: int = 0) -> bool:
     if im.mode == "L":
         return False
     rgb = np.asarray(im, dtype=np.int16)
@@ -143,6 +180,11 @@ def pixel_digest(arr: np.ndarray) -> str:
 
 
 def _load(path: Path, background: tuple[int, int, int]) -> Image.Image:
+    return _load_many(path, [background])[0]
+
+
+def _load_many(path: Path, backgrounds: Sequence[tuple[int, int, int]]) -> list[Image.Image]:
+    """The file opened once, as "L" or "RGB" with its alpha composited on each of `backgrounds`."""
     try:
         f = open(path, "rb")
     except OSError as err:
@@ -154,7 +196,7 @@ def _load(path: Path, background: tuple[int, int, int]) -> Image.Image:
             f.seek(0)
             with Image.open(f, formats=FORMATS) as opened:
                 im = ImageOps.exif_transpose(opened)  # loads the pixels; a copy that outlives the file
-            return _to_l_or_rgb(path, im, background)
+            return [_to_l_or_rgb(path, im, bg) for bg in backgrounds]
         except BadImage:
             raise
         except UnidentifiedImageError as err:

@@ -13,7 +13,7 @@ import pytest
 from PIL import Image, ImageFile
 
 from gan.errors import PipelineError
-from gan.imagedecode import BadImage, Target, decode_image, has_colour, pixel_digest
+from gan.imagedecode import BadImage, Target, convert_array, decode_file, decode_image, has_colour, pixel_digest
 
 BG = (10, 200, 30)  # a background that is neither black, white nor grey, so it is recognisable
 
@@ -356,3 +356,32 @@ def test_pixel_digest(tmp_path: Path) -> None:
     other = decode_image(save(tmp_path, "b.png", Image.fromarray(changed)), target)
     assert pixel_digest(other) != pixel_digest(png)
     assert pixel_digest(png.reshape(3, 8, 32)) != pixel_digest(png)  # same bytes, another shape
+
+
+# ---- decode_file (one read, several targets) and convert_array (an image already in memory)
+
+
+def test_decode_file_equals_decode_image_and_has_colour(tmp_path: Path) -> None:
+    im = Image.new("RGBA", (12, 7), (200, 10, 10, 255))
+    im.putpixel((3, 3), (0, 0, 255, 0))
+    path = save(tmp_path, "a.png", im)
+    targets = (Target(8, 1, "pad", background=BG), Target(8, 3, "center"), Target(5, 3, "pad", background=BG))
+    got = decode_file(path, targets)
+    assert got.colour == has_colour(path) is True
+    assert all(np.array_equal(a, decode_image(path, t)) for a, t in zip(got.arrays, targets, strict=True))
+    grey = save(tmp_path, "grey.png", Image.new("LA", (4, 4), (90, 255)))
+    assert decode_file(grey, (Target(4, 3, background=BG),)).colour is False  # colour of the file, not of BG
+    with pytest.raises(BadImage):
+        decode_file(tmp_path / "missing.png", targets)
+    assert BadImage(path, "empty", "what").detail == "what"
+
+
+def test_convert_array(tmp_path: Path) -> None:
+    rgb = np.random.default_rng(5).integers(0, 256, (3, 10, 6), dtype=np.uint8)
+    native = convert_array(rgb[:, :6], Target(6, 3))
+    assert np.array_equal(native, rgb[:, :6]) and native.flags.c_contiguous  # the target shape: as is
+    path = save(tmp_path, "a.png", Image.fromarray(rgb.transpose(1, 2, 0)))
+    for target in (Target(4, 1, "pad", "bicubic", BG), Target(8, 3, "center", "lanczos")):
+        assert np.array_equal(convert_array(rgb, target), decode_image(path, target))  # same steps as a file
+    with pytest.raises(ValueError, match="uint8 C×H×W"):
+        convert_array(rgb.astype(np.float32), Target(4, 1))
