@@ -19,10 +19,10 @@ import numpy as np
 import torch
 
 from gan.config import load_params
-from gan.datasets import get_dataset
 from gan.evaluate import score_images
-from gan.prepare import load_split
+from gan.paths import PATHS
 from gan.reference import build_reference
+from gan.splits import load_split, read_summary
 
 
 def main() -> None:
@@ -35,15 +35,15 @@ def main() -> None:
           f"cuda {torch.cuda.is_available()}")  # fmt: skip
     with tempfile.TemporaryDirectory() as ref:
         t0 = time.perf_counter()
-        meta = build_reference(cfg, "data/models/classifier.pt", "data/prepared/train.npz", "data/prepared/test.npz",
+        meta = build_reference(cfg, PATHS.classifier, PATHS.train_split, PATHS.test_split,
                                ref, device="cpu")  # fmt: skip
         t_ref = time.perf_counter() - t0
         n = meta["n"]
-        train = load_split("data/prepared/train.npz")
+        train = load_split(PATHS.train_split)
         samples = torch.from_numpy(train.images[np.random.default_rng(7).choice(len(train.images), n, replace=False)])
         t0 = time.perf_counter()
-        classes = list(get_dataset(p.data.dataset).classes)
-        m = score_images(samples, cfg, "data/models/classifier.pt", Path(ref), classes, "cpu")
+        classes = list(read_summary(PATHS.prepared_summary).classes)
+        m = score_images(samples, cfg, PATHS.classifier, Path(ref), classes, "cpu")
         t_score = time.perf_counter() - t0
     print(f"n = {n} vs {n}")
     print(f"reference features (real train + test, once per data version): {t_ref:6.1f} s")

@@ -28,9 +28,10 @@ def child(kind: str, n: int) -> None:
 
     from gan.config import load_params
     from gan.models import load_generator
+    from gan.paths import PATHS
 
     p = load_params()
-    load_generator("data/models/generator.pt")
+    load_generator(PATHS.generator)
     torch.zeros(1)
     base = rss_mb()
     t0 = time.perf_counter()
@@ -39,14 +40,14 @@ def child(kind: str, n: int) -> None:
 
         with tempfile.TemporaryDirectory() as out:
             cfg = p.export.model_copy(update={"n_npz": n, "n_png": 1000})
-            export(cfg, p, "data/models/generator.pt", "data/metrics/metrics.json", "data/prepared/summary.json",
-                   "data/train/summary.json", out)  # fmt: skip
+            export(cfg, p, PATHS.generator, PATHS.metrics, PATHS.prepared_summary,
+                   PATHS.train_summary, out)  # fmt: skip
     else:
         from gan.evaluate import evaluate
 
         cfg = p.evaluate.model_copy(update={"n_samples": n})
         with tempfile.TemporaryDirectory() as out:
-            evaluate(cfg, "data/models/generator.pt", "data/models/classifier.pt", "data/reference",
+            evaluate(cfg, PATHS.generator, PATHS.classifier, PATHS.reference,
                      f"{out}/m.json", device="cpu")  # fmt: skip
     print(json.dumps({"kind": kind, "n": n, "baseline_mb": round(base), "peak_mb": round(rss_mb()),
                       "seconds": round(time.perf_counter() - t0, 1)}))  # fmt: skip

@@ -29,9 +29,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from gan.config import load_params  # noqa: E402
-from gan.datasets import get_dataset  # noqa: E402
 from gan.evaluate import evaluate, score_images  # noqa: E402
-from gan.prepare import load_split  # noqa: E402
+from gan.paths import PATHS  # noqa: E402
+from gan.splits import load_split, read_summary  # noqa: E402
 from gan.tensors import to_uint8  # noqa: E402
 from gan.train import TrainOutputs, train  # noqa: E402
 
@@ -76,7 +76,7 @@ def run_baseline(minutes: float, p, classes: list[str], n_train: int, device: st
     n = 10_000
     for train_mode in (True, False):
         fake = baseline_samples(G, n, p.evaluate.seed, train_mode)
-        m = score_images(fake, p.evaluate, "data/models/classifier.pt", "data/reference", classes, device)
+        m = score_images(fake, p.evaluate, PATHS.classifier, PATHS.reference, classes, device)
         label = f"pytorch/examples 64×64 (G.{'train' if train_mode else 'eval'}())"
         print(row(label, minutes, steps, steps / (n_train // 64), m), flush=True)
 
@@ -95,15 +95,15 @@ def main() -> None:
         )
     print(f"machine: {os.cpu_count()} CPUs, cuda {torch.cuda.is_available()}; model {p.model.arch} "
           f"channels {p.model.channels}, batch {p.train.batch_size}, lr {p.train.lr_g}/{p.train.lr_d}")  # fmt: skip
-    classes = list(get_dataset(p.data.dataset).classes)
-    n_train = len(load_split("data/prepared/train.npz").labels)
+    classes = list(read_summary(PATHS.prepared_summary).classes)
+    n_train = len(load_split(PATHS.train_split).labels)
     print(HEADER)
     for minutes in args.minutes:
         with tempfile.TemporaryDirectory() as tmp:
             cfg = p.train.model_copy(update={"epochs": 1000, "max_seconds": minutes * 60})
             out = TrainOutputs(Path(tmp) / "g.pt", Path(tmp) / "ckpt", Path(tmp) / "log")
-            r = train(p.model, cfg, "data/prepared/train.npz", out, progress_bar=False)
-            m = evaluate(p.evaluate, out.generator, "data/models/classifier.pt", "data/reference", Path(tmp) / "m.json",
+            r = train(p.model, cfg, PATHS.train_split, out, progress_bar=False)
+            m = evaluate(p.evaluate, out.generator, PATHS.classifier, PATHS.reference, Path(tmp) / "m.json",
                          classes=classes)  # fmt: skip
         print(row("project default", minutes, r.steps, r.steps / (n_train // p.train.batch_size), m), flush=True)
     for minutes in args.baseline_minutes:

@@ -44,7 +44,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from gan.config import ModelConfig  # noqa: E402
 from gan.losses import d_loss, g_loss  # noqa: E402
 from gan.models import build_discriminator, build_generator, dcgan_init  # noqa: E402
-from gan.prepare import load_split  # noqa: E402
+from gan.paths import PATHS  # noqa: E402
+from gan.splits import load_split  # noqa: E402
 from gan.tensors import from_uint8  # noqa: E402
 from gan.train import CudaGraphStep, amp_gan_step, gan_step  # noqa: E402
 
@@ -105,7 +106,7 @@ def torchvision_root(tmp: Path) -> Path:
     """torchvision.datasets.FashionMNIST reads <root>/FashionMNIST/raw/<idx files>: link ours there."""
     raw = tmp / "FashionMNIST" / "raw"
     raw.mkdir(parents=True)
-    for f in Path("data/raw/fashion-mnist").iterdir():
+    for f in PATHS.raw_dataset("fashion-mnist").iterdir():
         (raw / f.name).symlink_to(f.resolve())
     return tmp
 
@@ -189,7 +190,7 @@ def project_steps(
     capturable = capturable or graph
     opt_d = torch.optim.Adam(D.parameters(), lr=2e-4, betas=(0.5, 0.999), capturable=capturable)
     opt_g = torch.optim.Adam(G.parameters(), lr=2e-4, betas=(0.5, 0.999), capturable=capturable)
-    data = torch.from_numpy(load_split("data/prepared/train.npz").images).to(device)
+    data = torch.from_numpy(load_split(PATHS.train_split).images).to(device)
     gen = torch.Generator(device=device).manual_seed(seed)
     amp = device.type == "cuda"
     if graph:

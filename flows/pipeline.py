@@ -40,10 +40,15 @@ from gan import dvcrun
 from gan.champion import FILES as CHAMPION_FILES
 from gan.champion import Decision, decide, metric_value, promote, read_record, summary_lines
 from gan.config import ConfigError, Params, load_params, save_overrides
+from gan.paths import PATHS, Paths
+from gan.splits import read_summary
 
 REPO = Path(__file__).resolve().parents[1]
-CHAMPION_DIR = Path("data/models/champion")
-HISTORY = Path("data/history/runs.csv")
+CHAMPION_DIR = PATHS.champion
+HISTORY = PATHS.history
+# Stages dvc.yaml marks always_changed: they look at the source on every run and count as a change only
+# when their output differs (so a run on an unchanged folder is a no-op).
+WATCH_STAGES = ("source",)
 LOCK = ".gan-pipeline.lock"
 ARTIFACT_KEYS = {
     "progress": "gan-training-progress",
@@ -59,7 +64,7 @@ class WorkspaceBusy(RuntimeError):
 
 def _run_stage(stage: str, repo: str, all_current: bool = False) -> dict:
     logger = get_run_logger()
-    if all_current or dvcrun.is_current(stage, repo):
+    if stage not in WATCH_STAGES and (all_current or dvcrun.is_current(stage, repo)):
         logger.info("stage %r is up to date according to DVC: skipped", stage)
         return {"stage": stage, "ran": False}
     before = dvcrun.out_hash(stage, repo)
@@ -112,7 +117,8 @@ def run_gate(root: Path, params: Params, flow_run_id: str, logger: logging.Logge
     """The champion gate without Prefect: what `champion_gate` does in a flow run."""
     from gan.evaluate import evaluate
 
-    candidate = json.loads((root / "data/metrics/metrics.json").read_text())
+    paths = Paths(root)
+    candidate = json.loads(paths.metrics.read_text())
     metric = params.promote.metric
     metric_value(candidate, metric)  # absent: say so before spending time on re-scoring the champion
     champ_dir = root / CHAMPION_DIR
@@ -122,28 +128,29 @@ def run_gate(root: Path, params: Params, flow_run_id: str, logger: logging.Logge
         dvcrun.dvc(["add", str(CHAMPION_DIR)], root)  # a crash after promote() but before its `dvc add`
         logger.info("%s did not match the champion's files: re-added it", pointer)
     champion_now = None
+    data = read_summary(paths.prepared_summary)
+    champion_shape = _generator_shape(champ_dir / "generator.pt") if record is not None else None
+    if champion_shape is not None and champion_shape != data.shape:
+        # Not comparable on today's data: a champion of another image shape cannot be scored on it.
+        logger.info("the champion makes %s images, the data is now %s: it cannot be re-scored; the candidate "
+                    "is judged alone", "×".join(map(str, champion_shape)), "×".join(map(str, data.shape)))  # fmt: skip
+        record = None
     if record is not None:
-        champion_now = evaluate(
-            params.evaluate,
-            champ_dir / "generator.pt",
-            root / "data/models/classifier.pt",
-            root / "data/reference",
-            root / "data/metrics/.champion-rescored.json",
-            classes=json.loads((root / "data/prepared/summary.json").read_text())["classes"],
-            device=params.train.device,
-        )
-        (root / "data/metrics/.champion-rescored.json").unlink(missing_ok=True)
+        rescored = paths.metrics_dir / ".champion-rescored.json"
+        champion_now = evaluate(params.evaluate, champ_dir / "generator.pt", paths.classifier, paths.reference,
+                                rescored, classes=list(data.classes), device=params.train.device)  # fmt: skip
+        rescored.unlink(missing_ok=True)
     p = params.promote
     decision = decide(candidate, champion_now, p.margin, p.require_all_classes, metric=metric)
     logger.info("champion gate: %s", " | ".join(summary_lines(decision, candidate)))
     if decision.promote:
-        summary = json.loads((root / "data/prepared/summary.json").read_text())
+        summary = data.raw
         sources = {
-            "generator.pt": root / "data/models/generator.pt",
-            "generator.torchscript.pt": root / "data/samples/generator.torchscript.pt",
-            "metrics.json": root / "data/metrics/metrics.json",
-            "MODEL_CARD.md": root / "data/samples/MODEL_CARD.md",
-            "grid.png": root / "data/samples/grid.png",
+            "generator.pt": paths.generator,
+            "generator.torchscript.pt": paths.samples / "generator.torchscript.pt",
+            "metrics.json": paths.metrics,
+            "MODEL_CARD.md": paths.samples / "MODEL_CARD.md",
+            "grid.png": paths.grid,
         }
         assert set(sources) == set(CHAMPION_FILES)
         promote(
@@ -168,6 +175,14 @@ def run_gate(root: Path, params: Params, flow_run_id: str, logger: logging.Logge
         "previous_record": record,
         "flow_run_id": flow_run_id,
     }
+
+
+def _generator_shape(path: Path) -> tuple[int, int, int]:
+    """The image shape a saved generator makes (files from before shapes were recorded: 1×28×28)."""
+    import torch
+
+    blob = torch.load(path, map_location="cpu", weights_only=True)
+    return tuple(int(s) for s in blob.get("image_shape", (1, 28, 28)))  # type: ignore[return-value]
 
 
 def history_row(gate: dict, params: Params, ran: list[str], train_summary: dict) -> dict:
@@ -212,10 +227,10 @@ def report_markdown(repo: Path, gate: dict) -> str:
         row("champion", champ.get(metric, "—"), champ.get("classes_covered", "—")),
         row("real-vs-real floor", cand.get(f"{metric}_floor", "—"), cand.get("classes_covered_floor")),
     ])  # fmt: skip
-    grid = base64.b64encode((repo / "data/samples/grid.png").read_bytes()).decode()
+    grid = base64.b64encode(Paths(repo).grid.read_bytes()).decode()
     verdict = "PROMOTED to champion" if dec["promote"] else "not promoted"
     files = "\n".join(
-        f"- `{repo / 'data/samples' / f}`"
+        f"- `{Paths(repo).samples / f}`"
         for f in ("grid.png", "samples.npz", "generator.torchscript.pt", "MODEL_CARD.md", "png/")
     )
     return f"""# GAN pipeline run
@@ -267,7 +282,7 @@ def _unchanged_summary(repo: Path, metric: str) -> list[str]:
 
 def _files_lines(repo: Path) -> list[str]:
     return [
-        f"samples: {repo / 'data/samples/grid.png'}; model card: {repo / 'data/samples/MODEL_CARD.md'}",
+        f"samples: {Paths(repo).grid}; model card: {Paths(repo).samples / 'MODEL_CARD.md'}",
         f"champion: {repo / CHAMPION_DIR}/; run history: {repo / HISTORY}",
     ]
 
@@ -303,22 +318,25 @@ def gan_pipeline(overrides: list[str] | None = None, repo: str | None = None, lo
             logger.info("saved overrides to params.yaml: %s", overrides)
         else:
             params = load_params(params_path)
-        results = []
-        all_current = dvcrun.is_current(None, repo)  # one `dvc status` for the common nothing-changed case
-        for stage in dvcrun.stage_names(repo):
+        stages = dvcrun.stage_names(repo)
+        # First look at the source (a folder may have gained images), then one `dvc status` for the common
+        # nothing-changed case.
+        results = [run_stage.with_options(name=s)(s, repo) for s in stages if s in WATCH_STAGES]
+        all_current = dvcrun.is_current(None, repo)
+        for stage in (s for s in stages if s not in WATCH_STAGES):
             runner = download_stage if stage == "download" else run_stage.with_options(name=stage)
             res = runner(stage, repo, all_current)
             results.append(res)
             if stage == "download" and res["ran"] and res["changed_output"] and res["previous_output"]:
                 _emit_dataset_changed(params.data.dataset, res["previous_output"], repo, logger)
-        ran = [r["stage"] for r in results if r["ran"]]
+        ran = [r["stage"] for r in results if r["ran"] and (r["stage"] not in WATCH_STAGES or r["changed_output"])]
         if not ran:
             logger.info("nothing changed: every stage is up to date, champion unchanged")
             return {"ran": [], "promoted": False, "summary": _unchanged_summary(Path(repo), params.promote.metric)}
         from gan.history import append_run  # pandas: only when a stage ran
 
         gate = champion_gate(repo, params)
-        train_summary = json.loads((Path(repo) / "data/train/summary.json").read_text())
+        train_summary = json.loads(Paths(Path(repo)).train_summary.read_text())
         history = append_run(Path(repo) / HISTORY, history_row(gate, params, ran, train_summary))
         dvcrun.dvc(["add", str(HISTORY.parent)], repo)
         _report(Path(repo), gate, history.to_dict("records"))

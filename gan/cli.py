@@ -9,87 +9,103 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
-from pathlib import Path
 
 from gan import atomic
 from gan.config import ConfigError, Params, load_params
 from gan.errors import PipelineError
+from gan.paths import PATHS
 
-DATA = Path("data")
-RAW = DATA / "raw"
-PREPARED = DATA / "prepared"
-MODELS = DATA / "models"
-METRICS = DATA / "metrics"
-CHECKPOINTS = DATA / "checkpoints"
-REFERENCE = DATA / "reference"
-TRAIN_LOG = DATA / "train"
-SAMPLES = DATA / "samples"
+
+def _fetch_settings(p: Params):
+    from gan.download import FetchSettings
+
+    d = p.data
+    return FetchSettings(
+        connect_timeout=d.connect_timeout, read_timeout=d.read_timeout, retries=d.retries, progress=sys.stderr.isatty()
+    )
+
+
+def stage_source(p: Params) -> None:
+    """What the configured source holds now; runs on every `dvc repro`, and the download stage depends on it."""
+    import json
+
+    d = p.data
+    if d.dataset == "folder":
+        from gan.sources import source_manifest
+
+        manifest = source_manifest(d.source, d.source_sha256, PATHS.cache, _fetch_settings(p))
+    else:
+        from gan.datasets import get_dataset
+
+        spec = get_dataset(d.dataset)  # fixed published files: their checksums are the version
+        manifest = {"files": {name: c.hexdigest for name, c in spec.checksums.items()}}
+    atomic.write_text(PATHS.source_manifest, json.dumps({"dataset": d.dataset, **manifest}, indent=1, sort_keys=True))
 
 
 def stage_download(p: Params) -> None:
-    from gan.datasets import get_dataset
-    from gan.download import FetchSettings, download_dataset
-
     d = p.data
-    settings = FetchSettings(
-        connect_timeout=d.connect_timeout, read_timeout=d.read_timeout, retries=d.retries, progress=sys.stderr.isatty()
-    )
-    download_dataset(get_dataset(d.dataset), RAW / d.dataset, d.mirrors, settings)
+    if d.dataset == "folder":
+        from gan.sources import fetch_source
+
+        fetch_source(d.source, d.source_sha256, PATHS.raw_dataset(d.dataset), PATHS.cache, _fetch_settings(p))
+    else:
+        from gan.datasets import get_dataset
+        from gan.download import download_dataset
+
+        download_dataset(get_dataset(d.dataset), PATHS.raw_dataset(d.dataset), d.mirrors, _fetch_settings(p))
 
 
 def stage_prepare(p: Params) -> None:
-    from gan.datasets import get_dataset
     from gan.prepare import prepare
 
-    prepare(get_dataset(p.data.dataset), RAW / p.data.dataset, PREPARED, p.data.limit_train, p.data.limit_test)
+    prepare(p.data, PATHS.raw_dataset(p.data.dataset), PATHS.prepared, PATHS.cache / "prepare")
+
+
+def _classes() -> list[str]:
+    """Class names of the prepared data ([] for an unlabeled folder)."""
+    from gan.splits import read_summary
+
+    return list(read_summary(PATHS.prepared_summary).classes)
 
 
 def stage_classifier(p: Params) -> None:
     from gan.classifier import train_classifier
-    from gan.datasets import get_dataset
 
-    train_classifier(
-        p.classifier,
-        PREPARED / "train.npz",
-        PREPARED / "test.npz",
-        MODELS / "classifier.pt",
-        METRICS / "classifier.json",
-        num_classes=len(get_dataset(p.data.dataset).classes),
-        device=p.train.device,
-    )
+    train_classifier(p.classifier, PATHS.train_split, PATHS.test_split, PATHS.classifier, PATHS.classifier_metrics,
+                     num_classes=len(_classes()), device=p.train.device)  # fmt: skip
 
 
 def stage_train(p: Params) -> None:
     from gan.train import TrainOutputs, train
 
-    train(p.model, p.train, PREPARED / "train.npz", TrainOutputs(MODELS / "generator.pt", CHECKPOINTS, TRAIN_LOG))
+    train(p.model, p.train, PATHS.train_split, TrainOutputs(PATHS.generator, PATHS.checkpoints, PATHS.train_log))
 
 
 def stage_reference(p: Params) -> None:
     from gan.reference import build_reference
 
-    build_reference(p.evaluate, MODELS / "classifier.pt", PREPARED / "train.npz", PREPARED / "test.npz", REFERENCE,
+    build_reference(p.evaluate, PATHS.classifier, PATHS.train_split, PATHS.test_split, PATHS.reference,
                     device=p.train.device)  # fmt: skip
 
 
 def stage_evaluate(p: Params) -> None:
-    from gan.datasets import get_dataset
     from gan.evaluate import evaluate
 
-    evaluate(p.evaluate, MODELS / "generator.pt", MODELS / "classifier.pt", REFERENCE, METRICS / "metrics.json",
-             classes=list(get_dataset(p.data.dataset).classes), device=p.train.device)  # fmt: skip
+    evaluate(p.evaluate, PATHS.generator, PATHS.classifier, PATHS.reference, PATHS.metrics, classes=_classes(),
+             device=p.train.device)  # fmt: skip
 
 
 def evaluate_samples(p: Params, samples: str, out: str | None) -> None:
     """`gan evaluate --samples PATH`: score external samples on the same scale as ours."""
     import json
 
-    from gan.datasets import get_dataset
     from gan.evaluate import score_images
     from gan.imagefiles import load_samples
+    from gan.splits import read_summary
 
-    metrics = score_images(load_samples(samples), p.evaluate, MODELS / "classifier.pt", REFERENCE,
-                           list(get_dataset(p.data.dataset).classes), p.train.device)  # fmt: skip
+    data = read_summary(PATHS.prepared_summary)
+    metrics = score_images(load_samples(samples, data.shape), p.evaluate, PATHS.classifier, PATHS.reference,
+                           list(data.classes), p.train.device)  # fmt: skip
     metrics["samples"] = str(samples)
     text = json.dumps(metrics, indent=2) + "\n"
     if out:
@@ -100,18 +116,11 @@ def evaluate_samples(p: Params, samples: str, out: str | None) -> None:
 def stage_export(p: Params) -> None:
     from gan.export import export
 
-    export(
-        p.export,
-        p,
-        MODELS / "generator.pt",
-        METRICS / "metrics.json",
-        PREPARED / "summary.json",
-        TRAIN_LOG / "summary.json",
-        SAMPLES,
-    )
+    export(p.export, p, PATHS.generator, PATHS.metrics, PATHS.prepared_summary, PATHS.train_summary, PATHS.samples)
 
 
 STAGES = {
+    "source": stage_source,
     "download": stage_download,
     "prepare": stage_prepare,
     "classifier": stage_classifier,
@@ -123,13 +132,14 @@ STAGES = {
 
 # What each stage writes: its dvc.yaml outs and metrics (tests/test_reliability.py checks that the two agree).
 OUTPUTS = {
-    "download": (RAW,),
-    "prepare": (PREPARED,),
-    "classifier": (MODELS / "classifier.pt", METRICS / "classifier.json"),
-    "train": (MODELS / "generator.pt", TRAIN_LOG, CHECKPOINTS),
-    "reference": (REFERENCE,),
-    "evaluate": (METRICS / "metrics.json",),
-    "export": (SAMPLES,),
+    "source": (PATHS.source_manifest,),
+    "download": (PATHS.raw,),
+    "prepare": (PATHS.prepared,),
+    "classifier": (PATHS.classifier, PATHS.classifier_metrics),
+    "train": (PATHS.generator, PATHS.train_log, PATHS.checkpoints),
+    "reference": (PATHS.reference,),
+    "evaluate": (PATHS.metrics,),
+    "export": (PATHS.samples,),
 }
 
 
@@ -148,8 +158,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--samples",
         metavar="PATH",
-        help="with 'evaluate': score these samples (.npz key 'images', .npy, or a folder of 28×28 PNGs) instead "
-        "of the generator, against the same reference; needs the classifier and reference stages done",
+        help="with 'evaluate': score these samples (.npz key 'images', .npy, or a folder of PNGs, at the prepared "
+        "data's shape) instead of the generator, against the same reference; needs the classifier and reference "
+        "stages done",
     )
     parser.add_argument("--out", metavar="FILE", help="with --samples: also write the metrics JSON here")
     args = parser.parse_args(argv)

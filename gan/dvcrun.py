@@ -17,6 +17,7 @@ from pathlib import Path
 
 import yaml
 
+ALWAYS_CHANGED = "always changed"  # how `dvc status --json` reports an always_changed stage
 _PROGRESS = re.compile(r"^(?P<desc>[\w-]+):\s+\d+%\|.*\|\s*(?P<n>\d+)/(?P<total>\d+)")
 
 
@@ -42,9 +43,13 @@ def stage_names(repo: str | Path) -> list[str]:
 
 
 def is_current(stage: str | None, repo: str | Path) -> bool:
-    """True when DVC says the stage (deps, params, outs) is up to date; stage None: the whole pipeline."""
+    """True when DVC says the stage (deps, params, outs) is up to date; stage None: the whole pipeline.
+
+    A stage marked `always_changed` (the `source` watcher) is reported as "always changed" even when nothing
+    changed; that alone is not a change (the stages that depend on its output say whether it changed).
+    """
     proc = dvc(["status", "--json", *([stage] if stage else [])], repo)
-    return json.loads(proc.stdout or "{}") == {}
+    return all(v == [ALWAYS_CHANGED] for v in json.loads(proc.stdout or "{}").values())
 
 
 def out_hash(stage: str, repo: str | Path) -> str | None:

@@ -5,7 +5,9 @@ images, scored against the reference: FID (with a bootstrap interval), KID, IS,
 precision/recall/density/coverage, class coverage and per-class FID. Every metric
 has its `_floor` twin: the same metric with n real *train* images in place of the
 generated ones (scored against the same real test images where it compares two sets).
-`gan evaluate --samples PATH` scores any external samples the same way.
+Images are uint8 N×C×H×W of the prepared data's shape (the reference records it); class
+metrics come only with labelled data. `gan evaluate --samples PATH` scores any external
+samples the same way.
 """
 
 from __future__ import annotations
@@ -31,9 +33,9 @@ from gan.metrics import (
     kl_divergence,
     prdc,
 )
-from gan.models import load_generator
+from gan.models import LEGACY_IMAGE_SHAPE, load_generator
 from gan.sampling import sample_batches
-from gan.tensors import resolve_device, to_uint8
+from gan.tensors import ImageShapeError, check_image_shape, resolve_device, shape_text, to_uint8
 
 log = logging.getLogger(__name__)
 MIN_PER_CLASS = 50  # fewer samples of a class than this: no per-class FID (covariance too noisy)
@@ -103,23 +105,29 @@ def _round(v):
     return v
 
 
-def score_images(
-    fake_u8: torch.Tensor, cfg: EvaluateConfig, classifier_path: str | Path, reference_dir: str | Path,
-    classes: list[str] | None = None, device: str = "auto",
-) -> dict:  # fmt: skip
-    """Score uint8 images N×1×28×28 against the cached reference features."""
-    t0 = time.perf_counter()
-    reference_dir = Path(reference_dir)
-    meta_path = reference_dir / "meta.json"
+def load_reference_meta(reference_dir: str | Path) -> dict:
+    """The reference's meta.json (n, image shape, labels, extractors); a clear error when it was not built."""
+    meta_path = Path(reference_dir) / "meta.json"
     if not meta_path.exists():
         raise ConfigError(f"{meta_path} missing: build the reference first (`dvc repro reference`)")
-    meta = json.loads(meta_path.read_text())
+    return json.loads(meta_path.read_text())
+
+
+def reference_shape(meta: dict) -> tuple[int, int, int]:
+    """The C×H×W of the real images the reference holds (references built before it was recorded: legacy)."""
+    return tuple(meta.get("image_shape", LEGACY_IMAGE_SHAPE))
+
+
+def _check_shape(images: torch.Tensor, meta: dict, reference_dir: str | Path) -> None:
+    check_image_shape(images, reference_shape(meta), f"the prepared data's shape, as {reference_dir} records it")
+
+
+def _score(
+    fake_u8: torch.Tensor, cfg: EvaluateConfig, reference_dir: Path, meta: dict, extractors: dict,
+    classes: list[str] | None,
+) -> dict:  # fmt: skip
     n = meta["n"]
-    if len(fake_u8) < n:
-        raise ConfigError(f"need at least n={n} samples (evaluate.n_samples / the reference size), got {len(fake_u8)}")
     fake_u8 = fake_u8[:n]
-    dev = resolve_device(device)
-    extractors = build_extractors(cfg.extractors, classifier_path, cfg.inception_weights, dev, cfg.batch_size)
     metrics: dict = {"n": n, "reference_split": meta["reference_split"], "floor_split": meta["floor_split"]}
     for name, ex in extractors.items():
         info = meta["extractors"].get(name)
@@ -136,21 +144,57 @@ def score_images(
         metrics.update(_extractor_metrics(name, cfg, ref, f_fake, p_fake))
         if name == "classifier":
             metrics["classifier_test_accuracy"] = ex.test_accuracy
-            metrics.update(_class_metrics(ref, p_fake, f_fake, classes or []))
+            if meta.get("labeled", True):  # class metrics only where the real images have labels
+                metrics.update(_class_metrics(ref, p_fake, f_fake, classes or []))
+    return metrics
+
+
+def _finish(metrics: dict, t0: float) -> dict:
     metrics["seconds"] = round(time.perf_counter() - t0, 2)
     return {k: _round(v) if not isinstance(v, dict) else {c: _round(x) for c, x in v.items()}
             for k, v in metrics.items()}  # fmt: skip
+
+
+def score_images(
+    fake_u8: torch.Tensor, cfg: EvaluateConfig, classifier_path: str | Path, reference_dir: str | Path,
+    classes: list[str] | None = None, device: str = "auto",
+) -> dict:  # fmt: skip
+    """Score uint8 images N×C×H×W (the prepared data's shape, as the reference records it) against the cached
+    reference features. `classes`: the class names (data/prepared/summary.json), for the per-class metrics."""
+    t0 = time.perf_counter()
+    reference_dir = Path(reference_dir)
+    meta = load_reference_meta(reference_dir)
+    _check_shape(fake_u8, meta, reference_dir)
+    n = meta["n"]
+    if len(fake_u8) < n:
+        raise ConfigError(f"need at least n={n} samples (evaluate.n_samples / the reference size), got {len(fake_u8)}")
+    dev = resolve_device(device)
+    extractors = build_extractors(cfg.extractors, classifier_path, cfg.inception_weights, dev, cfg.batch_size)
+    return _finish(_score(fake_u8, cfg, reference_dir, meta, extractors, classes), t0)
 
 
 def evaluate(
     cfg: EvaluateConfig, generator_path: str | Path, classifier_path: str | Path, reference_dir: str | Path,
     out_metrics: str | Path, classes: list[str] | None = None, device: str = "auto",
 ) -> dict:  # fmt: skip
-    """The evaluate stage: n samples from the generator, scored, written to metrics.json."""
-    n = json.loads((Path(reference_dir) / "meta.json").read_text())["n"]
-    G, _ = load_generator(generator_path, resolve_device(device))
-    fake = torch.cat([to_uint8(b).cpu() for b in sample_batches(G, n, cfg.seed, cfg.batch_size)])
-    metrics = score_images(fake, cfg, classifier_path, reference_dir, classes, device)
+    """The evaluate stage: n samples from the generator, scored, written to metrics.json.
+
+    The generator must make images of the reference's shape, and every extractor must exist (no domain
+    classifier for unlabeled data): both are checked before any image is drawn.
+    """
+    t0 = time.perf_counter()
+    reference_dir = Path(reference_dir)
+    meta = load_reference_meta(reference_dir)
+    dev = resolve_device(device)
+    G, _ = load_generator(generator_path, dev)
+    if tuple(G.image_shape) != reference_shape(meta):
+        raise ImageShapeError(
+            f"{generator_path} makes {shape_text(G.image_shape)} images, but {reference_dir} holds "
+            f"{shape_text(reference_shape(meta))} (the prepared data's shape): re-run `train` on the prepared data"
+        )
+    extractors = build_extractors(cfg.extractors, classifier_path, cfg.inception_weights, dev, cfg.batch_size)
+    fake = torch.cat([to_uint8(b).cpu() for b in sample_batches(G, meta["n"], cfg.seed, cfg.batch_size)])
+    metrics = _finish(_score(fake, cfg, reference_dir, meta, extractors, classes), t0)
     atomic.write_text(out_metrics, json.dumps(metrics, indent=2) + "\n")
     found = [f"fid_{e} {metrics[f'fid_{e}']:.4f} (floor {metrics[f'fid_{e}_floor']:.4f})" for e in cfg.extractors]
     if "classes_covered" in metrics:

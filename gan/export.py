@@ -1,9 +1,10 @@
 """Export stage: what people and other tools consume.
 
-`data/samples/` gets an 8×8 PNG grid, individual PNGs, an NPZ of uint8
-images (key `images`, N×28×28×1: the NHWC layout external FID tools read),
+`data/samples/` gets an 8×8 PNG grid, individual PNGs (RGB for RGB data), an NPZ
+of uint8 images (key `images`, N×H×W×C: the NHWC layout external FID tools read),
 the generator as TorchScript (loads with plain `torch.jit.load`, no need for
-this project), and a model card.
+this project; traced and checked at the generator's image shape), and a model card
+that states the image shape and where the data came from.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ from gan.config import ExportConfig, Params
 from gan.evaluate import summary_rows
 from gan.models import load_generator
 from gan.sampling import sample_batches
-from gan.tensors import to_uint8
+from gan.tensors import describe_shape, shape_text, to_uint8
 
 
 def code_version(repo: Path = Path(".")) -> str:
@@ -46,11 +47,18 @@ def _save_png(images: torch.Tensor, path: Path, nrow: int = 8) -> None:
 
 
 def export_torchscript(G: torch.nn.Module, path: Path) -> None:
+    """G traced to TorchScript; the traced module must make G's image shape (checked, as is a batch of another size)."""
     G = G.cpu().eval()
     with warnings.catch_warnings():
         # torch.jit is deprecated upstream, but TorchScript is still the format that loads without our code.
         warnings.simplefilter("ignore", FutureWarning)
         scripted = torch.jit.trace(G, torch.zeros(2, G.z_dim))
+        with torch.no_grad():
+            out = scripted(torch.zeros(3, G.z_dim))
+        if tuple(out.shape) != (3, *G.image_shape):
+            raise RuntimeError(
+                f"TorchScript generator makes {tuple(out.shape)}, expected (3, {shape_text(G.image_shape)})"
+            )
         buf = io.BytesIO()
         torch.jit.save(scripted, buf)
     atomic.write_bytes(path, buf.getvalue())
@@ -68,16 +76,36 @@ def _epochs_trained(train_summary: dict) -> str:
     return text
 
 
-def model_card(params: Params, metrics: dict, data_summary: dict, train_summary: dict, code: str) -> str:
+def _data_source(params: Params, data_summary: dict) -> str:
+    """Where the images came from: the data summary's `source` (what prepare recorded), else the configured one."""
+    source = data_summary.get("source")
+    if isinstance(source, dict):  # a manifest: its location if it names one, else all of it
+        source = source.get("source") or source.get("url") or json.dumps(source, sort_keys=True)
+    if not source and params.data.dataset == "folder":
+        source = params.data.source
+    return f"`{source}`" if source else f"the built-in {params.data.dataset} download"
+
+
+def model_card(
+    params: Params, metrics: dict, data_summary: dict, train_summary: dict, code: str,
+    image_shape: tuple[int, int, int] | None = None,
+) -> str:  # fmt: skip
+    """The card. `image_shape`: what the generator makes (else the data summary's shape)."""
     m = metrics
     splits = data_summary.get("splits", {})
+    shape = image_shape or data_summary.get("shape")
+    shape_line = describe_shape(shape) if shape else "unknown"
+    out_shape = shape_text(shape) if shape else "C×H×W"
+    classes = ", ".join(data_summary.get("classes", [])) or "none (unlabeled)"
     lines = [
         f"# Generator card: {params.model.arch} GAN on {params.data.dataset}",
         "",
         "## Data",
-        f"- dataset: **{data_summary.get('dataset')}**, classes: {', '.join(data_summary.get('classes', []))}",
+        f"- dataset: **{data_summary.get('dataset')}**, source: {_data_source(params, data_summary)}",
+        f"- image shape: **{shape_line}** (C×H×W), classes: {classes}",
         *(
-            f"- {s}: n={v['n']}, images sha256 `{v['sha256_images'][:16]}…`, labels sha256 `{v['sha256_labels'][:16]}…`"
+            f"- {s}: n={v.get('n')}, images sha256 `{str(v.get('sha256_images'))[:16]}…`, "
+            f"labels sha256 `{str(v.get('sha256_labels'))[:16]}…`"
             for s, v in splits.items()
         ),
         "",
@@ -108,7 +136,7 @@ def model_card(params: Params, metrics: dict, data_summary: dict, train_summary:
         "```python",
         "import torch",
         "G = torch.jit.load('generator.torchscript.pt')",
-        f"images = G(torch.randn(16, {params.model.z_dim}))  # 16×1×28×28 in [-1, 1]",
+        f"images = G(torch.randn(16, {params.model.z_dim}))  # 16×{out_shape} in [-1, 1]",
         "```",
     ]
     return "\n".join(lines) + "\n"
@@ -137,7 +165,8 @@ def export(
             _save_png(img, png_dir / f"{i:05d}.png")
             i += 1
 
-    images = np.empty((cfg.n_npz, 28, 28, 1), dtype=np.uint8)
+    c, h, w = G.image_shape
+    images = np.empty((cfg.n_npz, h, w, c), dtype=np.uint8)  # NHWC
     k = 0
     for batch in sample_batches(G, cfg.n_npz, cfg.seed + 2, 500):
         u8 = to_uint8(batch).cpu().permute(0, 2, 3, 1).numpy()
@@ -155,6 +184,7 @@ def export(
         json.loads(Path(data_summary_path).read_text()),
         json.loads(Path(train_summary_path).read_text()),
         code_version(),
+        G.image_shape,
     )
     atomic.write_text(out_dir / "MODEL_CARD.md", card)
     return {"grid": str(out_dir / "grid.png"), "n_png": i, "n_npz": k}

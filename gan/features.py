@@ -3,12 +3,13 @@
 - `classifier`: the domain classifier's 128-d penultimate layer (always available, offline).
 - `inception`: the TF-ported FID Inception-v3 of torch-fidelity (2048-d pool features,
   `logits_unbiased` for the Inception Score), with its TensorFlow-compatible bilinear
-  resize to 299×299 and grey images repeated to 3 channels: the same numbers as
+  resize to 299×299 and grey images repeated to 3 channels (RGB taken as is): the same numbers as
   torch-fidelity / pytorch-fid / the original TF FID. (torchmetrics >= 1.8 resizes with
   antialiasing by default, which does not match published numbers; we call
   torch-fidelity's extractor directly.)
 
-Every extractor takes uint8 images N×1×28×28 and returns (features, class probabilities).
+Every extractor takes uint8 images N×C×H×W (the prepared data's shape) and returns (features, class
+probabilities); `input_shape` is the C×H×W its network itself sees.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ import torch.nn.functional as F
 from gan.classifier import load_classifier, predict
 from gan.config import ConfigError
 from gan.hashing import sha256_file
-from gan.tensors import from_uint8
+from gan.tensors import ImageShapeError, check_image_shape, from_uint8, shape_text
 
 log = logging.getLogger(__name__)
 
@@ -45,8 +46,10 @@ class ClassifierExtractor:
         self.weights_sha256 = sha256_file(classifier_path)
         self.dim = self.model.head.in_features
         self.num_classes = self.model.head.out_features
+        self.input_shape = self.model.image_shape  # the prepared data's shape when it was trained
 
     def __call__(self, images_u8: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
+        check_image_shape(images_u8, self.input_shape, "the domain classifier was trained on this shape")
         feats, probs = [], []
         for i in range(0, len(images_u8), self.batch_size):
             f, p = predict(self.model, from_uint8(images_u8[i : i + self.batch_size].to(self.device)), self.batch_size)
@@ -85,6 +88,7 @@ def inception_weights(configured: str) -> Path:
 class InceptionExtractor:
     name = "inception"
     dim = 2048
+    input_shape = (3, 299, 299)  # any H×W is resized to this; grey is repeated to 3 channels
 
     def __init__(self, weights: Path, device: torch.device, batch_size: int = 100, verify_hash: bool = True):
         from torch_fidelity.feature_extractor_inceptionv3 import FeatureExtractorInceptionV3
@@ -104,10 +108,15 @@ class InceptionExtractor:
 
     @torch.no_grad()
     def __call__(self, images_u8: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
+        if images_u8.ndim != 4 or images_u8.shape[1] not in (1, 3):
+            raise ImageShapeError(
+                f"the Inception extractor takes grey or RGB images N×C×H×W (C = 1 or 3), "
+                f"got {shape_text(images_u8.shape)}"
+            )
         feats, probs = [], []
         for i in range(0, len(images_u8), self.batch_size):
             x = images_u8[i : i + self.batch_size].to(self.device)
-            f, logits = self.model(x.expand(-1, 3, -1, -1))  # grey -> RGB by repetition, uint8 in
+            f, logits = self.model(x if x.shape[1] == 3 else x.expand(-1, 3, -1, -1))  # grey -> RGB by repetition
             feats.append(f.float().cpu().numpy())
             probs.append(F.softmax(logits.double(), dim=1).cpu().numpy())
         return np.concatenate(feats), np.concatenate(probs)

@@ -1,4 +1,7 @@
-"""Generators and discriminators. Images are N×C×H×W in [-1, 1] (default 1×28×28); D returns logits."""
+"""Generators and discriminators for images N×C×H×W in [-1, 1] of any supported shape; D returns logits.
+
+The shape comes from the prepared data (`gan.splits`) and is recorded in the generator file.
+"""
 
 from __future__ import annotations
 
@@ -10,8 +13,9 @@ from torch import nn
 from gan import atomic
 from gan.config import DCGAN_RESOLUTIONS, ModelConfig
 
-IMAGE_SHAPE = (1, 28, 28)  # the default (channels, height, width)
-IMAGE_SIZE = 28 * 28  # pixels in IMAGE_SHAPE; kept for importers
+# The shape every model had before shapes were recorded: the shape of generator files that do not record one,
+# and the default of the builders for callers that pass none.
+LEGACY_IMAGE_SHAPE = (1, 28, 28)
 
 DCGAN_CHANNELS = (1, 3)
 
@@ -35,7 +39,7 @@ def check_shape(shape: tuple[int, int, int], arch: str = "mlp") -> tuple[int, in
 class MLPGenerator(nn.Module):
     """The textbook GAN generator: z(100) -> 128 -> C·H·W (784 at 1×28×28)."""
 
-    def __init__(self, z_dim: int = 100, hidden: int = 128, image_shape: tuple[int, int, int] = IMAGE_SHAPE):
+    def __init__(self, z_dim: int = 100, hidden: int = 128, image_shape: tuple[int, int, int] = LEGACY_IMAGE_SHAPE):
         super().__init__()
         self.z_dim = z_dim
         self.image_shape = check_shape(image_shape, "mlp")
@@ -49,7 +53,7 @@ class MLPGenerator(nn.Module):
 class MLPDiscriminator(nn.Module):
     """The textbook GAN discriminator: C·H·W (784 at 1×28×28) -> 128 -> 1 (a logit)."""
 
-    def __init__(self, hidden: int = 128, image_shape: tuple[int, int, int] = IMAGE_SHAPE):
+    def __init__(self, hidden: int = 128, image_shape: tuple[int, int, int] = LEGACY_IMAGE_SHAPE):
         super().__init__()
         self.image_shape = check_shape(image_shape, "mlp")
         size = self.image_shape[0] * self.image_shape[1] * self.image_shape[2]
@@ -69,7 +73,7 @@ class DCGANGenerator(nn.Module):
     Radford et al. exactly as in pytorch/examples (no conv has a bias): z -> c·2^(k-1)×4×4, k-1 doublings
     halving the channels, -> C×res×res."""
 
-    def __init__(self, z_dim: int = 100, channels: int = 64, image_shape: tuple[int, int, int] = IMAGE_SHAPE):
+    def __init__(self, z_dim: int = 100, channels: int = 64, image_shape: tuple[int, int, int] = LEGACY_IMAGE_SHAPE):
         super().__init__()
         self.z_dim = z_dim
         self.image_shape = check_shape(image_shape, "dcgan")
@@ -108,7 +112,7 @@ class DCGANDiscriminator(nn.Module):
     """DCGAN, G's mirror. At 28×28: C×28×28 -> c×14×14 -> c·2×7×7 -> logit. At 32/64/128:
     C×res×res -> c×res/2 -> ... doubling the channels ... -> c·2^(k-1)×4×4 -> logit."""
 
-    def __init__(self, channels: int = 64, image_shape: tuple[int, int, int] = IMAGE_SHAPE):
+    def __init__(self, channels: int = 64, image_shape: tuple[int, int, int] = LEGACY_IMAGE_SHAPE):
         super().__init__()
         self.image_shape = check_shape(image_shape, "dcgan")
         inp, res, _ = self.image_shape
@@ -147,7 +151,7 @@ def dcgan_init(module: nn.Module) -> None:
         nn.init.zeros_(module.bias)
 
 
-def build_generator(cfg: ModelConfig, shape: tuple[int, int, int] = IMAGE_SHAPE) -> nn.Module:
+def build_generator(cfg: ModelConfig, shape: tuple[int, int, int] = LEGACY_IMAGE_SHAPE) -> nn.Module:
     """G for images of `shape` = (channels, height, width); square only (dcgan: 28/32/64/128, 1 or 3 channels)."""
     shape = check_shape(shape, cfg.arch)
     if cfg.arch == "mlp":
@@ -157,7 +161,7 @@ def build_generator(cfg: ModelConfig, shape: tuple[int, int, int] = IMAGE_SHAPE)
     return g
 
 
-def build_discriminator(cfg: ModelConfig, shape: tuple[int, int, int] = IMAGE_SHAPE) -> nn.Module:
+def build_discriminator(cfg: ModelConfig, shape: tuple[int, int, int] = LEGACY_IMAGE_SHAPE) -> nn.Module:
     """D for images of `shape`, as `build_generator`."""
     shape = check_shape(shape, cfg.arch)
     if cfg.arch == "mlp":
@@ -168,11 +172,11 @@ def build_discriminator(cfg: ModelConfig, shape: tuple[int, int, int] = IMAGE_SH
 
 
 def _image_shape(G: nn.Module) -> tuple[int, int, int]:
-    """G's image shape, looking through torch.compile / DDP wrappers; IMAGE_SHAPE if G does not say."""
+    """G's image shape, looking through torch.compile / DDP wrappers; LEGACY_IMAGE_SHAPE if G does not say."""
     for m in (G, getattr(G, "_orig_mod", None), getattr(G, "module", None)):
         if m is not None and hasattr(m, "image_shape"):
             return tuple(m.image_shape)
-    return IMAGE_SHAPE
+    return LEGACY_IMAGE_SHAPE
 
 
 def save_generator(path: str | Path, G: nn.Module, model_cfg: ModelConfig, meta: dict) -> None:
@@ -184,9 +188,9 @@ def save_generator(path: str | Path, G: nn.Module, model_cfg: ModelConfig, meta:
 
 def load_generator(path: str | Path, device: str | torch.device = "cpu") -> tuple[nn.Module, ModelConfig]:
     """G rebuilt from `save_generator`'s file, in eval mode; loaded with weights_only (a model file is data).
-    Files from before the image shape was recorded are 1×28×28."""
+    Files from before the image shape was recorded are LEGACY_IMAGE_SHAPE."""
     blob = torch.load(path, map_location="cpu", weights_only=True)
     cfg = ModelConfig.model_validate(blob["model_config"])
-    G = build_generator(cfg, tuple(blob.get("image_shape", IMAGE_SHAPE)))
+    G = build_generator(cfg, tuple(blob.get("image_shape", LEGACY_IMAGE_SHAPE)))
     G.load_state_dict(blob["state_dict"])
     return G.to(device).eval(), cfg

@@ -3,6 +3,8 @@
 Features of n real *test* images (the reference set) and of n random real
 *train* images (the floor: what a perfect generator would score), per
 extractor, cached in `data/reference/` as a DVC output that `evaluate` reads.
+`meta.json` records the images' shape (C×H×W), whether they carry labels, and
+per extractor the shape its network sees: `evaluate` checks samples against them.
 """
 
 from __future__ import annotations
@@ -16,17 +18,17 @@ import numpy as np
 import torch
 
 from gan import atomic
+from gan.classifier import check_same_shape
 from gan.config import ConfigError, EvaluateConfig
 from gan.features import build_extractors
-from gan.prepare import load_split
+from gan.splits import UNLABELED, Split, load_split
 from gan.tensors import resolve_device
 
 log = logging.getLogger(__name__)
 
 
-def reference_n(cfg: EvaluateConfig, train_split: str | Path, test_split: str | Path) -> int:
-    n_test, n_train = len(load_split(test_split).labels), len(load_split(train_split).labels)
-    n = min(cfg.n_samples, n_test, n_train)
+def _reference_n(cfg: EvaluateConfig, train: Split, test: Split) -> int:
+    n = min(cfg.n_samples, len(test.labels), len(train.labels))
     if n < 2:
         raise ConfigError(f"evaluate.n_samples: need at least 2 real images per split, have {n}")
     if n < cfg.n_samples:
@@ -42,11 +44,13 @@ def build_reference(
     out_dir = Path(out_dir)
     dev = resolve_device(device)
     train, test = load_split(train_split), load_split(test_split)
-    n = reference_n(cfg, train_split, test_split)
+    check_same_shape(train, test, train_split, test_split)
+    n = _reference_n(cfg, train, test)
     train_idx = np.sort(np.random.default_rng(cfg.seed).choice(len(train.labels), size=n, replace=False))
     real_test, real_train = torch.from_numpy(test.images[:n]), torch.from_numpy(train.images[train_idx])
+    labeled = bool((test.labels != UNLABELED).all() and (train.labels != UNLABELED).all())
     meta = {"n": n, "reference_split": "test (first n)", "floor_split": f"train (random n, seed {cfg.seed})",
-            "extractors": {}}  # fmt: skip
+            "image_shape": list(test.shape), "labeled": labeled, "extractors": {}}  # fmt: skip
     for name, ex in build_extractors(cfg.extractors, classifier_path, cfg.inception_weights, dev,
                                      cfg.batch_size).items():  # fmt: skip
         t0 = time.perf_counter()
@@ -56,6 +60,7 @@ def build_reference(
             np.savez(f, test_features=f_test, test_probs=p_test, train_features=f_train, train_probs=p_train,
                      test_labels=test.labels[:n], train_labels=train.labels[train_idx])  # fmt: skip
         meta["extractors"][name] = {"weights_sha256": ex.weights_sha256, "feature_dim": int(f_test.shape[1]),
+                                    "input_shape": list(ex.input_shape),
                                     "seconds": round(time.perf_counter() - t0, 2)}  # fmt: skip
     atomic.write_text(out_dir / "meta.json", json.dumps(meta, indent=2) + "\n")
     return meta

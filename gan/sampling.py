@@ -9,7 +9,7 @@ import torch
 
 @torch.no_grad()
 def sample_batches(G: torch.nn.Module, n: int, seed: int, batch_size: int = 500) -> Iterator[torch.Tensor]:
-    """Yield float batches (N×1×28×28 in [-1, 1], on G's device) totalling `n` images."""
+    """Yield float batches (N×C×H×W, G's image shape, in [-1, 1], on G's device) totalling `n` images."""
     device = next(G.parameters()).device
     gen = torch.Generator().manual_seed(seed)  # CPU noise: the same images on every device
     G.eval()

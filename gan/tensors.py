@@ -1,4 +1,4 @@
-"""Device choice, image scaling and batch order shared by every stage.
+"""Device choice, image scaling, image shapes and batch order shared by every stage.
 
 Kept apart from train.py so that editing the GAN loop does not invalidate the
 domain classifier's DVC stage.
@@ -6,9 +6,16 @@ domain classifier's DVC stage.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import torch
 
 from gan.config import ConfigError
+from gan.errors import PipelineError
+
+
+class ImageShapeError(PipelineError, ValueError):
+    """Images whose shape is not the one expected (the prepared data's); the message says both."""
 
 
 def resolve_device(name: str) -> torch.device:
@@ -34,3 +41,21 @@ def epoch_permutation(n: int, seed: int, epoch: int) -> torch.Tensor:
     """Batch order of an epoch, a pure function of (seed, epoch): resume needs no RNG state for it."""
     g = torch.Generator().manual_seed(seed * 1_000_003 + epoch)
     return torch.randperm(n, generator=g)
+
+
+def shape_text(shape: Sequence[int]) -> str:
+    """(3, 32, 32) -> '3×32×32' (C×H×W), the way every message writes an image shape."""
+    return "×".join(str(int(s)) for s in shape)
+
+
+def describe_shape(shape: Sequence[int]) -> str:
+    """(3, 32, 32) -> '3×32×32 (RGB)'; (1, 28, 28) -> '1×28×28 (grey)'."""
+    kind = {1: "grey", 3: "RGB"}.get(int(shape[0]), f"{int(shape[0])} channels")
+    return f"{shape_text(shape)} ({kind})"
+
+
+def check_image_shape(images: torch.Tensor, expected: Sequence[int], what: str) -> None:
+    """Refuse N×C×H×W `images` whose C×H×W is not `expected`, saying what was expected and what came."""
+    got = tuple(int(s) for s in images.shape[1:])
+    if images.ndim != 4 or got != tuple(int(s) for s in expected):
+        raise ImageShapeError(f"expected {shape_text(expected)} images ({what}), got {shape_text(got)}")

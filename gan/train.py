@@ -5,6 +5,8 @@ L_D = -log D(x) - log(1 - D(G(z))) (fakes detached); then G takes an Adam step
 on L_G = -log D(G(z)) using *the same fakes* -- produced by the current G,
 which has not changed since -- scored by the updated D with the "real" label.
 
+G and D are built for the training split's image shape (C×H×W, grey or RGB, any supported size).
+
 Determinism: model init uses the global seed; batch order is a permutation
 drawn from (seed, epoch); noise comes from a dedicated generator whose state is
 checkpointed. So resuming from a checkpoint replays exactly the same numbers.
@@ -34,7 +36,7 @@ from gan.config import ConfigError, ModelConfig, TrainConfig, section_hash
 from gan.errors import PipelineError
 from gan.losses import d_loss, g_loss
 from gan.models import build_discriminator, build_generator, save_generator
-from gan.prepare import load_split
+from gan.splits import load_split
 from gan.tensors import epoch_permutation, from_uint8, resolve_device
 
 log = logging.getLogger(__name__)
@@ -145,7 +147,9 @@ def run_fingerprint(model_cfg: ModelConfig, train_cfg: TrainConfig, images: np.n
     hold (`gan.codedeps`, checked by tests/test_stage_deps.py).
     """
     relevant = train_cfg.model_copy(update={"checkpoint_every": 0, "log_flush_every": 1})
-    data_hash = hashlib.sha256(images.tobytes()).hexdigest()[:16]
+    data = hashlib.sha256(repr(tuple(images.shape)).encode())  # the shape too: the same bytes can be 1×… or 3×…
+    data.update(images.tobytes())
+    data_hash = data.hexdigest()[:16]
     code = b"".join(p.read_bytes() for p in stage_code_files("train"))
     return f"{section_hash(model_cfg, relevant)}-{data_hash}-{hashlib.sha256(code).hexdigest()[:16]}"
 
@@ -201,9 +205,13 @@ def train(
     fingerprint = run_fingerprint(model_cfg, train_cfg, split.images)
 
     torch.manual_seed(train_cfg.seed)
+    try:  # G and D for the data's shape; config validation refuses most mismatches before any stage runs
+        G, D = build_generator(model_cfg, split.shape), build_discriminator(model_cfg, split.shape)
+    except ValueError as err:
+        raise ConfigError(f"{train_split}: {err}; prepare the data at a supported size or set model.arch") from None
     # channels_last: measured 1.13x faster on a 2-core CPU for the default DCGAN (bench/train_throughput.py).
-    G = build_generator(model_cfg).to(device, memory_format=torch.channels_last)
-    D = build_discriminator(model_cfg).to(device, memory_format=torch.channels_last)
+    G = G.to(device, memory_format=torch.channels_last)
+    D = D.to(device, memory_format=torch.channels_last)
     betas = (train_cfg.beta1, train_cfg.beta2)
     graphed = train_cfg.cuda_graph and device.type == "cuda" and world == 1 and not train_cfg.compile
     if train_cfg.cuda_graph and not graphed:

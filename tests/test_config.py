@@ -32,7 +32,7 @@ def test_repo_params_valid_and_complete():
         ("train:\n  lr_g: -1\n", "train.lr_g", ["= -1", "greater than 0"]),
         ("train:\n  lr_g: abc\n", "train.lr_g", ["'abc'", "number"]),
         ("model:\n  arch: resnet\n", "model.arch", ["'resnet'", "'mlp' or 'dcgan'"]),
-        ("data:\n  dataset: cifar\n", "data.dataset", ["'cifar'", "'fashion-mnist', 'mnist', 'kmnist', 'cifar10' or 'folder'"]),
+        ("data:\n  dataset: cifar\n", "data.dataset", ["'cifar'", "'kmnist', 'cifar10' or 'folder'"]),
         ("train:\n  device: gpu\n", "train.device", ["'gpu'", "pattern"]),
         ("train:\n  epoch: 3\n", "train.epoch", ["unknown key", "epochs"]),
         ("trian:\n  epochs: 3\n", "trian", ["unknown key", "train"]),

@@ -15,7 +15,7 @@ from PIL import Image
 
 from gan.config import EvaluateConfig, apply_overrides
 from gan.features import INCEPTION_FILE, InceptionExtractor, MissingWeights, inception_weights
-from gan.prepare import load_split
+from gan.splits import load_split
 
 from .conftest import REPO, TINY, require_debian_fashion_mnist, run
 
@@ -91,7 +91,10 @@ def test_bad_samples_are_refused_with_the_file_named(workspace, tmp_path):
     Image.new("L", (28, 28)).save(folder / "a.png")
     Image.new("L", (32, 32)).save(folder / "b.png")
     proc = score(workspace, folder, check=False)
-    assert proc.returncode == 1 and "b.png: size 32×32, expected 28×28" in proc.stderr
+    assert (
+        proc.returncode == 1 and "expected 1×28×28 images (the prepared data's shape), got 1×32×32 in " in proc.stderr
+    )
+    assert "b.png" in proc.stderr
     (folder / "b.png").write_bytes(b"not a png")
     assert "b.png: not a readable image" in score(workspace, folder, check=False).stderr
     bad = tmp_path / "bad.npz"
@@ -119,7 +122,7 @@ def test_missing_inception_weights_is_a_clear_error_never_a_fallback(tmp_path, m
 
 
 def test_inception_plumbing_with_random_weights(tmp_path):
-    """Same architecture as the FID Inception, random init: uint8 grey 28×28 in, 2048-d features out."""
+    """Same architecture as the FID Inception, random init: uint8 grey 28×28 or RGB 32×32 in, 2048-d features out."""
     from torch_fidelity.feature_extractor_inceptionv3 import FeatureExtractorInceptionV3
 
     with mock.patch.object(FeatureExtractorInceptionV3, "load_state_dict", lambda self, sd: None), \
@@ -130,10 +133,11 @@ def test_inception_plumbing_with_random_weights(tmp_path):
     with pytest.raises(MissingWeights, match="not the FID Inception"):
         InceptionExtractor(weights, torch.device("cpu"))
     ex = InceptionExtractor(weights, torch.device("cpu"), batch_size=2, verify_hash=False)
-    images = torch.randint(0, 256, (3, 1, 28, 28), dtype=torch.uint8)
-    feats, probs = ex(images)
-    assert feats.shape == (3, 2048) and probs.shape == (3, 1008)
-    assert np.allclose(probs.sum(1), 1) and np.isfinite(feats).all()
+    for shape in ((1, 28, 28), (3, 32, 32)):  # grey is repeated to RGB; RGB goes in as is
+        images = torch.randint(0, 256, (3, *shape), dtype=torch.uint8)
+        feats, probs = ex(images)
+        assert feats.shape == (3, 2048) and probs.shape == (3, 1008)
+        assert np.allclose(probs.sum(1), 1) and np.isfinite(feats).all()
 
 
 def test_real_inception_weights_when_available():

@@ -29,7 +29,7 @@ from .conftest import ARTIFACTS_DIR, DEBIAN_FMNIST, TINY, copy_repo, require_deb
 
 pytestmark = pytest.mark.slow
 
-STAGES = ["download", "prepare", "classifier", "train", "reference", "evaluate", "export"]
+STAGES = ["source", "download", "prepare", "classifier", "train", "reference", "evaluate", "export"]
 # Tiny runs rarely cover all 10 classes, so the class rule is off here; it is tested in
 # tests/test_champion.py::test_class_rule_refuses_a_collapsed_candidate_unless_switched_off.
 FLOW_TINY = [*TINY, "promote.require_all_classes=false", "train.lr_g=0.001", "train.lr_d=0.0005", "train.epochs=3"]
@@ -94,8 +94,9 @@ def test_flow_runs_every_stage_with_artifacts(completed_run, prefect_server):
     assert "data:image/png;base64," in arts["gan-report"].data and "PROMOTED" in arts["gan-report"].data
 
     # The flow recorded its stages exactly as dvc repro would.
-    assert "up to date" in run(["dvc", "status"], repo).stdout
-    assert "Running stage" not in run(["dvc", "repro"], repo).stdout
+    assert dvcrun.is_current(None, repo)  # all but the `source` watcher, which always runs
+    repro = run(["dvc", "repro"], repo).stdout
+    assert [line for line in repro.splitlines() if line.startswith("Running stage")] == ["Running stage 'source':"]
     record = json.loads((repo / "data/models/champion/record.json").read_text())
     assert record["flow_run_id"] == run_id and record["dataset"] == "fashion-mnist"
 
@@ -139,7 +140,7 @@ def test_nothing_changed_runs_nothing_then_worse_model_is_not_promoted(completed
     assert json.loads((repo / "data/models/champion/record.json").read_text())["flow_run_id"] == first_id
     # Overrides were validated and saved, so dvc agrees with what the flow ran.
     assert yaml.safe_load((repo / "params.yaml").read_text())["model"]["arch"] == "mlp"
-    assert "up to date" in run(["dvc", "status"], repo).stdout
+    assert dvcrun.is_current(None, repo)  # all but the `source` watcher, which always runs
     rows = history(repo)
     assert [r["promoted"] for r in rows[-2:]] == ["True", "False"]
 
@@ -172,13 +173,17 @@ def test_bad_settings_exit_2_before_any_task(tmp_path, prefect_server):
     assert not (repo / "data").exists()
 
 
-def dataset_changed_events(server) -> list:
-    from prefect.events.filters import EventFilter, EventNameFilter, EventOccurredFilter
+def dataset_changed_events(server, dataset: str) -> list:
+    from prefect.events.filters import EventFilter, EventNameFilter, EventOccurredFilter, EventResourceFilter
 
     since = datetime.now(UTC) - timedelta(days=1)  # the server is this session's
     with server.client() as c:
         page = c.read_events(
-            EventFilter(occurred=EventOccurredFilter(since=since), event=EventNameFilter(name=[DATASET_CHANGED])),
+            EventFilter(
+                occurred=EventOccurredFilter(since=since),
+                event=EventNameFilter(name=[DATASET_CHANGED]),
+                resource=EventResourceFilter(id=[f"gan.dataset.{dataset}"]),
+            ),
             limit=50,  # the client's default (100) is over the server's maximum
         )
     return page.events
@@ -201,16 +206,16 @@ def test_download_with_new_bytes_emits_dataset_changed(completed_run, prefect_se
 
     # New raw data retrains everything downstream: a cheap model (the one the previous test left, if it ran).
     proc = flow(repo, prefect_server, f"data.mirrors=['file://{mirror}/']", "model.arch=mlp", "train.epochs=1")
-    assert flow_result(proc)["ran"][:2] == ["download", "prepare"]
+    assert flow_result(proc)["ran"][:3] == ["source", "download", "prepare"]
     after = dvcrun.out_hash("download", repo)
     assert after != before
     assert f"dataset fashion-mnist changed: emitted {DATASET_CHANGED}" in proc.stderr
     run_id = history(repo)[-1]["flow_run_id"]
 
     deadline = time.monotonic() + 60  # the server stores events asynchronously
-    while not (events := dataset_changed_events(prefect_server)) and time.monotonic() < deadline:
+    while not (events := dataset_changed_events(prefect_server, "fashion-mnist")) and time.monotonic() < deadline:
         time.sleep(1)
-    # Exactly one in the whole session: a first download (no previous version) or one that found the
+    # Exactly one for this dataset in the whole session: a first download (no previous version) or one that found the
     # same bytes (every other run of these tests) emits nothing.
     assert len(events) == 1, events
     ev = events[0]
@@ -346,5 +351,5 @@ def test_two_runs_at_once_do_not_corrupt_the_workspace(tmp_path, prefect_server)
     assert [p.returncode for p in procs] == [0, 0], outs
     ran = sorted(tuple(json.loads(out[out.index("{") :])["ran"]) for out, _ in outs)
     assert ran == [(), tuple(STAGES)]  # one did the work; the other waited, then found everything current
-    assert "up to date" in run(["dvc", "status"], repo).stdout
+    assert dvcrun.is_current(None, repo)  # all but the `source` watcher, which always runs
     assert len(history(repo)) == 1

@@ -28,7 +28,7 @@ def test_dvc_repro_end_to_end(tmp_path):
     trace = tmp_path / "params-read.jsonl"  # every params key each stage reads, recorded as it runs
     env = {**os.environ, "PYTHONPATH": str(TRACE_DIR), "GAN_PARAMS_TRACE": str(trace)}
     first = run(["dvc", "repro"], repo, env=env)
-    stages = ["download", "prepare", "classifier", "train", "reference", "evaluate", "export"]
+    stages = ["source", "download", "prepare", "classifier", "train", "reference", "evaluate", "export"]
     assert ran_stages(first.stdout) == stages
     assert {t["stage"] for t in read_trace(trace)} == set(stages), "the params tracer did not run in every stage"
     problems = params_problems(read_trace(trace), dvc_stages(repo / "dvc.yaml"))
@@ -80,14 +80,15 @@ def test_dvc_repro_end_to_end(tmp_path):
     assert len(log_rows) == 1 + 3000 // 64
 
     second = run(["dvc", "repro"], repo)
-    assert ran_stages(second.stdout) == []
-    assert "up to date" in run(["dvc", "status"], repo).stdout
+    assert ran_stages(second.stdout) == ["source"]  # always looks at the source; nothing after it reran
+    assert "Stage 'download' didn't change, skipping" in second.stdout
+    assert json.loads(run(["dvc", "status", "--json"], repo).stdout) == {"source": ["always changed"]}
 
     params = yaml.safe_load((repo / "params.yaml").read_text())
     params["train"]["lr_g"] = 0.0003
     (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     third = run(["dvc", "repro"], repo)
-    assert ran_stages(third.stdout) == ["train", "evaluate", "export"]
+    assert ran_stages(third.stdout) == ["source", "train", "evaluate", "export"]
 
     remote = tmp_path / "remote"
     run(["dvc", "remote", "add", "-f", "-d", "local", str(remote)], repo)

@@ -159,8 +159,8 @@ def test_compiled_training_matches_eager(tiny_split, tmp_path, monkeypatch):
     """
     import gan.train as gt
 
-    monkeypatch.setattr(gt, "build_generator", lambda cfg: _float64(build_generator(cfg)))
-    monkeypatch.setattr(gt, "build_discriminator", lambda cfg: _float64(build_discriminator(cfg)))
+    monkeypatch.setattr(gt, "build_generator", lambda cfg, shape: _float64(build_generator(cfg, shape)))
+    monkeypatch.setattr(gt, "build_discriminator", lambda cfg, shape: _float64(build_discriminator(cfg, shape)))
     cfg = CFG.model_copy(update={"epochs": 1, "checkpoint_every": 0})
     eager = train(MODEL, cfg, tiny_split, outputs(tmp_path / "eager"), progress_bar=False)
     compiled = train(MODEL, cfg.model_copy(update={"compile": True}), tiny_split, outputs(tmp_path / "compiled"),
