@@ -41,7 +41,7 @@ from PIL import Image, ImageFile, ImageOps, UnidentifiedImageError
 
 from gan.errors import PipelineError
 
-FORMATS = ("PNG", "JPEG", "WEBP", "BMP", "GIF", "TIFF", "PPM")  # JPEG includes MPO (multi-picture JPEG)
+FORMATS = ("PNG", "JPEG", "WEBP", "BMP", "DIB", "GIF", "TIFF", "PPM")  # JPEG includes MPO (multi-picture JPEG)
 FILTERS = {
     "nearest": Image.Resampling.NEAREST,
     "box": Image.Resampling.BOX,

@@ -68,10 +68,11 @@ def list_folder(root: Path) -> FolderListing:
     prefix = base.relative_to(root).as_posix() + "/" if base != root else ""
     names = _walk(base)  # relative to base
     images = [n for n in names if Path(n).suffix.lower() in IMAGE_SUFFIXES and n != LABELS_FILE]
+    is_image = set(images)  # a list's `in` would make the listing quadratic in the number of files
     set_aside = [
         SetAside(prefix + n, "ignored", f"not an image file name ({Path(n).suffix or 'no suffix'}); "
                  f"rename it with an image suffix ({', '.join(sorted(IMAGE_SUFFIXES))}) if it is one")
-        for n in names if n not in images and n != LABELS_FILE
+        for n in names if n not in is_image and n != LABELS_FILE
     ]  # fmt: skip
     if (base / LABELS_FILE).is_file():
         labels, classes = _read_labels_file(base / LABELS_FILE, images)
@@ -104,8 +105,11 @@ def _unwrap(root: Path) -> Path:
 
 
 def _walk(base: Path) -> list[str]:
+    def unreadable(err: OSError) -> None:  # os.walk would otherwise skip the folder and its images silently
+        raise FolderError(f"cannot read {err.filename}: {err.strerror or err}; check that it is a readable folder")
+
     found = []
-    for dirpath, dirnames, filenames in os.walk(base):
+    for dirpath, dirnames, filenames in os.walk(base, onerror=unreadable):
         dirnames[:] = [d for d in dirnames if not d.startswith(".")]
         rel = Path(dirpath).relative_to(base).as_posix()
         found += [f if rel == "." else f"{rel}/{f}" for f in filenames if not f.startswith(".")]

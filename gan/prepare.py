@@ -325,7 +325,7 @@ def prepare_source(
         n_files = n + n_bad - len(bad)  # the images, and the image files the reader set aside as bad
         if n_bad > data.max_bad_fraction * n_files:
             where = cache_dir / "skipped.csv"
-            atomic.write_text(where, _csv(skipped))
+            atomic.write_bytes(where, _csv(skipped))
             top = ", ".join(f"{k} {v}" for k, v in reasons.most_common() if k not in NOT_BAD)
             raise PrepareError(
                 f"{raw_dir}: {n_bad} of {n_files} image files cannot be used ({n_bad / max(n_files, 1):.1%}: {top}), "
@@ -381,7 +381,7 @@ def prepare_source(
                     "sha256_images": sha_images,
                     "sha256_labels": hashlib.sha256(labels.tobytes()).hexdigest(),
                 }
-            temp["skipped.csv"].write_text(_csv(skipped))
+            temp["skipped.csv"].write_bytes(_csv(skipped))
             temp["summary.json"].write_text(json.dumps(summary, indent=2) + "\n")
 
     run = {
@@ -423,12 +423,13 @@ def _write_npz(path: Path, images: np.ndarray, idx: np.ndarray, labels: np.ndarr
     return digest.hexdigest()
 
 
-def _csv(rows: list[tuple[str, str, str]]) -> str:
+def _csv(rows: list[tuple[str, str, str]]) -> bytes:
+    """UTF-8 whatever the locale; a file name that is not UTF-8 on disk keeps its own bytes (surrogateescape)."""
     buf = io.StringIO()
     writer = csv.writer(buf, lineterminator="\n")
     writer.writerow(SKIPPED_COLUMNS)
     writer.writerows(rows)
-    return buf.getvalue()
+    return buf.getvalue().encode("utf-8", "surrogateescape")
 
 
 # ---- the decode cache: decoded images by file content and target settings

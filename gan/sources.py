@@ -31,6 +31,7 @@ import time
 import urllib.parse
 import urllib.request
 import zipfile
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Literal
 
@@ -181,7 +182,7 @@ def _url_manifest(url: str, settings: FetchSettings) -> dict:
         raise SourceError(f"data.source = {url!r}: {err}") from err
 
 
-def _head(url: str, settings: FetchSettings) -> dict[str, str]:
+def _head(url: str, settings: FetchSettings) -> Mapping[str, str]:
     """Response headers of a HEAD request (retried like downloads); {} when the server does not do HEAD."""
     for attempt in range(1, max(1, settings.retries) + 1):
         try:
@@ -189,10 +190,11 @@ def _head(url: str, settings: FetchSettings) -> dict[str, str]:
         except requests.RequestException as err:
             problem = f"{type(err).__name__}: {err}"
         else:
-            if resp.status_code in (405, 501):  # HEAD not supported: fall back to hashing a GET
+            # HEAD not supported, or not signed for (S3 pre-signed URLs answer 403): fall back to hashing a GET
+            if resp.status_code in (403, 405, 501):
                 return {}
             if resp.status_code == 200:
-                return dict(resp.headers)
+                return resp.headers  # case-insensitive: a server may send "etag" as well as "ETag"
             problem = f"HTTP {resp.status_code}"
             if resp.status_code < 500 and resp.status_code != 429:
                 break

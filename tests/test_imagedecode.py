@@ -219,6 +219,7 @@ RED = (200, 30, 30)
         ("a.jpg", {"quality": 95}, 8),
         ("a.webp", {"quality": 95}, 8),
         ("a.bmp", {}, 0),
+        ("a.dib", {}, 0),  # Pillow writes .dib without the BMP file header: its own format, "DIB"
         ("a.tif", {}, 0),
         ("a.ppm", {}, 0),
     ],

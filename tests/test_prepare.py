@@ -5,12 +5,14 @@ from __future__ import annotations
 import csv
 import json
 import os
+import time
 from pathlib import Path
 
 import numpy as np
 import pytest
 from PIL import Image
 
+from gan import imagefolder
 from gan.config import DataConfig
 from gan.errors import PipelineError
 from gan.idx import read_idx
@@ -366,6 +368,42 @@ def test_missing_folder(tmp_path: Path) -> None:
     with pytest.raises(PrepareError, match="no such folder.*download"):
         run(tmp_path / "absent", tmp_path)
     assert not os.path.exists(tmp_path / "out" / "summary.json")
+
+
+def test_file_names_that_are_not_utf8_are_listed_not_a_crash(tmp_path: Path) -> None:
+    root = grey_folder(tmp_path / "raw", 12)
+    odd = os.fsdecode(os.fsencode(root) + b"/caf\xe9 copy.png")  # Latin-1 bytes on disk, as old tar files hold
+    (root / "img0003.png").rename(odd)
+    Image.open(odd).save(odd.replace("copy.png", "twin.bmp"))  # a duplicate: listed with both odd names
+    (root / "chat \u732b notes.txt").write_text("x")
+    run(root, tmp_path, test_fraction=0.3)
+    text = (tmp_path / "out" / "skipped.csv").read_bytes()
+    assert b'caf\xe9 twin.bmp,duplicate,"the same pixels as caf\xe9 copy.png' in text
+    assert "chat \u732b notes.txt,ignored".encode() in text
+
+
+def test_listing_is_not_quadratic_in_the_number_of_files(tmp_path: Path, monkeypatch) -> None:
+    names = [f"img{i:06d}.png" for i in range(60_000)]  # a list's `in` per name: about 20 s; a set's: < 0.1 s
+    monkeypatch.setattr(imagefolder, "_walk", lambda base: names)
+    started = time.perf_counter()
+    listing = imagefolder.list_folder(grey_folder(tmp_path / "raw", 1))
+    assert len(listing.paths) == 60_000 and time.perf_counter() - started < 5
+
+
+def test_an_unreadable_subfolder_is_an_error_not_a_silent_skip(tmp_path: Path, monkeypatch) -> None:
+    root = tmp_path / "raw"
+    grey_folder(root / "cats", 3)
+    grey_folder(root / "dogs", 3)
+    real = os.scandir
+
+    def scandir(path="."):
+        if Path(path).name == "dogs":  # what chmod 000 does (root ignores the mode, so it is simulated)
+            raise PermissionError(13, "Permission denied", str(path))
+        return real(path)
+
+    monkeypatch.setattr(os, "scandir", scandir)
+    with pytest.raises(PrepareError, match=f"cannot read {root / 'dogs'}: Permission denied"):
+        run(root, tmp_path)
 
 
 def test_a_folder_without_images(tmp_path: Path) -> None:

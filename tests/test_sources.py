@@ -270,7 +270,15 @@ def test_url_manifest_uses_the_servers_etag(web, cache):
     assert source_manifest(url, "", cache, FAST) != m1
 
 
-@pytest.mark.parametrize("head_status", [None, 405], ids=["no-validators", "head-refused"])
+def test_url_manifest_reads_validators_whatever_their_case(web, cache):
+    url = web.url("/photos.zip")  # header names are case-insensitive; many servers and proxies send lowercase
+    web.files["/photos.zip"] = (b"zip-1", {"etag": '"v1"', "last-modified": "Tue, 01 Oct 2024 10:00:00 GMT"})
+    m = source_manifest(url, "", cache, FAST)
+    assert (m["etag"], m["last_modified"]) == ('"v1"', "Tue, 01 Oct 2024 10:00:00 GMT") and "sha256" not in m
+    assert web.hits == {("HEAD", "/photos.zip"): 1}  # not downloaded to hash it
+
+
+@pytest.mark.parametrize("head_status", [None, 403, 405], ids=["no-validators", "head-forbidden", "head-refused"])
 def test_url_manifest_falls_back_to_hashing_the_body(web, cache, head_status):
     url = web.url("/photos.zip")
     web.head_status = head_status
