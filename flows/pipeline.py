@@ -181,8 +181,10 @@ def _generator_shape(path: Path) -> tuple[int, int, int]:
     """The image shape a saved generator makes (files from before shapes were recorded: 1×28×28)."""
     import torch
 
+    from gan.models import LEGACY_IMAGE_SHAPE
+
     blob = torch.load(path, map_location="cpu", weights_only=True)
-    return tuple(int(s) for s in blob.get("image_shape", (1, 28, 28)))  # type: ignore[return-value]
+    return tuple(int(s) for s in blob.get("image_shape", LEGACY_IMAGE_SHAPE))  # type: ignore[return-value]
 
 
 def history_row(gate: dict, params: Params, ran: list[str], train_summary: dict) -> dict:

@@ -53,7 +53,7 @@ def add_images(folder: Path, start: int, n: int) -> None:
             im.save(folder / kind / f"{kind}-{i:04d}.{fmt}")
 
 
-def test_images(repo: Path) -> set[bytes]:
+def held_out_images(repo: Path) -> set[bytes]:
     with np.load(repo / "data/prepared/test.npz") as z:
         return {im.tobytes() for im in z["images"]}
 
@@ -96,7 +96,7 @@ def test_folder_runs_then_is_a_no_op_then_retrains_incrementally_when_it_grows(f
     with np.load(repo / "data/samples/samples.npz") as z:
         assert z["images"].shape == (50, 32, 32, 3)
     assert Image.open(repo / "data/samples/grid.png").mode == "RGB"
-    test_before = test_images(repo)
+    test_before = held_out_images(repo)
 
     # Nothing added: the source stage looks, finds the same files, and nothing else runs.
     again = flow(repo, prefect_server)
@@ -113,7 +113,7 @@ def test_folder_runs_then_is_a_no_op_then_retrains_incrementally_when_it_grows(f
     last_run = json.loads((repo / "data/cache/prepare/last_run.json").read_text())  # not in summary.json: see prepare
     assert (last_run["decoded_now"], last_run["from_cache"]) == (50, 120)
     assert summary["splits"]["train"]["n"] + summary["splits"]["test"]["n"] == 170
-    assert test_before < test_images(repo)  # every old test image is still a test image, and new ones joined
+    assert test_before < held_out_images(repo)  # every old test image is still a test image, and new ones joined
     # The gate compared fairly: the champion was re-scored on today's reference, beside the candidate.
     assert result["decision"]["champion_value"] is not None
     assert f"dataset folder changed: emitted {DATASET_CHANGED}" in grown.stderr
