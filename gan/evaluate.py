@@ -68,14 +68,17 @@ def _extractor_metrics(name: str, cfg: EvaluateConfig, ref: dict, f_fake: np.nda
 def _class_metrics(ref: dict, p_fake: np.ndarray, f_fake: np.ndarray, classes: list[str]) -> dict:
     """Class coverage and per-class FID from the domain classifier (labelled datasets)."""
     k = p_fake.shape[1]
+    # Every side is grouped by the classifier's prediction, real test images too: a classifier's own bias (a
+    # weak one calling most images its largest class) then cancels out instead of counting as missing classes.
     pred = p_fake.argmax(1)
-    h_real = class_histogram(ref["test_labels"], k)
+    pred_real = ref["test_probs"].argmax(1)
+    h_real = class_histogram(pred_real, k)
     h_fake = class_histogram(pred, k)
-    pred_floor = ref["train_probs"].argmax(1)  # the floor's train images are grouped as generated ones are: predicted
+    pred_floor = ref["train_probs"].argmax(1)
     h_floor = class_histogram(pred_floor, k)
     per_class, per_class_floor = {}, {}
     for c in range(k):
-        real_c = ref["test_features"][ref["test_labels"] == c]
+        real_c = ref["test_features"][pred_real == c]
         fake_c = f_fake[pred == c]
         train_c = ref["train_features"][pred_floor == c]
         label = classes[c] if c < len(classes) else str(c)

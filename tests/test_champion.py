@@ -60,6 +60,15 @@ def test_class_rule_refuses_a_collapsed_candidate_unless_switched_off():
     assert decide(collapsed, metrics(10.0), 0.02, require_all_classes=False).promote
 
 
+def test_class_rule_asks_for_what_real_images_cover_not_more():
+    """A class the real test split barely has (or a weak classifier never predicts) cannot be demanded."""
+    real_cover_7 = {**metrics(1.0, covered=7), "classes_covered_floor": 7}
+    assert decide(real_cover_7, None, 0.02).promote
+    below = {**metrics(1.0, covered=6), "classes_covered_floor": 7}
+    d = decide(below, None, 0.02)
+    assert not d.promote and "6/10 classes, real images 7/10" in d.reason
+
+
 def test_non_finite_candidate_never_promoted_non_finite_champion_replaced():
     for bad in (math.nan, math.inf):
         assert not decide(metrics(bad), None, 0.02).promote

@@ -168,3 +168,21 @@ def test_the_floor_is_what_the_floors_own_train_images_score(workspace, tmp_path
     assert per_class.keys() == floor.keys() and any(v is not None for v in per_class.values())
     for c in per_class:
         assert per_class[c] == (None if floor[c] is None else pytest.approx(floor[c], rel=1e-5, abs=1e-6)), c
+
+
+def test_class_metrics_group_real_images_by_prediction_like_generated_ones():
+    """A biased classifier (it calls most real images class 0) must not make real images look mode-collapsed:
+    real test images are grouped by the classifier's prediction, as generated ones are."""
+    from gan.evaluate import _class_metrics
+
+    k, n = 4, 400
+    rng = np.random.default_rng(0)
+    labels = np.repeat(np.arange(k), n // k)  # true labels: balanced
+    predicted = np.where(rng.random(n) < 0.7, 0, labels)  # the classifier's bias toward class 0
+    probs = np.eye(k)[predicted]
+    feats = rng.normal(size=(n, 8))
+    ref = {"test_labels": labels, "test_probs": probs, "test_features": feats,
+           "train_probs": probs, "train_features": feats}  # fmt: skip
+    m = _class_metrics(ref, probs.copy(), feats.copy(), [str(c) for c in range(k)])  # generated = real
+    assert m["classes_covered"] == m["classes_covered_floor"] == k
+    assert m["class_kl"] == pytest.approx(0.0, abs=1e-9) and not m["mode_collapse"]
