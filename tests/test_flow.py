@@ -284,7 +284,7 @@ def test_failing_stage_fails_the_flow(tmp_path, prefect_server):
     assert failed, "the flow run is not marked Failed"
     states = task_runs(prefect_server, str(max(failed, key=lambda r: r.created).id))
     # train.device is also the classifier's device: the classifier stage is the first to fail.
-    assert states == {"download": "COMPLETED", "prepare": "COMPLETED", "classifier": "FAILED"}
+    assert states == {"source": "COMPLETED", "download": "COMPLETED", "prepare": "COMPLETED", "classifier": "FAILED"}
     assert not dvcrun.is_current("classifier", repo)  # the failure was not recorded as done
     assert "CUDA is not available" in proc.stdout + proc.stderr
 

@@ -185,8 +185,8 @@ def test_nan_weights_are_never_checkpointed(net, tmp_path, tiny_split, monkeypat
 
     build, poisoned_buffer = getattr(gt, f"build_{net}"), []
 
-    def poisoned(cfg):  # its first BatchNorm's running mean is NaN, and each step's update keeps it NaN
-        module = build(cfg)
+    def poisoned(cfg, shape):  # its first BatchNorm's running mean is NaN, and each step's update keeps it NaN
+        module = build(cfg, shape)
         name, bn = next((n, m) for n, m in module.named_modules() if isinstance(m, torch.nn.BatchNorm2d))
         bn.running_mean.fill_(float("nan"))
         poisoned_buffer.append(f"{name}.running_mean")
