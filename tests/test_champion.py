@@ -299,8 +299,8 @@ def test_gate_history_and_report_on_inception_only_metrics(tmp_path, tiny_split,
     np.savez(prepared / "train.npz", images=images[:128], labels=labels[:128])
     np.savez(prepared / "test.npz", images=images[128:], labels=labels[128:])
     splits = {s: {"sha256_images": hashlib.sha256(s.encode()).hexdigest()} for s in ("train", "test")}
-    (prepared / "summary.json").write_text(json.dumps(
-        {"dataset": "fashion-mnist", "classes": [str(c) for c in range(CLASSES)], "splits": splits}))  # fmt: skip
+    summary = {"dataset": "fashion-mnist", "shape": [1, 28, 28], "classes": [str(c) for c in range(CLASSES)]}
+    (prepared / "summary.json").write_text(json.dumps({**summary, "splits": splits}))
     run([sys.executable, "-m", "gan", "train"], ws)  # a real (barely trained) generator.pt
     run([sys.executable, "-m", "dvc", "init", "--no-scm", "-q"], ws)  # the gate `dvc add`s the champion
     for f in ("grid.png", "generator.torchscript.pt", "MODEL_CARD.md"):  # exported files the gate copies

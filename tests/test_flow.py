@@ -117,7 +117,7 @@ def test_stage_logs_reach_prefect(completed_run, prefect_server):
     text = "\n".join(entry.message for entry in logs)
     assert "Running stage 'train'" in text  # DVC's own line
     assert "> python -m gan train" in text
-    assert "domain classifier test accuracy" in text  # the stage's logging
+    assert "domain classifier (1×28×28) test accuracy" in text  # the stage's logging
     assert "champion gate:" in text
 
 
