@@ -47,3 +47,27 @@ def test_train_throughput_bench_names_an_unknown_model(tmp_path):
     assert proc.returncode == 2, proc.stdout + proc.stderr
     assert "--models: unknown model(s) dcgan; choose from dcgan64, default" in proc.stderr
     assert "images/s" not in proc.stdout  # refused before any timing
+
+
+def test_source_manifest_bench_prints_its_three_timings(tmp_path):
+    out = run([sys.executable, str(REPO / "bench" / "source_manifest.py"), "--n", "300", "--size", "64"],
+              cwd=tmp_path).stdout  # fmt: skip
+    for label, n in (("first look (cold cache)", 300), ("unchanged rerun", 300), ("after adding 3", 303)):
+        assert re.search(re.escape(label) + rf"\s+{n} files\s+[\d.]+ s\s+\d+ files/s", out), out
+    assert re.search(r"unchanged / cold time: [\d.]+", out) and "CPU: " in out, out
+
+
+@pytest.mark.slow
+def test_prepare_speed_bench_prints_both_runs(tmp_path):
+    out = run([sys.executable, str(REPO / "bench" / "prepare_speed.py"), "--n", "40", "--resolution", "32"],
+              cwd=tmp_path).stdout  # fmt: skip
+    assert re.search(r"full prepare\s*:\s+40 images .* images/s \(decoded 40, from cache 0\)", out), out
+    assert re.search(r"incremental \(\+4\):\s+44 images .* images/s \(decoded 4, from cache 40\)", out), out
+    assert re.search(r"ratio incremental / full: [\d.]+x images/s", out) and "peak RSS" in out, out
+
+
+@pytest.mark.slow
+def test_shapes_bench_runs_every_stage_on_the_cpu(tmp_path):
+    out = run([sys.executable, str(REPO / "bench" / "shapes_gpu.py"), "--device", "cpu", "--n", "64", "--batch",
+               "16", "--shapes", "3x32x32"], cwd=tmp_path).stdout  # fmt: skip
+    assert '"npz": "64\\u00d732\\u00d732\\u00d73"' in out and '"graph/eager"' in out, out
