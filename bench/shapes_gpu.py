@@ -27,6 +27,7 @@ from gan.config import ClassifierConfig, EvaluateConfig, ExportConfig, ModelConf
 from gan.evaluate import evaluate  # noqa: E402
 from gan.export import export  # noqa: E402
 from gan.reference import build_reference  # noqa: E402
+from gan.splits import shape_text  # noqa: E402
 from gan.train import TrainOutputs, train  # noqa: E402
 
 
@@ -51,7 +52,7 @@ def run_shape(shape: tuple[int, int, int], args, root: Path) -> dict:
     (root / "summary.json").write_text(json.dumps({"dataset": "synthetic", "shape": list(shape),
                                                    "classes": ["disc", "bars"], "splits": {}}))  # fmt: skip
     model = ModelConfig(arch="dcgan", channels=64)
-    row: dict = {"shape": "×".join(map(str, shape))}
+    row: dict = {"shape": shape_text(shape)}
     for graph in (False, True):
         cfg = TrainConfig(epochs=1, batch_size=args.batch, device=args.device, cuda_graph=graph)
         out = TrainOutputs(root / f"G{int(graph)}.pt", root / f"ckpt{int(graph)}", root / f"log{int(graph)}")
@@ -72,7 +73,7 @@ def run_shape(shape: tuple[int, int, int], args, root: Path) -> dict:
     export(ExportConfig(n_png=4, n_npz=64), Params(), root / "G1.pt", root / "metrics.json", root / "summary.json",
            root / "train_summary.json", root / "samples")  # fmt: skip
     with np.load(root / "samples" / "samples.npz") as z:
-        row["npz"] = "×".join(map(str, z["images"].shape))
+        row["npz"] = shape_text(z["images"].shape)
     return row
 
 

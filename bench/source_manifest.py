@@ -24,9 +24,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from prepare_speed import cpu_model  # noqa: E402
 
 from gan.download import FetchSettings  # noqa: E402
-from gan.sources import source_manifest  # noqa: E402
+from gan.sources import RACY_NS, source_manifest  # noqa: E402
 
-SETTLE = 2.1  # seconds: the hash cache skips files modified in the last 2 s (a write may still be under way)
+SETTLE = RACY_NS / 1e9 + 0.1  # seconds: the hash cache skips files modified this recently (a write may be under way)
 
 
 def write_files(root: Path, start: int, n: int, size: int) -> None:

@@ -41,14 +41,11 @@ from gan.champion import FILES as CHAMPION_FILES
 from gan.champion import Decision, decide, metric_value, promote, read_record, summary_lines
 from gan.config import ConfigError, Params, load_params, save_overrides
 from gan.paths import PATHS, Paths
-from gan.splits import read_summary
+from gan.splits import read_summary, shape_text
 
 REPO = Path(__file__).resolve().parents[1]
 CHAMPION_DIR = PATHS.champion
 HISTORY = PATHS.history
-# Stages dvc.yaml marks always_changed: they look at the source on every run and count as a change only
-# when their output differs (so a run on an unchanged folder is a no-op).
-WATCH_STAGES = ("source",)
 LOCK = ".gan-pipeline.lock"
 ARTIFACT_KEYS = {
     "progress": "gan-training-progress",
@@ -62,9 +59,10 @@ class WorkspaceBusy(RuntimeError):
     """Another pipeline run holds this workspace."""
 
 
-def _run_stage(stage: str, repo: str, all_current: bool = False) -> dict:
+def _run_stage(stage: str, repo: str, all_current: bool = False, watch: bool = False) -> dict:
+    """`watch`: a stage dvc.yaml marks always_changed; it always runs (DVC would say it changed anyway)."""
     logger = get_run_logger()
-    if stage not in WATCH_STAGES and (all_current or dvcrun.is_current(stage, repo)):
+    if not watch and (all_current or dvcrun.is_current(stage, repo)):
         logger.info("stage %r is up to date according to DVC: skipped", stage)
         return {"stage": stage, "ran": False}
     before = dvcrun.out_hash(stage, repo)
@@ -116,6 +114,7 @@ def champion_gate(repo: str, params: Params) -> dict:
 def run_gate(root: Path, params: Params, flow_run_id: str, logger: logging.Logger | logging.LoggerAdapter) -> dict:
     """The champion gate without Prefect: what `champion_gate` does in a flow run."""
     from gan.evaluate import evaluate
+    from gan.models import generator_shape
 
     paths = Paths(root)
     candidate = json.loads(paths.metrics.read_text())
@@ -129,11 +128,11 @@ def run_gate(root: Path, params: Params, flow_run_id: str, logger: logging.Logge
         logger.info("%s did not match the champion's files: re-added it", pointer)
     champion_now = None
     data = read_summary(paths.prepared_summary)
-    champion_shape = _generator_shape(champ_dir / "generator.pt") if record is not None else None
+    champion_shape = generator_shape(champ_dir / "generator.pt") if record is not None else None
     if champion_shape is not None and champion_shape != data.shape:
         # Not comparable on today's data: a champion of another image shape cannot be scored on it.
         logger.info("the champion makes %s images, the data is now %s: it cannot be re-scored; the candidate "
-                    "is judged alone", "×".join(map(str, champion_shape)), "×".join(map(str, data.shape)))  # fmt: skip
+                    "is judged alone", shape_text(champion_shape), shape_text(data.shape))  # fmt: skip
         record = None
     if record is not None:
         rescored = paths.metrics_dir / ".champion-rescored.json"
@@ -175,16 +174,6 @@ def run_gate(root: Path, params: Params, flow_run_id: str, logger: logging.Logge
         "previous_record": record,
         "flow_run_id": flow_run_id,
     }
-
-
-def _generator_shape(path: Path) -> tuple[int, int, int]:
-    """The image shape a saved generator makes (files from before shapes were recorded: 1×28×28)."""
-    import torch
-
-    from gan.models import LEGACY_IMAGE_SHAPE
-
-    blob = torch.load(path, map_location="cpu", weights_only=True)
-    return tuple(int(s) for s in blob.get("image_shape", LEGACY_IMAGE_SHAPE))  # type: ignore[return-value]
 
 
 def history_row(gate: dict, params: Params, ran: list[str], train_summary: dict) -> dict:
@@ -323,15 +312,16 @@ def gan_pipeline(overrides: list[str] | None = None, repo: str | None = None, lo
         stages = dvcrun.stage_names(repo)
         # First look at the source (a folder may have gained images), then one `dvc status` for the common
         # nothing-changed case.
-        results = [run_stage.with_options(name=s)(s, repo) for s in stages if s in WATCH_STAGES]
+        watch = dvcrun.watch_stages(repo)  # count as a change only when their output differs
+        results = [run_stage.with_options(name=s)(s, repo, watch=True) for s in stages if s in watch]
         all_current = dvcrun.is_current(None, repo)
-        for stage in (s for s in stages if s not in WATCH_STAGES):
+        for stage in (s for s in stages if s not in watch):
             runner = download_stage if stage == "download" else run_stage.with_options(name=stage)
             res = runner(stage, repo, all_current)
             results.append(res)
             if stage == "download" and res["ran"] and res["changed_output"] and res["previous_output"]:
                 _emit_dataset_changed(params.data.dataset, res["previous_output"], repo, logger)
-        ran = [r["stage"] for r in results if r["ran"] and (r["stage"] not in WATCH_STAGES or r["changed_output"])]
+        ran = [r["stage"] for r in results if r["ran"] and (r["stage"] not in watch or r["changed_output"])]
         if not ran:
             logger.info("nothing changed: every stage is up to date, champion unchanged")
             return {"ran": [], "promoted": False, "summary": _unchanged_summary(Path(repo), params.promote.metric)}

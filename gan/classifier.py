@@ -23,15 +23,14 @@ from tqdm import tqdm
 from gan import atomic
 from gan.config import ClassifierConfig
 from gan.errors import PipelineError
-from gan.splits import UNLABELED, Split, load_split
-from gan.tensors import ImageShapeError, epoch_permutation, from_uint8, resolve_device, shape_text
+from gan.splits import LEGACY_IMAGE_SHAPE, UNLABELED, Split, load_split, shape_text
+from gan.tensors import ImageShapeError, epoch_permutation, from_uint8, resolve_device
 
 log = logging.getLogger(__name__)
 FEATURE_DIM = 128
 MAX_FEATURE_MAP = 8  # conv-pool blocks halve the map until its side is at most this
 WIDTHS = (32, 64, 128)  # conv channels of the 1st, 2nd and every further block
 # The shape of classifier files written before shapes were recorded (they were all Fashion-MNIST-like).
-LEGACY_IMAGE_SHAPE = (1, 28, 28)
 NO_LABELS = (
     "the source has no labels, so there is no domain classifier to compute FID/KID on; evaluation for unlabeled "
     "folders comes with its own issue. Meanwhile set evaluate.extractors to [inception] and promote.metric to "

@@ -43,7 +43,6 @@ SPLIT_FILES = {
     "train": ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"),
     "test": ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"),
 }
-CIFAR10_BATCHES = "cifar-10-batches-bin"  # the folder cifar-10-binary.tar.gz extracts to (inside data/raw/cifar10)
 
 DEBIAN_FASHION_MNIST = "/usr/share/datasets/fashion-mnist"
 

@@ -49,7 +49,7 @@ from gan.archives import extract_archive
 from gan.cifar import BATCHES_DIR_NAME, SPLIT_FILES, CifarError, check_meta
 from gan.datasets import Checksum, DatasetSpec
 from gan.errors import PipelineError
-from gan.hashing import sha256_file
+from gan.hashing import file_digests, sha256_file
 
 log = logging.getLogger(__name__)
 CHUNK = 1 << 16
@@ -290,21 +290,10 @@ def _update_sidecar(folder: Path, section: str, name: str, entry: dict) -> None:
     atomic.write_text(folder / SIDECAR, json.dumps(data, indent=1, sort_keys=True) + "\n")
 
 
-def _hash_file(path: Path, algorithms: Sequence[str]) -> dict[str, str]:
-    hashers = {a: getattr(hashlib, a)() for a in algorithms}
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            for h in hashers.values():
-                h.update(chunk)
-    return {a: h.hexdigest() for a, h in hashers.items()}
-
-
 def _stored_sha256_if_verified(dest: Path, checksum: Checksum) -> str | None:
     """The SHA-256 of `dest` if it (still) verifies against `checksum`, else None."""
     if checksum.of == "decompressed":
-        if checksum.algorithm == "sha256":
-            return checksum.hexdigest.lower() if sha256_file(dest) == checksum.hexdigest.lower() else None
-        sums = _hash_file(dest, ("sha256", checksum.algorithm))
+        sums = file_digests(dest, {"sha256", checksum.algorithm})
         return sums["sha256"] if sums[checksum.algorithm] == checksum.hexdigest.lower() else None
     entry = _read_sidecar(dest.parent).get("files", {}).get(dest.name)
     if not isinstance(entry, dict) or entry.get("verified") != _describe(checksum):
@@ -355,6 +344,10 @@ def fetch_file(
     return got
 
 
+def _mirror_urls(mirrors: Sequence[str], remote_name: str) -> list[str]:
+    return [base.rstrip("/") + "/" + remote_name for base in mirrors]
+
+
 def fetch_verified(
     remote_name: str,
     checksum: Checksum | str | None,
@@ -363,8 +356,7 @@ def fetch_verified(
     settings: FetchSettings = FetchSettings(),
 ) -> Path:
     """Fetch `remote_name` from the first mirror whose copy verifies (a str checksum: SHA-256 of the stored bytes)."""
-    urls = [base.rstrip("/") + "/" + remote_name for base in mirrors]
-    return fetch_file(remote_name, urls, checksum, dest, settings).path
+    return fetch_file(remote_name, _mirror_urls(mirrors, remote_name), checksum, dest, settings).path
 
 
 def url_sha256(url: str, settings: FetchSettings = FetchSettings()) -> str:
@@ -440,8 +432,7 @@ def download_dataset(
     fetched = {}
     for remote, checksum in spec.checksums.items():
         local = spec.local_name(remote)
-        urls = [base.rstrip("/") + "/" + remote for base in mirrors]
-        fetched[local] = fetch_file(remote, urls, checksum, dest_dir / local, settings)
+        fetched[local] = fetch_file(remote, _mirror_urls(mirrors, remote), checksum, dest_dir / local, settings)
     if spec.format == "cifar10-binary":
         archives = [f for name, f in fetched.items() if name.endswith(".tar")]
         if len(archives) != 1:

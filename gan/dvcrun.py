@@ -38,8 +38,17 @@ def dvc(args: list[str], repo: str | Path, check: bool = True) -> subprocess.Com
     return proc
 
 
+def _stages(repo: str | Path) -> dict[str, dict]:
+    return yaml.safe_load((Path(repo) / "dvc.yaml").read_text())["stages"]
+
+
 def stage_names(repo: str | Path) -> list[str]:
-    return list(yaml.safe_load((Path(repo) / "dvc.yaml").read_text())["stages"])
+    return list(_stages(repo))
+
+
+def watch_stages(repo: str | Path) -> list[str]:
+    """The stages dvc.yaml marks `always_changed`: they look at the source on every run (`source`)."""
+    return [name for name, stage in _stages(repo).items() if stage.get("always_changed")]
 
 
 def is_current(stage: str | None, repo: str | Path) -> bool:

@@ -33,9 +33,10 @@ from gan.metrics import (
     kl_divergence,
     prdc,
 )
-from gan.models import LEGACY_IMAGE_SHAPE, load_generator
+from gan.models import load_generator
 from gan.sampling import sample_batches
-from gan.tensors import ImageShapeError, check_image_shape, resolve_device, shape_text, to_uint8
+from gan.splits import LEGACY_IMAGE_SHAPE, shape_text
+from gan.tensors import ImageShapeError, check_image_shape, resolve_device, to_uint8
 
 log = logging.getLogger(__name__)
 MIN_PER_CLASS = 50  # fewer samples of a class than this: no per-class FID (covariance too noisy)

@@ -24,7 +24,8 @@ from gan.config import ExportConfig, Params
 from gan.evaluate import summary_rows
 from gan.models import load_generator
 from gan.sampling import sample_batches
-from gan.tensors import describe_shape, shape_text, to_uint8
+from gan.splits import describe_shape, shape_text
+from gan.tensors import to_uint8
 
 
 def code_version(repo: Path = Path(".")) -> str:
@@ -79,8 +80,6 @@ def _epochs_trained(train_summary: dict) -> str:
 def _data_source(params: Params, data_summary: dict) -> str:
     """Where the images came from: the data summary's `source` (what prepare recorded), else the configured one."""
     source = data_summary.get("source")
-    if isinstance(source, dict):  # a manifest: its location if it names one, else all of it
-        source = source.get("source") or source.get("url") or json.dumps(source, sort_keys=True)
     if not source and params.data.dataset == "folder":
         source = params.data.source
     return f"`{source}`" if source else f"the built-in {params.data.dataset} download"

@@ -24,7 +24,8 @@ import torch.nn.functional as F
 from gan.classifier import load_classifier, predict
 from gan.config import ConfigError
 from gan.hashing import sha256_file
-from gan.tensors import ImageShapeError, check_image_shape, from_uint8, shape_text
+from gan.splits import shape_text
+from gan.tensors import ImageShapeError, check_image_shape, from_uint8
 
 log = logging.getLogger(__name__)
 

@@ -16,7 +16,7 @@ import torch
 from PIL import Image, UnidentifiedImageError
 
 from gan.errors import PipelineError
-from gan.tensors import shape_text
+from gan.splits import shape_text
 
 
 class SamplesError(PipelineError, ValueError):

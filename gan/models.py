@@ -12,10 +12,10 @@ from torch import nn
 
 from gan import atomic
 from gan.config import DCGAN_RESOLUTIONS, ModelConfig
+from gan.splits import LEGACY_IMAGE_SHAPE
 
 # The shape every model had before shapes were recorded: the shape of generator files that do not record one,
 # and the default of the builders for callers that pass none.
-LEGACY_IMAGE_SHAPE = (1, 28, 28)
 
 DCGAN_CHANNELS = (1, 3)
 
@@ -153,7 +153,6 @@ def dcgan_init(module: nn.Module) -> None:
 
 def build_generator(cfg: ModelConfig, shape: tuple[int, int, int] = LEGACY_IMAGE_SHAPE) -> nn.Module:
     """G for images of `shape` = (channels, height, width); square only (dcgan: 28/32/64/128, 1 or 3 channels)."""
-    shape = check_shape(shape, cfg.arch)
     if cfg.arch == "mlp":
         return MLPGenerator(cfg.z_dim, cfg.hidden, shape)
     g = DCGANGenerator(cfg.z_dim, cfg.channels, shape)
@@ -163,7 +162,6 @@ def build_generator(cfg: ModelConfig, shape: tuple[int, int, int] = LEGACY_IMAGE
 
 def build_discriminator(cfg: ModelConfig, shape: tuple[int, int, int] = LEGACY_IMAGE_SHAPE) -> nn.Module:
     """D for images of `shape`, as `build_generator`."""
-    shape = check_shape(shape, cfg.arch)
     if cfg.arch == "mlp":
         return MLPDiscriminator(cfg.hidden, shape)
     d = DCGANDiscriminator(cfg.channels, shape)
@@ -171,19 +169,20 @@ def build_discriminator(cfg: ModelConfig, shape: tuple[int, int, int] = LEGACY_I
     return d
 
 
-def _image_shape(G: nn.Module) -> tuple[int, int, int]:
-    """G's image shape, looking through torch.compile / DDP wrappers; LEGACY_IMAGE_SHAPE if G does not say."""
-    for m in (G, getattr(G, "_orig_mod", None), getattr(G, "module", None)):
-        if m is not None and hasattr(m, "image_shape"):
-            return tuple(m.image_shape)
-    return LEGACY_IMAGE_SHAPE
-
-
 def save_generator(path: str | Path, G: nn.Module, model_cfg: ModelConfig, meta: dict) -> None:
     """Weights plus the model config and image shape needed to rebuild G (no pickled code)."""
     state = {k: v.detach().cpu() for k, v in G.state_dict().items()}
-    blob = {"model_config": model_cfg.model_dump(), "image_shape": list(_image_shape(G)), "state_dict": state}
+    blob = {"model_config": model_cfg.model_dump(), "image_shape": list(G.image_shape), "state_dict": state}
     atomic.save_torch(path, {**blob, "meta": meta})
+
+
+def _saved_shape(blob: dict) -> tuple[int, int, int]:
+    return tuple(int(s) for s in blob.get("image_shape", LEGACY_IMAGE_SHAPE))  # type: ignore[return-value]
+
+
+def generator_shape(path: str | Path) -> tuple[int, int, int]:
+    """The image shape the generator saved at `path` makes (LEGACY_IMAGE_SHAPE for files from before shapes)."""
+    return _saved_shape(torch.load(path, map_location="cpu", weights_only=True))
 
 
 def load_generator(path: str | Path, device: str | torch.device = "cpu") -> tuple[nn.Module, ModelConfig]:
@@ -191,6 +190,6 @@ def load_generator(path: str | Path, device: str | torch.device = "cpu") -> tupl
     Files from before the image shape was recorded are LEGACY_IMAGE_SHAPE."""
     blob = torch.load(path, map_location="cpu", weights_only=True)
     cfg = ModelConfig.model_validate(blob["model_config"])
-    G = build_generator(cfg, tuple(blob.get("image_shape", LEGACY_IMAGE_SHAPE)))
+    G = build_generator(cfg, _saved_shape(blob))
     G.load_state_dict(blob["state_dict"])
     return G.to(device).eval(), cfg

@@ -50,17 +50,16 @@ import PIL
 from PIL import Image
 
 from gan import atomic
-from gan.cifar import read_cifar10_split
+from gan.cifar import BATCHES_DIR_NAME, read_cifar10_split
 from gan.config import DataConfig, image_resolution
-from gan.datasets import CIFAR10_BATCHES, DATASETS, SPLIT_FILES, DatasetSpec
+from gan.datasets import DATASETS, SPLIT_FILES, DatasetSpec
 from gan.errors import PipelineError
 from gan.hashing import sha256_file
 from gan.idx import IDXError, read_idx
 from gan.imagedecode import BadImage, Decoded, Target, convert_array, decode_file, pixel_digest
 from gan.imagefolder import FolderError, list_folder
-from gan.splits import Split, load_split  # re-exported: stages import them from here
 
-__all__ = ["READERS", "PrepareError", "Source", "Split", "load_split", "prepare", "prepare_source"]
+__all__ = ["READERS", "PrepareError", "Source", "prepare", "prepare_source"]
 
 log = logging.getLogger(__name__)
 
@@ -113,20 +112,20 @@ def read_idx_source(raw_dir: Path, data: DataConfig) -> Source:
             )
         limit = limit or len(images)
         parts.append((img_name, images[:limit, None], labels[:limit].astype(np.int64)))
-    return _builtin_source(DATASETS[data.dataset], parts)
+    return _builtin_source(DATASETS[data.dataset], raw_dir, parts)
 
 
 def read_cifar_source(raw_dir: Path, data: DataConfig) -> Source:
     """cifar10: the binary batches in cifar-10-batches-bin (train = data_batch_1..5, test = test_batch)."""
-    batches = raw_dir / CIFAR10_BATCHES
+    batches = raw_dir / BATCHES_DIR_NAME
     if not batches.is_dir():
         raise PrepareError(f"{batches}: no such folder; run the download stage first (python -m gan download)")
     parts = []
     for split, limit in zip(SPLITS, (data.limit_train, data.limit_test), strict=True):
         images, labels = read_cifar10_split(batches, split)
         limit = limit or len(images)
-        parts.append((f"{CIFAR10_BATCHES}/{split}", images[:limit], labels[:limit]))
-    return _builtin_source(DATASETS[data.dataset], parts)
+        parts.append((f"{BATCHES_DIR_NAME}/{split}", images[:limit], labels[:limit]))
+    return _builtin_source(DATASETS[data.dataset], raw_dir, parts)
 
 
 def read_folder_source(raw_dir: Path, data: DataConfig) -> Source:
@@ -156,12 +155,12 @@ READERS: dict[str, Callable[[Path, DataConfig], Source]] = {
 }
 
 
-def _builtin_source(spec: DatasetSpec, parts: list[tuple[str, np.ndarray, np.ndarray]]) -> Source:
+def _builtin_source(spec: DatasetSpec, raw_dir: Path, parts: list[tuple[str, np.ndarray, np.ndarray]]) -> Source:
     for name, _, labels in parts:
         if labels.size and (labels.min() < 0 or labels.max() >= len(spec.classes)):
             raise PrepareError(
                 f"{name}: labels from {labels.min()} to {labels.max()}, but {spec.name} has classes "
-                f"0..{len(spec.classes) - 1}; the file is damaged: delete data/raw/{spec.name} and download again"
+                f"0..{len(spec.classes) - 1}; the file is damaged: delete {raw_dir} and download again"
             )
     images = np.concatenate([im for _, im, _ in parts])
     return Source(

@@ -8,12 +8,25 @@ and checksums. Stages take the image shape and the classes from here, never from
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 UNLABELED = -1
+LEGACY_IMAGE_SHAPE = (1, 28, 28)  # generator/classifier/reference files written before shapes were recorded
+
+
+def shape_text(shape: Sequence[int]) -> str:
+    """(3, 32, 32) -> '3×32×32' (C×H×W), the way every message writes an image shape."""
+    return "×".join(str(int(s)) for s in shape)
+
+
+def describe_shape(shape: Sequence[int]) -> str:
+    """(3, 32, 32) -> '3×32×32 (RGB)'; (1, 28, 28) -> '1×28×28 (grey)'."""
+    kind = {1: "grey", 3: "RGB"}.get(int(shape[0]), f"{int(shape[0])} channels")
+    return f"{shape_text(shape)} ({kind})"
 
 
 @dataclass(frozen=True)
@@ -38,10 +51,6 @@ class DataSummary:
     shape: tuple[int, int, int]  # C, H, W of every image
     classes: tuple[str, ...]  # () when the source has no labels
     raw: dict  # the whole summary.json
-
-    @property
-    def labeled(self) -> bool:
-        return bool(self.classes)
 
 
 def read_summary(path: str | Path) -> DataSummary:

@@ -12,6 +12,7 @@ import torch
 
 from gan.config import ConfigError
 from gan.errors import PipelineError
+from gan.splits import shape_text
 
 
 class ImageShapeError(PipelineError, ValueError):
@@ -41,17 +42,6 @@ def epoch_permutation(n: int, seed: int, epoch: int) -> torch.Tensor:
     """Batch order of an epoch, a pure function of (seed, epoch): resume needs no RNG state for it."""
     g = torch.Generator().manual_seed(seed * 1_000_003 + epoch)
     return torch.randperm(n, generator=g)
-
-
-def shape_text(shape: Sequence[int]) -> str:
-    """(3, 32, 32) -> '3×32×32' (C×H×W), the way every message writes an image shape."""
-    return "×".join(str(int(s)) for s in shape)
-
-
-def describe_shape(shape: Sequence[int]) -> str:
-    """(3, 32, 32) -> '3×32×32 (RGB)'; (1, 28, 28) -> '1×28×28 (grey)'."""
-    kind = {1: "grey", 3: "RGB"}.get(int(shape[0]), f"{int(shape[0])} channels")
-    return f"{shape_text(shape)} ({kind})"
 
 
 def check_image_shape(images: torch.Tensor, expected: Sequence[int], what: str) -> None:
