@@ -20,6 +20,7 @@ import torch
 
 from gan.config import load_params
 from gan.evaluate import score_images
+from gan.features import ExtractorFiles
 from gan.paths import PATHS
 from gan.reference import build_reference
 from gan.splits import load_split, read_summary
@@ -33,9 +34,10 @@ def main() -> None:
     cfg = p.evaluate.model_copy(update={"n_samples": args.n, "extractors": ["classifier"]})
     print(f"machine: {os.cpu_count()} CPUs, torch {torch.__version__}, threads {torch.get_num_threads()}, "
           f"cuda {torch.cuda.is_available()}")  # fmt: skip
+    files = ExtractorFiles(PATHS.classifier, PATHS.judge)
     with tempfile.TemporaryDirectory() as ref:
         t0 = time.perf_counter()
-        meta = build_reference(cfg, PATHS.classifier, PATHS.train_split, PATHS.test_split,
+        meta = build_reference(cfg, files, PATHS.train_split, PATHS.test_split,
                                ref, device="cpu")  # fmt: skip
         t_ref = time.perf_counter() - t0
         n = meta["n"]
@@ -43,7 +45,7 @@ def main() -> None:
         samples = torch.from_numpy(train.images[np.random.default_rng(7).choice(len(train.images), n, replace=False)])
         t0 = time.perf_counter()
         classes = list(read_summary(PATHS.prepared_summary).classes)
-        m = score_images(samples, cfg, PATHS.classifier, Path(ref), classes, "cpu")
+        m = score_images(samples, cfg, files, Path(ref), classes, "cpu")
         t_score = time.perf_counter() - t0
     print(f"n = {n} vs {n}")
     print(f"reference features (real train + test, once per data version): {t_ref:6.1f} s")

@@ -44,10 +44,12 @@ def child(kind: str, n: int) -> None:
                    PATHS.train_summary, out)  # fmt: skip
     else:
         from gan.evaluate import evaluate
+        from gan.features import ExtractorFiles
 
         cfg = p.evaluate.model_copy(update={"n_samples": n})
         with tempfile.TemporaryDirectory() as out:
-            evaluate(cfg, PATHS.generator, PATHS.classifier, PATHS.reference,
+            evaluate(cfg, PATHS.generator, ExtractorFiles(PATHS.classifier, PATHS.judge, cfg.inception_weights),
+                     PATHS.reference,
                      f"{out}/m.json", device="cpu")  # fmt: skip
     print(json.dumps({"kind": kind, "n": n, "baseline_mb": round(base), "peak_mb": round(rss_mb()),
                       "seconds": round(time.perf_counter() - t0, 1)}))  # fmt: skip

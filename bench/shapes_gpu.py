@@ -26,6 +26,7 @@ from gan.classifier import train_classifier  # noqa: E402
 from gan.config import ClassifierConfig, EvaluateConfig, ExportConfig, ModelConfig, Params, TrainConfig  # noqa: E402
 from gan.evaluate import evaluate  # noqa: E402
 from gan.export import export  # noqa: E402
+from gan.features import ExtractorFiles  # noqa: E402
 from gan.reference import build_reference  # noqa: E402
 from gan.splits import shape_text  # noqa: E402
 from gan.train import TrainOutputs, train  # noqa: E402
@@ -64,9 +65,12 @@ def run_shape(shape: tuple[int, int, int], args, root: Path) -> dict:
     clf = train_classifier(ClassifierConfig(epochs=2), root / "train.npz", root / "test.npz", root / "clf.pt",
                            root / "clf.json", num_classes=2, device=args.device, progress_bar=False)  # fmt: skip
     row["classifier_acc"] = round(clf["test_accuracy"], 3)
-    ev = EvaluateConfig(n_samples=min(500, args.n // 4), bootstrap=5, kid_subset_size=100, prdc_samples=200)
-    build_reference(ev, root / "clf.pt", root / "train.npz", root / "test.npz", root / "ref", device=args.device)
-    m = evaluate(ev, root / "G1.pt", root / "clf.pt", root / "ref", root / "metrics.json", ["disc", "bars"],
+    ev = EvaluateConfig(
+        n_samples=min(500, args.n // 4), bootstrap=5, kid_subset_size=100, prdc_samples=200, extractors=["classifier"]
+    )
+    files = ExtractorFiles(root / "clf.pt", root / "judge.pt")
+    build_reference(ev, files, root / "train.npz", root / "test.npz", root / "ref", device=args.device)
+    m = evaluate(ev, root / "G1.pt", files, root / "ref", root / "metrics.json", ["disc", "bars"],
                  device=args.device)  # fmt: skip
     row["fid_classifier"] = round(m["fid_classifier"], 3)
     (root / "train_summary.json").write_text(json.dumps({"epochs": 1}))

@@ -30,6 +30,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from gan.config import load_params  # noqa: E402
 from gan.evaluate import evaluate, score_images  # noqa: E402
+from gan.features import ExtractorFiles  # noqa: E402
 from gan.paths import PATHS  # noqa: E402
 from gan.splits import load_split, read_summary  # noqa: E402
 from gan.tensors import to_uint8  # noqa: E402
@@ -76,9 +77,13 @@ def run_baseline(minutes: float, p, classes: list[str], n_train: int, device: st
     n = 10_000
     for train_mode in (True, False):
         fake = baseline_samples(G, n, p.evaluate.seed, train_mode)
-        m = score_images(fake, p.evaluate, PATHS.classifier, PATHS.reference, classes, device)
+        m = score_images(fake, p.evaluate, _files(p), PATHS.reference, classes, device)
         label = f"pytorch/examples 64×64 (G.{'train' if train_mode else 'eval'}())"
         print(row(label, minutes, steps, steps / (n_train // 64), m), flush=True)
+
+
+def _files(p) -> ExtractorFiles:
+    return ExtractorFiles(PATHS.classifier, PATHS.judge, p.evaluate.inception_weights)
 
 
 def main() -> None:
@@ -103,7 +108,7 @@ def main() -> None:
             cfg = p.train.model_copy(update={"epochs": 1000, "max_seconds": minutes * 60})
             out = TrainOutputs(Path(tmp) / "g.pt", Path(tmp) / "ckpt", Path(tmp) / "log")
             r = train(p.model, cfg, PATHS.train_split, out, progress_bar=False)
-            m = evaluate(p.evaluate, out.generator, PATHS.classifier, PATHS.reference, Path(tmp) / "m.json",
+            m = evaluate(p.evaluate, out.generator, _files(p), PATHS.reference, Path(tmp) / "m.json",
                          classes=classes)  # fmt: skip
         print(row("project default", minutes, r.steps, r.steps / (n_train // p.train.batch_size), m), flush=True)
     for minutes in args.baseline_minutes:

@@ -39,7 +39,7 @@ from flows.notify import DATASET_CHANGED, dataset_resource
 from gan import dvcrun
 from gan.champion import FILES as CHAMPION_FILES
 from gan.champion import Decision, decide, metric_value, promote, read_record, summary_lines
-from gan.config import ConfigError, Params, load_params, save_overrides
+from gan.config import AUTO_METRIC, ConfigError, Params, auto_metric, load_params, save_overrides
 from gan.paths import PATHS, Paths
 from gan.splits import read_summary, shape_text
 
@@ -114,11 +114,12 @@ def champion_gate(repo: str, params: Params) -> dict:
 def run_gate(root: Path, params: Params, flow_run_id: str, logger: logging.Logger | logging.LoggerAdapter) -> dict:
     """The champion gate without Prefect: what `champion_gate` does in a flow run."""
     from gan.evaluate import evaluate
+    from gan.features import ExtractorFiles
     from gan.models import generator_shape
 
     paths = Paths(root)
     candidate = json.loads(paths.metrics.read_text())
-    metric = params.promote.metric
+    metric = auto_metric(candidate) if params.promote.metric == AUTO_METRIC else params.promote.metric
     metric_value(candidate, metric)  # absent: say so before spending time on re-scoring the champion
     champ_dir = root / CHAMPION_DIR
     record = read_record(champ_dir)  # also recovers a promotion a crash interrupted
@@ -136,7 +137,8 @@ def run_gate(root: Path, params: Params, flow_run_id: str, logger: logging.Logge
         record = None
     if record is not None:
         rescored = paths.metrics_dir / ".champion-rescored.json"
-        champion_now = evaluate(params.evaluate, champ_dir / "generator.pt", paths.classifier, paths.reference,
+        files = ExtractorFiles(paths.classifier, paths.judge, params.evaluate.inception_weights)
+        champion_now = evaluate(params.evaluate, champ_dir / "generator.pt", files, paths.reference,
                                 rescored, classes=list(data.classes), device=params.train.device)  # fmt: skip
         rescored.unlink(missing_ok=True)
     p = params.promote
@@ -218,7 +220,7 @@ def report_markdown(repo: Path, gate: dict) -> str:
         row("champion", champ.get(metric, "—"), champ.get("classes_covered", "—")),
         row("real-vs-real floor", cand.get(f"{metric}_floor", "—"), cand.get("classes_covered_floor")),
     ])  # fmt: skip
-    grid = base64.b64encode(Paths(repo).grid.read_bytes()).decode()
+    paths = Paths(repo)
     verdict = "PROMOTED to champion" if dec["promote"] else "not promoted"
     files = "\n".join(
         f"- `{Paths(repo).samples / f}`"
@@ -230,15 +232,36 @@ def report_markdown(repo: Path, gate: dict) -> str:
 
 {table}
 
-## Samples (8×8 grid)
-
-![sample grid](data:image/png;base64,{grid})
-
+{_pictures(paths, cand)}
 ## Files
 {files}
 - champion: `{repo / CHAMPION_DIR}`
 - run history: `{repo / HISTORY}`
 """
+
+
+def _png(path: Path, alt: str) -> str:
+    """An image inlined as a data URI: it renders in the Prefect UI with no file server and offline."""
+    return f"![{alt}](data:image/png;base64,{base64.b64encode(path.read_bytes()).decode()})"
+
+
+def _pictures(paths: Paths, cand: dict) -> str:
+    """The report's pictures: the sample grid, the closest generated/training pairs, and one row per class."""
+    parts = ["## Samples (8×8 grid)", _png(paths.grid, "sample grid")]
+    if paths.closest_pairs_picture.exists() and "copy_ct_judge" in cand:
+        parts += [
+            "## Closest to a training image (memorisation check)",
+            f"Each generated image (left) beside its nearest training image in the judge's features (right), "
+            f"closest first. **Copying: {'YES' if cand['copying_judge'] else 'no'}** — data-copying statistic "
+            f"C_T {cand['copy_ct_judge']:.2f} (unseen real images: {cand['copy_ct_judge_floor']:.2f}; strongly "
+            f"negative means copying); likely copies {cand['copy_fraction_judge']:.2%} (unseen real images: "
+            f"{cand['copy_fraction_judge_floor']:.2%}).",
+            _png(paths.closest_pairs_picture, "closest generated/training pairs"),
+        ]
+    if paths.class_grid.exists():
+        parts += ["## Samples by class (one row per class, as the domain classifier sees them)",
+                  _png(paths.class_grid, "samples by class")]  # fmt: skip
+    return "\n\n".join(parts) + "\n"
 
 
 def _report(repo: Path, gate: dict, history_rows: list[dict]) -> None:
@@ -266,7 +289,9 @@ def _emit_dataset_changed(dataset: str, previous_md5: str, repo: str, logger) ->
 
 
 def _unchanged_summary(repo: Path, metric: str) -> list[str]:
-    value = ((read_record(repo / CHAMPION_DIR) or {}).get("metrics") or {}).get(metric)
+    champion_metrics = (read_record(repo / CHAMPION_DIR) or {}).get("metrics") or {}
+    metric = auto_metric(champion_metrics) if metric == AUTO_METRIC else metric
+    value = champion_metrics.get(metric)
     champion = "none yet" if value is None else f"{value:.4g}"
     return ["nothing changed: every stage is up to date", f"champion {metric}: {champion}", *_files_lines(repo)]
 

@@ -23,11 +23,11 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import get_args
 
-from gan.config import ConfigError, PromoteConfig
+from gan.config import AUTO_METRIC, ConfigError, PromoteConfig, auto_metric
 
 RECORD = "record.json"
 FILES = ("generator.pt", "generator.torchscript.pt", "metrics.json", "MODEL_CARD.md", "grid.png")
-METRICS = get_args(PromoteConfig.model_fields["metric"].annotation)  # the distances promote.metric may name
+METRICS = tuple(m for m in get_args(PromoteConfig.model_fields["metric"].annotation) if m != AUTO_METRIC)
 DEFAULT_METRIC = PromoteConfig().metric
 _STAGING = "staging-"  # promote's temp folder: .<champion>.staging-XXXX beside the champion
 
@@ -66,9 +66,12 @@ def decide(
     metric: str = DEFAULT_METRIC,
 ) -> Decision:  # fmt: skip
     """`candidate`/`champion`: metrics.json dicts scored the same way. `margin`: relative improvement needed.
+    `metric` = auto: fid_classifier where the candidate has it (labelled data), else fid_judge.
 
     The class-coverage rule applies only where the classifier's class metrics exist (`classes_covered`).
     """
+    if metric == AUTO_METRIC:
+        metric = auto_metric(candidate)
     value = metric_value(candidate, metric, "the candidate's metrics.json")
     champ = None if champion is None else metric_value(champion, metric, "the re-scored champion's metrics")
 

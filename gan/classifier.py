@@ -32,9 +32,9 @@ MAX_FEATURE_MAP = 8  # conv-pool blocks halve the map until its side is at most 
 WIDTHS = (32, 64, 128)  # conv channels of the 1st, 2nd and every further block
 # The shape of classifier files written before shapes were recorded (they were all Fashion-MNIST-like).
 NO_LABELS = (
-    "the source has no labels, so there is no domain classifier to compute FID/KID on; evaluation for unlabeled "
-    "folders comes with its own issue. Meanwhile set evaluate.extractors to [inception] and promote.metric to "
-    "fid_inception (with the Inception weights present), or add labels (dataset.json or class subfolders)"
+    "the source has no labels, so there is no domain classifier and no class metrics; the judge (evaluate.extractors "
+    "'judge', trained on your images without labels) scores the samples instead. Add labels (dataset.json or class "
+    "subfolders) for the classifier's metrics"
 )
 
 

@@ -75,6 +75,18 @@ def stage_classifier(p: Params) -> None:
                      num_classes=len(_classes()), device=p.train.device)  # fmt: skip
 
 
+def stage_judge(p: Params) -> None:
+    from gan.judge import train_judge
+
+    train_judge(p.judge, PATHS.train_split, PATHS.test_split, PATHS.judge, PATHS.judge_metrics, device=p.train.device)
+
+
+def _extractor_files(p: Params):
+    from gan.features import ExtractorFiles
+
+    return ExtractorFiles(PATHS.classifier, PATHS.judge, p.evaluate.inception_weights)
+
+
 def stage_train(p: Params) -> None:
     from gan.train import TrainOutputs, train
 
@@ -84,15 +96,15 @@ def stage_train(p: Params) -> None:
 def stage_reference(p: Params) -> None:
     from gan.reference import build_reference
 
-    build_reference(p.evaluate, PATHS.classifier, PATHS.train_split, PATHS.test_split, PATHS.reference,
+    build_reference(p.evaluate, _extractor_files(p), PATHS.train_split, PATHS.test_split, PATHS.reference,
                     device=p.train.device)  # fmt: skip
 
 
 def stage_evaluate(p: Params) -> None:
     from gan.evaluate import evaluate
 
-    evaluate(p.evaluate, PATHS.generator, PATHS.classifier, PATHS.reference, PATHS.metrics, classes=_classes(),
-             device=p.train.device)  # fmt: skip
+    evaluate(p.evaluate, PATHS.generator, _extractor_files(p), PATHS.reference, PATHS.metrics, classes=_classes(),
+             device=p.train.device, train_split=PATHS.train_split, out_pairs=PATHS.closest_pairs)  # fmt: skip
 
 
 def evaluate_samples(p: Params, samples: str, out: str | None) -> None:
@@ -104,7 +116,7 @@ def evaluate_samples(p: Params, samples: str, out: str | None) -> None:
     from gan.splits import read_summary
 
     data = read_summary(PATHS.prepared_summary)
-    metrics = score_images(load_samples(samples, data.shape), p.evaluate, PATHS.classifier, PATHS.reference,
+    metrics = score_images(load_samples(samples, data.shape), p.evaluate, _extractor_files(p), PATHS.reference,
                            list(data.classes), p.train.device)  # fmt: skip
     metrics["samples"] = str(samples)
     text = json.dumps(metrics, indent=2) + "\n"
@@ -116,7 +128,8 @@ def evaluate_samples(p: Params, samples: str, out: str | None) -> None:
 def stage_export(p: Params) -> None:
     from gan.export import export
 
-    export(p.export, p, PATHS.generator, PATHS.metrics, PATHS.prepared_summary, PATHS.train_summary, PATHS.samples)
+    export(p.export, p, PATHS.generator, PATHS.metrics, PATHS.prepared_summary, PATHS.train_summary, PATHS.samples,
+           classifier_path=PATHS.classifier, pairs_path=PATHS.closest_pairs)  # fmt: skip
 
 
 STAGES = {
@@ -124,6 +137,7 @@ STAGES = {
     "download": stage_download,
     "prepare": stage_prepare,
     "classifier": stage_classifier,
+    "judge": stage_judge,
     "train": stage_train,
     "reference": stage_reference,
     "evaluate": stage_evaluate,
@@ -136,9 +150,10 @@ OUTPUTS = {
     "download": (PATHS.raw,),
     "prepare": (PATHS.prepared,),
     "classifier": (PATHS.classifier, PATHS.classifier_metrics),
+    "judge": (PATHS.judge, PATHS.judge_metrics),
     "train": (PATHS.generator, PATHS.train_log, PATHS.checkpoints),
     "reference": (PATHS.reference,),
-    "evaluate": (PATHS.metrics,),
+    "evaluate": (PATHS.metrics, PATHS.closest_pairs),
     "export": (PATHS.samples,),
 }
 

@@ -114,14 +114,23 @@ class ClassifierConfig(_Section):
     lr: float = Field(1e-3, gt=0, le=1)
 
 
+class JudgeConfig(_Section):
+    seed: int = Field(0, ge=0)
+    epochs: int = Field(1, ge=1, le=1000)
+    batch_size: int = Field(256, ge=2, le=65536, description="Images per step; the other 2N-2 views are the negatives.")
+    lr: float = Field(1e-3, gt=0, le=1)
+    temperature: float = Field(0.5, gt=0, le=10, description="NT-Xent temperature (SimCLR: 0.5 for small batches).")
+
+
 class EvaluateConfig(_Section):
     seed: int = Field(1234, ge=0)
     n_samples: int = Field(10000, ge=2, le=1_000_000)
     batch_size: int = Field(500, ge=1, le=65536)
-    extractors: list[Literal["classifier", "inception"]] = Field(
-        default_factory=lambda: ["classifier"],
+    extractors: list[Literal["classifier", "judge", "inception"]] = Field(
+        default_factory=lambda: ["classifier", "judge"],
         min_length=1,
-        description="Feature extractors; 'inception' is standard FID (slow on CPU, needs its weights).",
+        description="Feature extractors: 'classifier' (labelled data), 'judge' (self-supervised on your images, no "
+        "labels needed; also runs the memorisation check), 'inception' (standard FID: slow on CPU, needs weights).",
     )
     inception_weights: str = Field("", description="Path of the FID Inception weights ('' = torch hub cache).")
     bootstrap: int = Field(50, ge=0, le=10000, description="Bootstrap rounds for the FID interval (0 = none).")
@@ -129,6 +138,17 @@ class EvaluateConfig(_Section):
     kid_subset_size: int = Field(1000, ge=2)
     prdc_samples: int = Field(5000, ge=10, description="Samples per side for precision/recall/density/coverage.")
     prdc_k: int = Field(5, ge=1, le=100)
+    copy_cells: int = Field(
+        50, ge=1, le=10000, description="Memorisation test: k-means cells of the training features (Meehan et al.)."
+    )
+    copy_quantile: float = Field(
+        0.01,
+        gt=0,
+        lt=0.5,
+        description="A generated image is a likely copy when it is closer to a training image than this share of "
+        "unseen real images are.",
+    )
+    copy_pairs: int = Field(8, ge=1, le=256, description="Closest generated/training pairs shown in the picture.")
 
 
 class ExportConfig(_Section):
@@ -137,11 +157,22 @@ class ExportConfig(_Section):
     n_npz: int = Field(10000, ge=1, le=1_000_000)
 
 
+AUTO_METRIC = "auto"
+
+
+def auto_metric(metrics: dict) -> str:
+    """What promote.metric = auto compares: the classifier's FID where metrics.json has it (labelled data), else
+    the judge's."""
+    return "fid_classifier" if "fid_classifier" in metrics else "fid_judge"
+
+
 class PromoteConfig(_Section):
-    metric: Literal["fid_classifier", "fid_inception", "kid_classifier", "kid_inception"] = Field(
-        "fid_classifier",
+    metric: Literal[
+        "auto", "fid_classifier", "fid_judge", "fid_inception", "kid_classifier", "kid_judge", "kid_inception"
+    ] = Field(
+        "auto",
         description="The metrics.json distance the gate compares (lower is better); its extractor must be in "
-        "evaluate.extractors.",
+        "evaluate.extractors. auto: fid_classifier where the data has labels, else fid_judge.",
     )
     margin: float = Field(0.02, ge=0, lt=1, description="Relative distance improvement a challenger needs.")
     require_all_classes: bool = Field(
@@ -154,6 +185,7 @@ class Params(_Section):
     model: ModelConfig = Field(default_factory=ModelConfig)
     train: TrainConfig = Field(default_factory=TrainConfig)
     classifier: ClassifierConfig = Field(default_factory=ClassifierConfig)
+    judge: JudgeConfig = Field(default_factory=JudgeConfig)
     evaluate: EvaluateConfig = Field(default_factory=EvaluateConfig)
     export: ExportConfig = Field(default_factory=ExportConfig)
     promote: PromoteConfig = Field(default_factory=PromoteConfig)
@@ -251,10 +283,10 @@ def _check_across_sections(p: Params, source: str) -> None:
     """Rules that tie settings together (each section's own rules are in its schema)."""
     problems = _data_problems(p)
     metric, extractors = p.promote.metric, p.evaluate.extractors
-    needed = metric.split("_", 1)[1]
-    if needed not in extractors:
+    needed = metric.split("_", 1)[1] if metric != AUTO_METRIC else "classifier' or 'judge"
+    if not (set(extractors) & ({"classifier", "judge"} if metric == AUTO_METRIC else {needed})):
         allowed = get_args(PromoteConfig.model_fields["metric"].annotation)
-        usable = ", ".join(m for m in allowed if m.split("_", 1)[1] in extractors)
+        usable = ", ".join(m for m in allowed if m != AUTO_METRIC and m.split("_", 1)[1] in extractors)
         problems.append(
             f"promote.metric = {metric!r} needs the {needed!r} extractor, but evaluate.extractors = {extractors}: "
             f"set promote.metric to one of {usable}, or add {needed!r} to evaluate.extractors"

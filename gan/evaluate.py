@@ -2,12 +2,14 @@
 
 `evaluate` stage: n generated images, quantised to uint8 exactly like real
 images, scored against the reference: FID (with a bootstrap interval), KID, IS,
-precision/recall/density/coverage, class coverage and per-class FID. Every metric
-has its `_floor` twin: the same metric with n real *train* images in place of the
-generated ones (scored against the same real test images where it compares two sets).
-Images are uint8 N×C×H×W of the prepared data's shape (the reference records it); class
-metrics come only with labelled data. `gan evaluate --samples PATH` scores any external
-samples the same way.
+precision/recall/density/coverage, class coverage and per-class FID, and in the
+judge's features the memorisation check (gan/memorisation.py). Every metric has its
+`_floor` twin: the same metric with real images in place of the generated ones (n real
+*train* images scored against the same real test images where it compares two sets;
+unseen test images for memorisation). Images are uint8 N×C×H×W of the prepared data's
+shape (the reference records it); class metrics come only with labelled data, and what
+does not apply is listed under `not_applicable` with the reason. `gan evaluate
+--samples PATH` scores any external samples the same way.
 """
 
 from __future__ import annotations
@@ -22,7 +24,8 @@ import torch
 
 from gan import atomic
 from gan.config import ConfigError, EvaluateConfig
-from gan.features import build_extractors
+from gan.features import Extractor, ExtractorFiles, build_extractors
+from gan.memorisation import memorisation
 from gan.metrics import (
     bootstrap_fid,
     class_histogram,
@@ -35,14 +38,18 @@ from gan.metrics import (
 )
 from gan.models import load_generator
 from gan.sampling import sample_batches
-from gan.splits import LEGACY_IMAGE_SHAPE, shape_text
+from gan.splits import LEGACY_IMAGE_SHAPE, load_split, shape_text
 from gan.tensors import ImageShapeError, check_image_shape, resolve_device, to_uint8
 
 log = logging.getLogger(__name__)
 MIN_PER_CLASS = 50  # fewer samples of a class than this: no per-class FID (covariance too noisy)
 
 
-def _extractor_metrics(name: str, cfg: EvaluateConfig, ref: dict, f_fake: np.ndarray, p_fake: np.ndarray) -> dict:
+NO_JUDGE = "the memorisation check runs in the judge's features: add 'judge' to evaluate.extractors"
+
+
+def _extractor_metrics(name: str, cfg: EvaluateConfig, ref: dict, f_fake: np.ndarray, p_fake: np.ndarray | None
+                       ) -> dict:  # fmt: skip
     f_test, f_train = ref["test_features"], ref["train_features"]
     m: dict = {}
     m[f"fid_{name}"] = fid_from_features(f_fake, f_test)
@@ -53,8 +60,9 @@ def _extractor_metrics(name: str, cfg: EvaluateConfig, ref: dict, f_fake: np.nda
     m[f"kid_{name}"], m[f"kid_{name}_std"] = kid(f_test, f_fake, cfg.kid_subsets, cfg.kid_subset_size, cfg.seed)
     m[f"kid_{name}_floor"], m[f"kid_{name}_floor_std"] = kid(f_test, f_train, cfg.kid_subsets, cfg.kid_subset_size,
                                                              cfg.seed)  # fmt: skip
-    m[f"is_{name}"], m[f"is_{name}_std"] = inception_score(p_fake)
-    m[f"is_{name}_floor"], m[f"is_{name}_floor_std"] = inception_score(ref["train_probs"])
+    if p_fake is not None:  # the judge has no classes, so no score of class confidence
+        m[f"is_{name}"], m[f"is_{name}_std"] = inception_score(p_fake)
+        m[f"is_{name}_floor"], m[f"is_{name}_floor_std"] = inception_score(ref["train_probs"])
     k = min(cfg.prdc_samples, len(f_fake), len(f_test))
     rng = np.random.default_rng(cfg.seed)
     real_k = f_test[rng.choice(len(f_test), k, replace=False)]
@@ -101,6 +109,26 @@ def _class_metrics(ref: dict, p_fake: np.ndarray, f_fake: np.ndarray, classes: l
     }
 
 
+def _memorisation_metrics(name: str, cfg: EvaluateConfig, ref: dict, f_fake: np.ndarray) -> tuple[dict, list]:
+    """The data-copying test in this extractor's features; also returns the closest generated/training pairs."""
+    r = memorisation(ref["train_all_features"], ref["test_features"], f_fake, cells=cfg.copy_cells,
+                     copy_quantile=cfg.copy_quantile, seed=cfg.seed, n_pairs=cfg.copy_pairs)  # fmt: skip
+    m = {f"copy_ct_{name}": r["ct"], f"copy_ct_{name}_floor": r["ct_floor"], f"copying_{name}": r["copying"],
+         f"copy_fraction_{name}": r["copy_fraction"], f"copy_fraction_{name}_floor": r["copy_fraction_floor"],
+         f"copy_threshold_{name}": r["copy_threshold"], f"copy_cells_{name}": r["cells"]}  # fmt: skip
+    return m, r["closest_pairs"]
+
+
+def _write_pairs(path: Path, pairs: list, fake_u8: torch.Tensor, train_split: Path) -> None:
+    """The closest pairs as images: generated[i] beside its nearest training image, for the picture."""
+    train = load_split(train_split)
+    gen_idx = np.array([p["generated"] for p in pairs], dtype=np.int64)
+    train_idx = np.array([p["train"] for p in pairs], dtype=np.int64)
+    with atomic.atomic_path(path) as tmp, open(tmp, "wb") as f:
+        np.savez(f, generated=fake_u8[gen_idx].numpy(), train=train.images[train_idx], generated_index=gen_idx,
+                 train_index=train_idx, distance=np.array([p["distance"] for p in pairs]))  # fmt: skip
+
+
 def _round(v):
     if isinstance(v, float):
         return round(v, 6)
@@ -127,12 +155,15 @@ def _check_shape(images: torch.Tensor, meta: dict, reference_dir: str | Path) ->
 
 
 def _score(
-    fake_u8: torch.Tensor, cfg: EvaluateConfig, reference_dir: Path, meta: dict, extractors: dict,
-    classes: list[str] | None,
-) -> dict:  # fmt: skip
+    fake_u8: torch.Tensor, cfg: EvaluateConfig, reference_dir: Path, meta: dict, extractors: dict[str, Extractor],
+    not_applicable: dict[str, str], classes: list[str] | None,
+) -> tuple[dict, list]:  # fmt: skip
+    """All metrics of `fake_u8` against the reference; also the memorisation check's closest pairs ([] without)."""
     n = meta["n"]
     fake_u8 = fake_u8[:n]
     metrics: dict = {"n": n, "reference_split": meta["reference_split"], "floor_split": meta["floor_split"]}
+    not_applicable = dict(not_applicable)
+    pairs: list = []
     for name, ex in extractors.items():
         info = meta["extractors"].get(name)
         if info is None or info["weights_sha256"] != ex.weights_sha256:
@@ -150,7 +181,16 @@ def _score(
             metrics["classifier_test_accuracy"] = ex.test_accuracy
             if meta.get("labeled", True):  # class metrics only where the real images have labels
                 metrics.update(_class_metrics(ref, p_fake, f_fake, classes or []))
-    return metrics
+        if "train_all_features" in ref:
+            found, pairs = _memorisation_metrics(name, cfg, ref, f_fake)
+            metrics.update(found)
+    if "classifier" in not_applicable:
+        not_applicable["class_metrics"] = not_applicable["classifier"]
+    if "judge" not in extractors:
+        not_applicable["memorisation"] = NO_JUDGE
+    if not_applicable:
+        metrics["not_applicable"] = not_applicable
+    return metrics, pairs
 
 
 def _finish(metrics: dict, t0: float) -> dict:
@@ -160,7 +200,7 @@ def _finish(metrics: dict, t0: float) -> dict:
 
 
 def score_images(
-    fake_u8: torch.Tensor, cfg: EvaluateConfig, classifier_path: str | Path, reference_dir: str | Path,
+    fake_u8: torch.Tensor, cfg: EvaluateConfig, files: ExtractorFiles, reference_dir: str | Path,
     classes: list[str] | None = None, device: str = "auto",
 ) -> dict:  # fmt: skip
     """Score uint8 images N×C×H×W (the prepared data's shape, as the reference records it) against the cached
@@ -172,19 +212,20 @@ def score_images(
     n = meta["n"]
     if len(fake_u8) < n:
         raise ConfigError(f"need at least n={n} samples (evaluate.n_samples / the reference size), got {len(fake_u8)}")
-    dev = resolve_device(device)
-    extractors = build_extractors(cfg.extractors, classifier_path, cfg.inception_weights, dev, cfg.batch_size)
-    return _finish(_score(fake_u8, cfg, reference_dir, meta, extractors, classes), t0)
+    extractors, not_applicable = build_extractors(cfg.extractors, files, resolve_device(device), cfg.batch_size)
+    return _finish(_score(fake_u8, cfg, reference_dir, meta, extractors, not_applicable, classes)[0], t0)
 
 
 def evaluate(
-    cfg: EvaluateConfig, generator_path: str | Path, classifier_path: str | Path, reference_dir: str | Path,
+    cfg: EvaluateConfig, generator_path: str | Path, files: ExtractorFiles, reference_dir: str | Path,
     out_metrics: str | Path, classes: list[str] | None = None, device: str = "auto",
+    train_split: str | Path | None = None, out_pairs: str | Path | None = None,
 ) -> dict:  # fmt: skip
-    """The evaluate stage: n samples from the generator, scored, written to metrics.json.
+    """The evaluate stage: n samples from the generator, scored, written to metrics.json; with `out_pairs` (and
+    the `train_split` the judge's reference was built on) also the memorisation check's closest pairs as images.
 
-    The generator must make images of the reference's shape, and every extractor must exist (no domain
-    classifier for unlabeled data): both are checked before any image is drawn.
+    The generator must make images of the reference's shape, and at least one extractor must apply to the data:
+    both are checked before any image is drawn.
     """
     t0 = time.perf_counter()
     reference_dir = Path(reference_dir)
@@ -196,11 +237,21 @@ def evaluate(
             f"{generator_path} makes {shape_text(G.image_shape)} images, but {reference_dir} holds "
             f"{shape_text(reference_shape(meta))} (the prepared data's shape): re-run `train` on the prepared data"
         )
-    extractors = build_extractors(cfg.extractors, classifier_path, cfg.inception_weights, dev, cfg.batch_size)
+    extractors, not_applicable = build_extractors(cfg.extractors, files, dev, cfg.batch_size)
     fake = torch.cat([to_uint8(b).cpu() for b in sample_batches(G, meta["n"], cfg.seed, cfg.batch_size)])
-    metrics = _finish(_score(fake, cfg, reference_dir, meta, extractors, classes), t0)
+    metrics, pairs = _score(fake, cfg, reference_dir, meta, extractors, not_applicable, classes)
+    metrics = _finish(metrics, t0)
+    if out_pairs is not None:
+        if pairs and train_split is not None:
+            _write_pairs(Path(out_pairs), pairs, fake, Path(train_split))
+        else:  # no judge: no pairs; an empty file keeps the stage's output defined
+            with atomic.atomic_path(out_pairs) as tmp, open(tmp, "wb") as f:
+                np.savez(f, generated=np.zeros((0, *reference_shape(meta)), np.uint8))
     atomic.write_text(out_metrics, json.dumps(metrics, indent=2) + "\n")
-    found = [f"fid_{e} {metrics[f'fid_{e}']:.4f} (floor {metrics[f'fid_{e}_floor']:.4f})" for e in cfg.extractors]
+    found = [f"fid_{e} {metrics[f'fid_{e}']:.4f} (floor {metrics[f'fid_{e}_floor']:.4f})" for e in extractors]
+    if "copy_ct_judge" in metrics:
+        found.append(f"data-copying C_T {metrics['copy_ct_judge']:.2f} (floor {metrics['copy_ct_judge_floor']:.2f}), "
+                     f"likely copies {metrics['copy_fraction_judge']:.2%}")  # fmt: skip
     if "classes_covered" in metrics:
         found.append(f"classes {metrics['classes_covered']}/{metrics['num_classes']}")
     log.info("evaluate: %s", ", ".join(found))
@@ -222,14 +273,22 @@ def summary_rows(m: dict) -> list[dict]:
         return f"{v:.4g}" if isinstance(v, float) else str(v)
 
     rows = []
-    for name in ("classifier", "inception"):
+    for name in ("classifier", "judge", "inception"):
         if f"fid_{name}" not in m:
             continue
         score = "IS" if name == "inception" else "classifier score"
         for metric, label in (("fid", "FID"), ("kid", "KID"), ("is", score), ("precision", "precision"),
                               ("recall", "recall"), ("density", "density"), ("coverage", "coverage")):  # fmt: skip
-            rows.append({"metric": f"{label} ({name})", "value": fmt(f"{metric}_{name}"),
-                         "floor": fmt(f"{metric}_{name}_floor")})  # fmt: skip
+            if f"{metric}_{name}" in m:
+                rows.append({"metric": f"{label} ({name})", "value": fmt(f"{metric}_{name}"),
+                             "floor": fmt(f"{metric}_{name}_floor")})  # fmt: skip
+    if "copy_ct_judge" in m:
+        rows += [
+            {"metric": "data-copying C_T (judge; << 0: copying)", "value": fmt("copy_ct_judge"),
+             "floor": fmt("copy_ct_judge_floor")},
+            {"metric": "likely copies (judge)", "value": f"{m['copy_fraction_judge']:.2%}",
+             "floor": f"{m['copy_fraction_judge_floor']:.2%}"},
+        ]  # fmt: skip
     if "classes_covered" in m:
         k = m["num_classes"]
         rows += [

@@ -3,8 +3,11 @@
 `data/samples/` gets an 8×8 PNG grid, individual PNGs (RGB for RGB data), an NPZ
 of uint8 images (key `images`, N×H×W×C: the NHWC layout external FID tools read),
 the generator as TorchScript (loads with plain `torch.jit.load`, no need for
-this project; traced and checked at the generator's image shape), and a model card
-that states the image shape and where the data came from.
+this project; traced and checked at the generator's image shape), a model card
+that states the image shape and where the data came from, and two pictures:
+`closest_pairs.png` (the memorisation check's closest generated/training pairs, from
+evaluate) and, where the data has labels, `class_grid.png` (one row per class, as the
+domain classifier sees the samples).
 """
 
 from __future__ import annotations
@@ -20,12 +23,17 @@ import torch
 from torchvision.utils import save_image
 
 from gan import atomic
+from gan.classifier import NoClassifier, load_classifier, predict
 from gan.config import ExportConfig, Params
 from gan.evaluate import summary_rows
 from gan.models import load_generator
+from gan.pictures import class_grid, closest_pairs_picture
 from gan.sampling import sample_batches
 from gan.splits import describe_shape, shape_text
-from gan.tensors import to_uint8
+from gan.tensors import from_uint8, to_uint8
+
+CLASS_GRID_PER_CLASS = 8
+CLASS_GRID_DRAWS = 2000  # samples classified to fill the per-class rows
 
 
 def code_version(repo: Path = Path(".")) -> str:
@@ -149,6 +157,8 @@ def export(
     data_summary_path: str | Path,
     train_summary_path: str | Path,
     out_dir: str | Path,
+    classifier_path: str | Path | None = None,
+    pairs_path: str | Path | None = None,
 ) -> dict:
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -186,4 +196,32 @@ def export(
         G.image_shape,
     )
     atomic.write_text(out_dir / "MODEL_CARD.md", card)
-    return {"grid": str(out_dir / "grid.png"), "n_png": i, "n_npz": k}
+    pictures = _pictures(G, cfg, out_dir, classifier_path, pairs_path,
+                         json.loads(Path(data_summary_path).read_text()).get("classes", []))  # fmt: skip
+    return {"grid": str(out_dir / "grid.png"), "n_png": i, "n_npz": k, **pictures}
+
+
+def _pictures(G: torch.nn.Module, cfg: ExportConfig, out_dir: Path, classifier_path: str | Path | None,
+              pairs_path: str | Path | None, classes: list[str]) -> dict:  # fmt: skip
+    """closest_pairs.png (when evaluate found pairs) and class_grid.png (when there is a domain classifier); a
+    picture that does not apply is removed, so none from an earlier run is left looking current."""
+    made: dict = {}
+    pairs_png, class_png = out_dir / "closest_pairs.png", out_dir / "class_grid.png"
+    pairs = np.load(pairs_path) if pairs_path is not None and Path(pairs_path).exists() else None
+    if pairs is not None and len(pairs["generated"]):
+        closest_pairs_picture(pairs["generated"], pairs["train"], pairs["distance"], pairs_png)
+        made["closest_pairs"] = str(pairs_png)
+    else:
+        pairs_png.unlink(missing_ok=True)
+    try:
+        model, _ = load_classifier(classifier_path) if classifier_path is not None else (None, 0.0)
+    except NoClassifier:
+        model = None
+    if model is not None and classes:
+        u8 = torch.cat([to_uint8(b).cpu() for b in sample_batches(G, CLASS_GRID_DRAWS, cfg.seed + 3, 500)])
+        _, probs = predict(model, from_uint8(u8))
+        made["class_grid_counts"] = class_grid(u8, probs.argmax(1).numpy(), classes, CLASS_GRID_PER_CLASS, class_png)
+        made["class_grid"] = str(class_png)
+    else:
+        class_png.unlink(missing_ok=True)
+    return made

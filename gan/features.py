@@ -1,6 +1,8 @@
 """Feature extractors for the evaluation metrics.
 
-- `classifier`: the domain classifier's 128-d penultimate layer (always available, offline).
+- `classifier`: the domain classifier's 128-d penultimate layer (offline; labelled data only).
+- `judge`: the self-supervised judge's 128-d features (offline, trained on the real training images without
+  labels: gan/judge.py); it has no classes, so no class probabilities.
 - `inception`: the TF-ported FID Inception-v3 of torch-fidelity (2048-d pool features,
   `logits_unbiased` for the Inception Score), with its TensorFlow-compatible bilinear
   resize to 299×299 and grey images repeated to 3 channels (RGB taken as is): the same numbers as
@@ -9,21 +11,26 @@
   torch-fidelity's extractor directly.)
 
 Every extractor takes uint8 images N×C×H×W (the prepared data's shape) and returns (features, class
-probabilities); `input_shape` is the C×H×W its network itself sees.
+probabilities or None); `input_shape` is the C×H×W its network itself sees. `build_extractors` builds them by
+name from the registry below; an extractor that does not apply to the data (the classifier of an unlabeled
+source) is returned as not applicable, with the reason.
 """
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
-from gan.classifier import load_classifier, predict
+from gan.classifier import NoClassifier, load_classifier, predict
 from gan.config import ConfigError
 from gan.hashing import sha256_file
+from gan.judge import embed, load_judge
 from gan.splits import shape_text
 from gan.tensors import ImageShapeError, check_image_shape, from_uint8
 
@@ -36,6 +43,10 @@ INCEPTION_SHA256_PREFIX = "6726825d"
 
 class MissingWeights(ConfigError):
     """The Inception weights are not on this machine and could not be downloaded."""
+
+
+class NoExtractor(ConfigError):
+    """None of evaluate.extractors applies to the data (e.g. only the classifier, and no labels)."""
 
 
 class ClassifierExtractor:
@@ -57,6 +68,21 @@ class ClassifierExtractor:
             feats.append(f.numpy())
             probs.append(p.numpy())
         return np.concatenate(feats), np.concatenate(probs)
+
+
+class JudgeExtractor:
+    name = "judge"
+
+    def __init__(self, judge_path: str | Path, device: torch.device, batch_size: int = 500):
+        self.model = load_judge(judge_path, device)
+        self.device, self.batch_size = device, batch_size
+        self.weights_sha256 = sha256_file(judge_path)
+        self.dim = self.model.body[-1].out_features
+        self.input_shape = self.model.image_shape
+
+    def __call__(self, images_u8: torch.Tensor) -> tuple[np.ndarray, None]:
+        check_image_shape(images_u8, self.input_shape, "the judge was trained on this shape")
+        return embed(self.model, images_u8, self.device, self.batch_size), None
 
 
 def inception_weights(configured: str) -> Path:
@@ -123,12 +149,50 @@ class InceptionExtractor:
         return np.concatenate(feats), np.concatenate(probs)
 
 
-def build_extractors(names: list[str], classifier_path: str | Path, inception_path: str, device: torch.device,
-                     batch_size: int) -> dict:  # fmt: skip
-    out: dict = {}
+Extractor = ClassifierExtractor | JudgeExtractor | InceptionExtractor
+
+
+def embed_all(extractor: Extractor, images_u8: np.ndarray, batch_size: int) -> np.ndarray:
+    """Features of a large uint8 array (N×C×H×W, e.g. every training image), a chunk at a time."""
+    step = max(batch_size, 1) * 20
+    return np.concatenate([extractor(torch.from_numpy(np.ascontiguousarray(images_u8[i : i + step])))[0]
+                           for i in range(0, len(images_u8), step)])  # fmt: skip
+
+
+@dataclass(frozen=True)
+class ExtractorFiles:
+    """The trained extractors' files (the classifier and judge stages' outputs) and the Inception weights."""
+
+    classifier: Path
+    judge: Path
+    inception_weights: str = ""  # evaluate.inception_weights ('' = torch hub cache)
+
+
+BUILDERS: dict[str, Callable[[ExtractorFiles, torch.device, int], Extractor]] = {
+    "classifier": lambda files, dev, bs: ClassifierExtractor(files.classifier, dev, bs),
+    "judge": lambda files, dev, bs: JudgeExtractor(files.judge, dev, bs),
+    "inception": lambda files, dev, bs: InceptionExtractor(
+        inception_weights(files.inception_weights), dev, min(bs, 100)
+    ),  # fmt: skip
+}
+
+
+def build_extractors(names: list[str], files: ExtractorFiles, device: torch.device, batch_size: int
+                     ) -> tuple[dict[str, Extractor], dict[str, str]]:  # fmt: skip
+    """The configured extractors by name, and {name: reason} for those that do not apply to this data (the
+    classifier of an unlabeled source); NoExtractor when none applies. Missing Inception weights are an error, never a
+    silent substitute."""
+    built: dict[str, Extractor] = {}
+    not_applicable: dict[str, str] = {}
     for name in names:
-        if name == "classifier":
-            out[name] = ClassifierExtractor(classifier_path, device, batch_size)
-        elif name == "inception":
-            out[name] = InceptionExtractor(inception_weights(inception_path), device, min(batch_size, 100))
-    return out
+        try:
+            built[name] = BUILDERS[name](files, device, batch_size)
+        except NoClassifier as err:
+            not_applicable[name] = str(err)
+    if not built:
+        reasons = "; ".join(f"{k}: {v}" for k, v in not_applicable.items())
+        raise NoExtractor(
+            f"evaluate.extractors = {names}: none applies to this data ({reasons}). Add 'judge' (trained on your "
+            "images, no labels needed) to evaluate.extractors"
+        )
+    return built, not_applicable

@@ -67,6 +67,10 @@ class Paths:
         return self.models / "classifier.pt"
 
     @property
+    def judge(self) -> Path:
+        return self.models / "judge.pt"
+
+    @property
     def generator(self) -> Path:
         return self.models / "generator.pt"
 
@@ -99,6 +103,15 @@ class Paths:
     def classifier_metrics(self) -> Path:
         return self.metrics_dir / "classifier.json"
 
+    @property
+    def judge_metrics(self) -> Path:
+        return self.metrics_dir / "judge.json"
+
+    @property
+    def closest_pairs(self) -> Path:
+        """The generated images nearest to a training image, beside it (evaluate writes it, export draws it)."""
+        return self.metrics_dir / "closest_pairs.npz"
+
     # ---- export, champion, history
     @property
     def samples(self) -> Path:
@@ -107,6 +120,14 @@ class Paths:
     @property
     def grid(self) -> Path:
         return self.samples / "grid.png"
+
+    @property
+    def closest_pairs_picture(self) -> Path:
+        return self.samples / "closest_pairs.png"
+
+    @property
+    def class_grid(self) -> Path:
+        return self.samples / "class_grid.png"
 
     @property
     def champion(self) -> Path:

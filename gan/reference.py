@@ -5,6 +5,10 @@ Features of n real *test* images (the reference set) and of n random real
 extractor, cached in `data/reference/` as a DVC output that `evaluate` reads.
 `meta.json` records the images' shape (C×H×W), whether they carry labels, and
 per extractor the shape its network sees: `evaluate` checks samples against them.
+For the judge it also keeps the features of *every* training image (`train_all_features`):
+the memorisation check looks for each generated image's nearest training image among all of them.
+An extractor that does not apply to the data (the classifier without labels) is listed in
+`not_applicable` with the reason.
 """
 
 from __future__ import annotations
@@ -20,7 +24,7 @@ import torch
 from gan import atomic
 from gan.classifier import check_same_shape
 from gan.config import ConfigError, EvaluateConfig
-from gan.features import build_extractors
+from gan.features import ExtractorFiles, build_extractors, embed_all
 from gan.splits import UNLABELED, Split, load_split
 from gan.tensors import resolve_device
 
@@ -37,7 +41,7 @@ def _reference_n(cfg: EvaluateConfig, train: Split, test: Split) -> int:
 
 
 def build_reference(
-    cfg: EvaluateConfig, classifier_path: str | Path, train_split: str | Path, test_split: str | Path,
+    cfg: EvaluateConfig, files: ExtractorFiles, train_split: str | Path, test_split: str | Path,
     out_dir: str | Path, device: str = "auto",
 ) -> dict:  # fmt: skip
     """Compute and cache real-image features for every configured extractor."""
@@ -51,14 +55,19 @@ def build_reference(
     labeled = bool((test.labels != UNLABELED).all() and (train.labels != UNLABELED).all())
     meta = {"n": n, "reference_split": "test (first n)", "floor_split": f"train (random n, seed {cfg.seed})",
             "image_shape": list(test.shape), "labeled": labeled, "extractors": {}}  # fmt: skip
-    for name, ex in build_extractors(cfg.extractors, classifier_path, cfg.inception_weights, dev,
-                                     cfg.batch_size).items():  # fmt: skip
+    extractors, meta["not_applicable"] = build_extractors(cfg.extractors, files, dev, cfg.batch_size)
+    for name, ex in extractors.items():
         t0 = time.perf_counter()
         f_test, p_test = ex(real_test)
         f_train, p_train = ex(real_train)
+        arrays = {"test_features": f_test, "train_features": f_train, "test_labels": test.labels[:n],
+                  "train_labels": train.labels[train_idx]}  # fmt: skip
+        if p_test is not None:
+            arrays |= {"test_probs": p_test, "train_probs": p_train}
+        if name == "judge":  # the memorisation check's training set: every training image
+            arrays["train_all_features"] = embed_all(ex, train.images, cfg.batch_size)
         with atomic.atomic_path(out_dir / f"{name}.npz") as tmp, open(tmp, "wb") as f:
-            np.savez(f, test_features=f_test, test_probs=p_test, train_features=f_train, train_probs=p_train,
-                     test_labels=test.labels[:n], train_labels=train.labels[train_idx])  # fmt: skip
+            np.savez(f, **arrays)
         meta["extractors"][name] = {"weights_sha256": ex.weights_sha256, "feature_dim": int(f_test.shape[1]),
                                     "input_shape": list(ex.input_shape),
                                     "seconds": round(time.perf_counter() - t0, 2)}  # fmt: skip

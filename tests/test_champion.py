@@ -284,6 +284,7 @@ def test_gate_history_and_report_on_inception_only_metrics(tmp_path, tiny_split,
     from flows.pipeline import history_row, report_markdown, run_gate
     from gan import dvcrun
     from gan.evaluate import evaluate
+    from gan.features import ExtractorFiles
     from gan.reference import build_reference
 
     ws = tmp_path / "ws"
@@ -309,9 +310,10 @@ def test_gate_history_and_report_on_inception_only_metrics(tmp_path, tiny_split,
 
     monkeypatch.setattr(gan.features, "INCEPTION_SHA256_PREFIX", gan.features.sha256_file(weights)[:8])
     e = params.evaluate
-    build_reference(e, ws / "data/models/classifier.pt", prepared / "train.npz", prepared / "test.npz",
+    files = ExtractorFiles(ws / "data/models/classifier.pt", ws / "data/models/judge.pt", e.inception_weights)
+    build_reference(e, files, prepared / "train.npz", prepared / "test.npz",
                     ws / "data/reference", device="cpu")  # fmt: skip
-    cand = evaluate(e, ws / "data/models/generator.pt", ws / "data/models/classifier.pt", ws / "data/reference",
+    cand = evaluate(e, ws / "data/models/generator.pt", files, ws / "data/reference",
                     ws / "data/metrics/metrics.json", device="cpu")  # fmt: skip
     assert "fid_inception" in cand and "fid_classifier" not in cand and "classes_covered" not in cand
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import sys
 from pathlib import Path
@@ -25,12 +26,12 @@ SMALL_EVAL = [*TINY, "evaluate.n_samples=500", "evaluate.bootstrap=10", "evaluat
 
 @pytest.fixture(scope="module")
 def workspace(tmp_path_factory) -> Path:
-    """download → prepare → classifier → reference, run by the stage commands on tiny real data."""
+    """download → prepare → classifier → judge → reference, run by the stage commands on tiny real data."""
     require_debian_fashion_mnist()
     ws = tmp_path_factory.mktemp("eval")
     raw = apply_overrides(yaml.safe_load((REPO / "params.yaml").read_text()), SMALL_EVAL)
     (ws / "params.yaml").write_text(yaml.safe_dump(raw))
-    for stage in ("download", "prepare", "classifier", "reference"):
+    for stage in ("download", "prepare", "classifier", "judge", "reference"):
         run([sys.executable, "-m", "gan", stage], ws)
     return ws
 
@@ -47,6 +48,37 @@ def test_reference_is_cached_with_its_provenance(workspace):
     assert info["feature_dim"] == 128 and len(info["weights_sha256"]) == 64
     with np.load(workspace / "data/reference/classifier.npz") as z:
         assert z["test_features"].shape == (500, 128) and z["train_features"].shape == (500, 128)
+        assert "train_all_features" not in z.files
+    judge = meta["extractors"]["judge"]
+    assert judge["weights_sha256"] == hashlib.sha256((workspace / "data/models/judge.pt").read_bytes()).hexdigest()
+    with np.load(workspace / "data/reference/judge.npz") as z:
+        assert z["test_features"].shape == (500, 128) and "test_probs" not in z.files
+        assert z["train_all_features"].shape == (3000, 128)  # every training image: the memorisation check's set
+    assert meta["not_applicable"] == {}
+
+
+def test_the_memorisation_check_flags_training_images_and_passes_unseen_ones(workspace, tmp_path):
+    """A "generator" that returns training images (or lightly noised ones) is flagged as copying; real test images
+    it never saw are not, and score like the floor (unseen real images)."""
+    train = load_split(workspace / "data/prepared/train.npz")
+    test = load_split(workspace / "data/prepared/test.npz")
+    rng = np.random.default_rng(0)
+    copies = train.images[rng.choice(len(train.images), 500, replace=False)]
+    noisy = np.clip(copies + rng.normal(0, 8, copies.shape), 0, 255).astype(np.uint8)
+    unseen = test.images[500:1000]  # the reference holds the first 500 test images; these were never used
+    results = {}
+    for name, images in (("copies", copies), ("noisy", noisy), ("unseen", unseen)):
+        np.save(tmp_path / f"{name}.npy", images)
+        results[name] = score(workspace, tmp_path / f"{name}.npy")
+    for name in ("copies", "noisy"):
+        m = results[name]
+        assert m["copying_judge"] is True and m["copy_ct_judge"] < -3, (name, m["copy_ct_judge"])
+        assert m["copy_fraction_judge"] > 0.5, (name, m["copy_fraction_judge"])
+    u = results["unseen"]
+    assert u["copying_judge"] is False and abs(u["copy_ct_judge"]) < 3, u["copy_ct_judge"]
+    assert u["copy_fraction_judge"] < 0.05 and u["copy_fraction_judge_floor"] < 0.05
+    assert u["fid_judge"] < 3 * u["fid_judge_floor"] + 1  # unseen real images score like real images
+    assert "is_judge" not in u  # the judge has no classes
 
 
 def test_real_images_score_near_the_floor_and_collapse_is_flagged(workspace, tmp_path):

@@ -18,7 +18,7 @@ from gan.classifier import DomainClassifier, NoClassifier, load_classifier, trai
 from gan.config import ClassifierConfig, EvaluateConfig, ExportConfig, ModelConfig, Params, TrainConfig
 from gan.evaluate import evaluate, score_images
 from gan.export import export
-from gan.features import InceptionExtractor
+from gan.features import ExtractorFiles, InceptionExtractor, NoExtractor
 from gan.imagefiles import SamplesError, load_samples
 from gan.models import build_generator, load_generator, save_generator
 from gan.reference import build_reference
@@ -30,7 +30,16 @@ CLASSES = ("zero", "one", "two", "three")
 MODEL = ModelConfig(arch="dcgan", channels=4, z_dim=8)
 TRAIN = TrainConfig(epochs=1, batch_size=16, device="cpu")
 CLASSIFIER = ClassifierConfig(epochs=1, batch_size=32)
-EVAL = EvaluateConfig(n_samples=40, bootstrap=0, kid_subsets=2, kid_subset_size=20, prdc_samples=20, prdc_k=3)
+
+
+def _files(classifier) -> ExtractorFiles:
+    """The extractor files of these tests: a classifier, and no judge (they use extractors [classifier])."""
+    return ExtractorFiles(Path(classifier), Path(classifier).with_name("no-judge.pt"))
+
+
+EVAL = EvaluateConfig(
+    n_samples=40, bootstrap=0, kid_subsets=2, kid_subset_size=20, prdc_samples=20, prdc_k=3, extractors=["classifier"]
+)
 SHAPES = [(3, 32, 32), (1, 64, 64)]
 ids = ["x".join(map(str, s)) for s in SHAPES]
 
@@ -194,13 +203,16 @@ def test_unlabeled_data_gets_a_marker_and_every_classifier_use_stops_clearly(pre
     with pytest.raises(NoClassifier) as err:
         load_classifier(model_path)
     msg = str(err.value)
-    for part in (str(model_path), "the source has no labels", "no domain classifier to compute FID/KID on",
-                 "evaluate.extractors to [inception]", "promote.metric to fid_inception", "add labels"):  # fmt: skip
+    for part in (str(model_path), "the source has no labels", "no domain classifier and no class metrics",
+                 "the judge (evaluate.extractors 'judge'", "Add labels"):  # fmt: skip
         assert part in msg, part
 
     cfg = EVAL.model_copy(update={"extractors": ["classifier"]})
-    with pytest.raises(NoClassifier, match="the source has no labels"):
-        build_reference(cfg, model_path, data / "train.npz", data / "test.npz", tmp_path / "ref", device="cpu")
+    nothing = (
+        r"evaluate.extractors = \['classifier'\]: none applies to this data \(classifier: .*the source has no labels"
+    )
+    with pytest.raises(NoExtractor, match=nothing):
+        build_reference(cfg, _files(model_path), data / "train.npz", data / "test.npz", tmp_path / "ref", device="cpu")
     # evaluate (and --samples scoring) against a reference of this data stop the same way, before drawing an image
     ref = tmp_path / "ref"
     ref.mkdir()
@@ -209,11 +221,11 @@ def test_unlabeled_data_gets_a_marker_and_every_classifier_use_stops_clearly(pre
     (ref / "meta.json").write_text(json.dumps(meta))
     G = build_generator(MODEL, (3, 32, 32))
     save_generator(tmp_path / "g.pt", G, MODEL, {})
-    with pytest.raises(NoClassifier, match="the source has no labels"):
-        evaluate(cfg, tmp_path / "g.pt", model_path, ref, tmp_path / "metrics.json", device="cpu")
+    with pytest.raises(NoExtractor, match=nothing):
+        evaluate(cfg, tmp_path / "g.pt", _files(model_path), ref, tmp_path / "metrics.json", device="cpu")
     assert not (tmp_path / "metrics.json").exists()
-    with pytest.raises(NoClassifier, match="the source has no labels"):
-        score_images(torch.zeros(40, 3, 32, 32, dtype=torch.uint8), cfg, model_path, ref, device="cpu")
+    with pytest.raises(NoExtractor, match=nothing):
+        score_images(torch.zeros(40, 3, 32, 32, dtype=torch.uint8), cfg, _files(model_path), ref, device="cpu")
 
 
 def test_labels_that_do_not_fit_the_classes_are_refused(prepared, tmp_path):
@@ -238,7 +250,7 @@ def stages(prepared, tmp_path):
                          num_classes=len(CLASSES), device="cpu", progress_bar=False)  # fmt: skip
         torch.manual_seed(0)
         save_generator(root / "g.pt", build_generator(MODEL, shape), MODEL, {})
-        meta = build_reference(EVAL, c, data / "train.npz", data / "test.npz", root / "ref", device="cpu")
+        meta = build_reference(EVAL, _files(c), data / "train.npz", data / "test.npz", root / "ref", device="cpu")
         return {"data": data, "classifier": c, "generator": root / "g.pt", "ref": root / "ref", "meta": meta}
 
     return run
@@ -250,25 +262,27 @@ def test_reference_and_evaluate_follow_the_data_shape(stages, tmp_path, shape):
     meta = json.loads((s["ref"] / "meta.json").read_text())
     assert meta == s["meta"] and meta["image_shape"] == list(shape) and meta["labeled"] is True
     assert meta["extractors"]["classifier"]["input_shape"] == list(shape)
-    m = evaluate(EVAL, s["generator"], s["classifier"], s["ref"], tmp_path / "metrics.json", classes=list(CLASSES),
-                 device="cpu")  # fmt: skip
+    m = evaluate(EVAL, s["generator"], _files(s["classifier"]), s["ref"], tmp_path / "metrics.json",
+                 classes=list(CLASSES), device="cpu")  # fmt: skip
     assert m["n"] == 40 and np.isfinite(m["fid_classifier"]) and m["fid_classifier"] > m["fid_classifier_floor"]
     assert m["num_classes"] == len(CLASSES) and set(m["per_class_fid_classifier"]) == set(CLASSES)
 
     # real test images of the same shape score as the reference itself
     real = torch.from_numpy(load_split(s["data"] / "test.npz").images)
-    assert score_images(real, EVAL, s["classifier"], s["ref"], list(CLASSES), "cpu")["fid_classifier"] < 1e-6
+    assert score_images(real, EVAL, _files(s["classifier"]), s["ref"], list(CLASSES), "cpu")["fid_classifier"] < 1e-6
 
 
 def test_images_of_another_shape_are_refused_saying_what_was_expected(stages, tmp_path):
     s = stages((3, 32, 32))
     with pytest.raises(ImageShapeError) as err:
-        score_images(torch.zeros(40, 1, 28, 28, dtype=torch.uint8), EVAL, s["classifier"], s["ref"], device="cpu")
+        score_images(
+            torch.zeros(40, 1, 28, 28, dtype=torch.uint8), EVAL, _files(s["classifier"]), s["ref"], device="cpu"
+        )
     msg = str(err.value)
     assert msg.startswith("expected 3×32×32 images (the prepared data's shape") and msg.endswith("got 1×28×28")
     save_generator(tmp_path / "g28.pt", build_generator(MODEL), MODEL, {})
     with pytest.raises(ImageShapeError, match=r"g28.pt makes 1×28×28 images, but .* holds 3×32×32"):
-        evaluate(EVAL, tmp_path / "g28.pt", s["classifier"], s["ref"], tmp_path / "m.json", device="cpu")
+        evaluate(EVAL, tmp_path / "g28.pt", _files(s["classifier"]), s["ref"], tmp_path / "m.json", device="cpu")
     # the classifier extractor checks too (a reference built without the shape, or a classifier of other data)
     from gan.features import ClassifierExtractor
 
@@ -297,14 +311,16 @@ def test_unlabeled_data_scores_without_class_metrics(prepared, tmp_path, monkeyp
 
     data = prepared((3, 32, 32), labeled=False)
     fake = {"inception": _MeanExtractor()}
-    monkeypatch.setattr(gr, "build_extractors", lambda *a, **k: fake)
-    monkeypatch.setattr(ge, "build_extractors", lambda *a, **k: fake)
+    monkeypatch.setattr(gr, "build_extractors", lambda *a, **k: (fake, {}))
+    monkeypatch.setattr(ge, "build_extractors", lambda *a, **k: (fake, {}))
     cfg = EVAL.model_copy(update={"extractors": ["inception"]})
-    meta = build_reference(cfg, tmp_path / "none.pt", data / "train.npz", data / "test.npz", tmp_path / "ref", "cpu")
+    meta = build_reference(
+        cfg, _files(tmp_path / "none.pt"), data / "train.npz", data / "test.npz", tmp_path / "ref", "cpu"
+    )
     assert meta["labeled"] is False and meta["image_shape"] == [3, 32, 32]
     assert meta["extractors"]["inception"]["input_shape"] == [3, 299, 299]
     images = torch.from_numpy(load_split(data / "train.npz").images)
-    m = score_images(images, cfg, tmp_path / "none.pt", tmp_path / "ref", classes=[], device="cpu")
+    m = score_images(images, cfg, _files(tmp_path / "none.pt"), tmp_path / "ref", classes=[], device="cpu")
     assert np.isfinite(m["fid_inception"]) and "classes_covered" not in m and "num_classes" not in m
 
 
