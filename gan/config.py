@@ -283,13 +283,14 @@ def _check_across_sections(p: Params, source: str) -> None:
     """Rules that tie settings together (each section's own rules are in its schema)."""
     problems = _data_problems(p)
     metric, extractors = p.promote.metric, p.evaluate.extractors
-    needed = metric.split("_", 1)[1] if metric != AUTO_METRIC else "classifier' or 'judge"
-    if not (set(extractors) & ({"classifier", "judge"} if metric == AUTO_METRIC else {needed})):
+    candidates = ["classifier", "judge"] if metric == AUTO_METRIC else [metric.split("_", 1)[1]]
+    if not set(extractors) & set(candidates):
+        needed = " or ".join(repr(c) for c in candidates)
         allowed = get_args(PromoteConfig.model_fields["metric"].annotation)
         usable = ", ".join(m for m in allowed if m != AUTO_METRIC and m.split("_", 1)[1] in extractors)
         problems.append(
-            f"promote.metric = {metric!r} needs the {needed!r} extractor, but evaluate.extractors = {extractors}: "
-            f"set promote.metric to one of {usable}, or add {needed!r} to evaluate.extractors"
+            f"promote.metric = {metric!r} needs the {needed} extractor, but evaluate.extractors = {extractors}: "
+            f"set promote.metric to one of {usable}, or add {needed} to evaluate.extractors"
         )
     if problems:
         lines = "\n".join(f"  - {m}" for m in problems)

@@ -25,7 +25,7 @@ import torch
 from gan import atomic
 from gan.config import ConfigError, EvaluateConfig
 from gan.features import Extractor, ExtractorFiles, build_extractors
-from gan.memorisation import memorisation
+from gan.memorisation import TooFewPoints, memorisation
 from gan.metrics import (
     bootstrap_fid,
     class_histogram,
@@ -182,8 +182,11 @@ def _score(
             if meta.get("labeled", True):  # class metrics only where the real images have labels
                 metrics.update(_class_metrics(ref, p_fake, f_fake, classes or []))
         if "train_all_features" in ref:
-            found, pairs = _memorisation_metrics(name, cfg, ref, f_fake)
-            metrics.update(found)
+            try:
+                found, pairs = _memorisation_metrics(name, cfg, ref, f_fake)
+                metrics.update(found)
+            except TooFewPoints as err:  # a tiny folder: say so rather than report a number without meaning
+                not_applicable["memorisation"] = f"too few images for the data-copying test ({err})"
     if "classifier" in not_applicable:
         not_applicable["class_metrics"] = not_applicable["classifier"]
     if "judge" not in extractors:

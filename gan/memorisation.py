@@ -63,13 +63,17 @@ _BLOCK_ELEMENTS = 1 << 23  # nearest_train's distance block: 8 Mi float64 = 64 M
 # --- input checks --------------------------------------------------------------------------------------------
 
 
+class TooFewPoints(ValueError):
+    """A set is too small for the test (fewer than MIN_POINTS, or no cell with enough generated points)."""
+
+
 def _features(name: str, x: Any, min_points: int = MIN_POINTS) -> np.ndarray:
     """``x`` as a finite float64 (N, d) array with N >= min_points, or a ValueError naming the set."""
     arr = np.asarray(x, dtype=np.float64)
     if arr.ndim != 2:
         raise ValueError(f"{name}: features must be a 2-D array (points x features), got shape {arr.shape}")
     if arr.shape[0] < min_points:
-        raise ValueError(f"{name}: {arr.shape[0]} points; the data-copying test needs at least {min_points}")
+        raise TooFewPoints(f"{name}: {arr.shape[0]} points; the data-copying test needs at least {min_points}")
     if arr.shape[1] == 0:
         raise ValueError(f"{name}: features have 0 dimensions")
     bad = ~np.isfinite(arr).all(axis=1)
@@ -191,7 +195,7 @@ def _ct_from_cells(
     without_test = kept & (test_share == 0)
     kept &= test_share > 0
     if not kept.any():
-        raise ValueError(
+        raise TooFewPoints(
             f"no cell holds more than tau = {tau:.4g} of the generated points (and any test point), so C_T is "
             f"undefined; {len(gen_cells)} generated points over {n_cells} cells: generate more or use fewer cells"
         )
@@ -296,11 +300,15 @@ def memorisation(
     t_cells, a_cells, b_cells, q_cells = (km.predict(x) for x in (t, a, b, q))
     a_within = _within_cell_distances(a, a_cells, t, t_cells, k)
 
-    def ct_against(points: np.ndarray, point_cells: np.ndarray) -> dict[str, Any]:
+    def ct_against(points: np.ndarray, point_cells: np.ndarray, what: str) -> dict[str, Any]:
         within = _within_cell_distances(points, point_cells, t, t_cells, k)
-        return _ct_from_cells(a_within, a_cells, within, point_cells, k, _default_tau(len(points)))
+        try:
+            return _ct_from_cells(a_within, a_cells, within, point_cells, k, _default_tau(len(points)))
+        except TooFewPoints as err:
+            raise TooFewPoints(f"{what}: {err}") from None
 
-    ct, floor = ct_against(q, q_cells), ct_against(b, b_cells)
+    ct = ct_against(q, q_cells, f"the {len(q)} generated images")
+    floor = ct_against(b, b_cells, f"the floor's {len(b)} unseen real images (half of the test images)")
 
     a_dist = _nearest(a, t)[0]
     b_dist = _nearest(b, t)[0]

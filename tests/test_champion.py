@@ -89,10 +89,20 @@ def test_configured_metric_is_compared_and_class_rule_needs_class_metrics():
 def test_absent_metric_is_a_clear_error_naming_key_keys_present_and_setting():
     cand = metrics(20.0, covered=None, metric="fid_inception", kid_inception=0.01)
     with pytest.raises(MetricMissing) as info:
-        decide(cand, None, 0.02)  # default promote.metric: fid_classifier
+        decide(cand, None, 0.02, metric="fid_classifier")
     msg = str(info.value)
     assert "'fid_classifier'" in msg and "fid_inception, kid_inception" in msg and "promote.metric" in msg
     assert isinstance(info.value, ConfigError)  # the flow exits 2 on it, like any bad setting
+
+
+def test_auto_metric_is_the_classifiers_fid_with_labels_and_the_judges_without():
+    labelled = metrics(20.0, fid_judge=5.0, fid_judge_floor=0.5)
+    assert decide(labelled, None, 0.02).metric == "fid_classifier"  # the default promote.metric is auto
+    unlabeled = metrics(5.0, covered=None, metric="fid_judge")
+    d = decide(unlabeled, metrics(9.0, covered=None, metric="fid_judge"), 0.02, metric="auto")
+    assert d.promote and (d.metric, d.candidate_value, d.champion_value) == ("fid_judge", 5.0, 9.0)
+    with pytest.raises(MetricMissing, match="'fid_judge'"):  # neither distance: a clear error, not a guess
+        decide(metrics(1.0, covered=None, metric="fid_inception"), None, 0.02)
 
 
 def test_promote_metric_is_validated_by_the_schema(tmp_path):
@@ -102,11 +112,13 @@ def test_promote_metric_is_validated_by_the_schema(tmp_path):
         load_params(p)
     # The metric's extractor must be configured: caught by the schema, so by every entry point before any stage.
     p.write_text("evaluate:\n  extractors: [inception]\n")
-    with pytest.raises(ConfigError, match=r"'fid_classifier' needs the 'classifier' extractor.*fid_inception"):
+    with pytest.raises(ConfigError, match=r"'auto' needs the 'classifier' or 'judge' extractor.*fid_inception"):
         load_params(p)
+    with pytest.raises(ConfigError, match=r"'fid_judge' needs the 'judge' extractor.*fid_inception, kid_inception"):
+        load_params(p, ["promote.metric=fid_judge"])
     load_params(p, ["promote.metric=kid_inception"])
     proc = subprocess.run([sys.executable, "-m", "gan", "check", "--params", str(p)], capture_output=True, text=True)
-    assert proc.returncode == 2 and "promote.metric = 'fid_classifier' needs the 'classifier'" in proc.stderr
+    assert proc.returncode == 2 and "promote.metric = 'auto' needs the 'classifier' or 'judge'" in proc.stderr
 
 
 def test_summary_lines_show_metric_floor_champion_and_decision():

@@ -29,7 +29,7 @@ from .conftest import ARTIFACTS_DIR, DEBIAN_FMNIST, TINY, copy_repo, require_deb
 
 pytestmark = pytest.mark.slow
 
-STAGES = ["source", "download", "prepare", "classifier", "train", "reference", "evaluate", "export"]
+STAGES = ["source", "download", "prepare", "classifier", "judge", "train", "reference", "evaluate", "export"]
 # Tiny runs rarely cover all 10 classes, so the class rule is off here; it is tested in
 # tests/test_champion.py::test_class_rule_refuses_a_collapsed_candidate_unless_switched_off.
 FLOW_TINY = [*TINY, "promote.require_all_classes=false", "train.lr_g=0.001", "train.lr_d=0.0005", "train.epochs=3"]
@@ -91,7 +91,8 @@ def test_flow_runs_every_stage_with_artifacts(completed_run, prefect_server):
     assert arts["gan-training-progress"].type == "progress" and float(arts["gan-training-progress"].data) == 100.0
     assert arts["gan-metrics"].type == "table"
     metric_rows = json.loads(arts["gan-metrics"].data)
-    assert {r["metric"] for r in metric_rows} >= {"FID (classifier)", "KID (classifier)", "classes covered"}
+    assert {r["metric"] for r in metric_rows} >= {"FID (classifier)", "KID (classifier)", "classes covered",
+                                                  "FID (judge)", "likely copies (judge)"}  # fmt: skip
     assert "data:image/png;base64," in arts["gan-report"].data and "PROMOTED" in arts["gan-report"].data
 
     # The flow recorded its stages exactly as dvc repro would.
@@ -169,7 +170,7 @@ def test_bad_settings_exit_2_before_any_task(tmp_path, prefect_server):
     assert "train.epochs = -1" in proc.stdout + proc.stderr
     proc = flow(repo, prefect_server, "evaluate.extractors=[inception]", check=False)
     assert proc.returncode == 2
-    assert "promote.metric = 'fid_classifier' needs the 'classifier' extractor" in proc.stderr
+    assert "promote.metric = 'auto' needs the 'classifier' or 'judge' extractor" in proc.stderr
     assert (repo / "params.yaml").read_text() == original
     assert not (repo / "data").exists()
 
@@ -305,7 +306,8 @@ CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networki
 
 
 def test_prefect_ui_shows_the_run_in_a_real_browser(completed_run, prefect_server):
-    """Headless Debian Chromium on the real server's UI: stages, progress, metrics table, sample grid."""
+    """Headless Debian Chromium on the real server's UI: stages, progress, metrics table, and the report's pictures
+    (sample grid, closest generated/training pairs, samples by class)."""
     if not Path(CHROMIUM).exists():
         msg = "Debian chromium missing: apt-get install -y chromium"
         pytest.fail(msg) if os.environ.get("GAN_REQUIRE_REAL_DATA") == "1" else pytest.skip(msg)
@@ -334,6 +336,14 @@ def test_prefect_ui_shows_the_run_in_a_real_browser(completed_run, prefect_serve
         grid = page.locator("img[src^='data:image/png;base64,']").first
         expect(grid).to_be_visible(timeout=30_000)
         assert grid.evaluate("img => img.naturalWidth") == 8 * 28 + 9 * 2  # the decoded 8×8 sample grid
+        # ... then the memorisation check's closest pairs and one row per class, each decoded (rendered offline)
+        expect(page.locator("img[src^='data:image/png;base64,']")).to_have_count(3)
+        for alt in ("closest generated/training pairs", "samples by class"):
+            picture = page.locator(f"img[alt='{alt}']").first
+            picture.scroll_into_view_if_needed()
+            expect(picture).to_be_visible(timeout=30_000)
+            assert picture.evaluate("img => img.naturalWidth") > 0, alt
+        expect(page.get_by_text("Closest to a training image (memorisation check)").first).to_be_visible()
         expect(page.get_by_text("PROMOTED to champion").first).to_be_visible()
         page.screenshot(path=str(ARTIFACTS_DIR / "prefect-report.png"), full_page=True)
         browser.close()

@@ -428,3 +428,16 @@ def test_fashion_mnist_test_images_are_not_flagged(fashion):
     r = memorisation(pca.transform(train), pca.transform(test[:2000]), pca.transform(test[2000:]))
     assert r["copying"] is False and abs(r["ct"]) < 3 and abs(r["ct_floor"]) < 3
     assert r["copy_fraction"] < 0.03 and r["copy_fraction_floor"] < 0.03
+
+
+def test_too_few_unseen_images_for_the_floor_is_its_own_error_naming_that_set():
+    """A tiny folder: the floor's half of the test split holds no cell with more than 20 points. evaluate turns this
+    error into `not_applicable["memorisation"]` with the message, instead of a number without meaning."""
+    from gan.memorisation import TooFewPoints
+
+    rng = np.random.default_rng(0)
+    train, test, gen = rng.normal(size=(200, 8)), rng.normal(size=(38, 8)), rng.normal(size=(100, 8))
+    with pytest.raises(TooFewPoints, match=r"the floor's 19 unseen real images \(half of the test images\): no cell"):
+        memorisation(train, test, gen)
+    with pytest.raises(TooFewPoints, match=r"the 15 generated images: no cell holds more than"):
+        memorisation(train, rng.normal(size=(60, 8)), gen[:15])

@@ -28,7 +28,7 @@ def test_dvc_repro_end_to_end(tmp_path):
     trace = tmp_path / "params-read.jsonl"  # every params key each stage reads, recorded as it runs
     env = {**os.environ, "PYTHONPATH": str(TRACE_DIR), "GAN_PARAMS_TRACE": str(trace)}
     first = run(["dvc", "repro"], repo, env=env)
-    stages = ["source", "download", "prepare", "classifier", "train", "reference", "evaluate", "export"]
+    stages = ["source", "download", "prepare", "classifier", "judge", "train", "reference", "evaluate", "export"]
     assert ran_stages(first.stdout) == stages
     assert {t["stage"] for t in read_trace(trace)} == set(stages), "the params tracer did not run in every stage"
     problems = params_problems(read_trace(trace), dvc_stages(repo / "dvc.yaml"))
@@ -58,13 +58,21 @@ def test_dvc_repro_end_to_end(tmp_path):
         "coverage_classifier",
         "classes_covered",
         "class_kl",
+        "fid_judge",
+        "fid_judge_floor",
+        "kid_judge",
+        "copy_ct_judge",
+        "copy_ct_judge_floor",
+        "copy_fraction_judge",
     ):
         assert np.isfinite(metrics[key]), key
+    assert "not_applicable" not in metrics  # labelled data, both extractors: everything applies
     assert metrics["n"] == 600 and metrics["fid_classifier_floor"] < metrics["fid_classifier"]
     assert json.loads((repo / "data/metrics/classifier.json").read_text())["test_accuracy"] > 0.5
 
     samples = repo / "data/samples"
     assert Image.open(samples / "grid.png").size == (8 * 28 + 9 * 2, 8 * 28 + 9 * 2)
+    assert Image.open(samples / "closest_pairs.png").mode == Image.open(samples / "class_grid.png").mode == "RGB"
     assert len(list((samples / "png").glob("*.png"))) == 10
     with np.load(samples / "samples.npz") as z:
         assert z["images"].shape == (200, 28, 28, 1) and z["images"].dtype == np.uint8

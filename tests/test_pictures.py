@@ -1,0 +1,44 @@
+"""The pictures people look at: closest generated/training pairs and samples by class (gan/pictures.py)."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from PIL import Image
+
+from gan.pictures import class_grid, closest_pairs_picture
+
+
+def test_closest_pairs_put_each_generated_image_beside_its_training_image(tmp_path):
+    rng = np.random.default_rng(0)
+    gen = rng.integers(0, 256, (3, 3, 32, 32), dtype=np.uint8)
+    train = rng.integers(0, 256, (3, 3, 32, 32), dtype=np.uint8)
+    out = tmp_path / "pairs.png"
+    closest_pairs_picture(gen, train, np.array([0.0, 0.5, 1.25]), out)
+    img = np.asarray(Image.open(out))
+    assert Image.open(out).mode == "RGB"
+    s = 2  # 32 px images are drawn 2× larger
+    for i in range(3):  # row i: generated i at the left, then its training image, pixel for pixel (upscaled)
+        y = 16 + i * (32 * s + 8)
+        left = img[y : y + 32 * s : s, 2 : 2 + 32 * s : s]
+        right = img[y : y + 32 * s : s, 2 + 32 * s + 2 : 2 + 64 * s + 2 : s]
+        assert (left == gen[i].transpose(1, 2, 0)).all() and (right == train[i].transpose(1, 2, 0)).all(), i
+
+
+def test_class_grid_has_one_row_per_class_with_that_class_only(tmp_path):
+    # grey 28×28: class c images are filled with the value 20 + 50 c; predictions say which row each goes to
+    classes = ["a", "b", "c"]
+    predicted = np.array([0, 2, 2, 1, 0, 2, 0, 0])
+    images = torch.from_numpy(np.stack([np.full((1, 28, 28), 20 + 50 * p, np.uint8) for p in predicted]))
+    out = tmp_path / "classes.png"
+    counts = class_grid(images, predicted, classes, per_class=2, path=out)
+    assert counts == [2, 1, 2]  # at most per_class each; class b has only one
+    img = np.asarray(Image.open(out))
+    th = 28 * 2  # drawn 2× larger
+    label_w = img.shape[1] - 2 * (th + 2)
+    for row, c in enumerate(range(3)):
+        y = row * (th + 2) + th // 2
+        tiles = [img[y, label_w + col * (th + 2) + th // 2] for col in range(counts[row])]
+        assert all((t == 20 + 50 * c).all() for t in tiles), (row, tiles)
+    # a missing tile (class b's second) stays blank
+    assert (img[1 * (th + 2) + th // 2, label_w + (th + 2) + th // 2] == 255).all()
