@@ -537,7 +537,7 @@ def fmnist_sweep(fmnist, fmnist_judge, report) -> Sweep:
 
 
 @pytest.mark.slow
-def test_fmnist_judge_trains_in_time_without_labels(fmnist_judge, report):
+def test_fmnist_judge_learns_without_labels(fmnist_judge, report):
     m, seconds = fmnist_judge.metrics, fmnist_judge.seconds
     report["fashion-mnist judge"] = {**m, "wall_seconds": round(seconds, 1)}
     print(f"\nFashion-MNIST judge: {m['n_train']} images, {m['steps']} steps, {seconds:.1f} s, {m}")
