@@ -9,7 +9,7 @@ In one process, for each model, the same number of steps two ways:
   dataset with per-sample PIL transforms (28 -> 64 resize for the 64×64 model),
   a DataLoader with 2 workers, Sigmoid + BCELoss, five `.item()` host syncs and a
   print every step, fp32;
-- project: `gan.train.gan_step` on the prepared uint8 split held as one tensor on
+- project: `gan.step.GanStep` (the default parts) on the prepared uint8 split held as one tensor on
   the device (batches indexed there, resized there), logits + softplus losses,
   statistics left on the device, channels_last, no D weight gradients in G's
   step (the example computes and discards them); on CUDA also bf16 autocast.
@@ -42,12 +42,16 @@ from torch.utils.flop_counter import FlopCounterMode
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from gan.config import ModelConfig  # noqa: E402
-from gan.losses import d_loss, g_loss  # noqa: E402
+from gan.losses import (  # noqa: E402
+    LOSSES,  # noqa: E402
+    d_loss,
+    g_loss,
+)
 from gan.models import build_discriminator, build_generator, dcgan_init  # noqa: E402
 from gan.paths import PATHS  # noqa: E402
 from gan.splits import load_split  # noqa: E402
+from gan.step import CudaGraphStep, GanStep, StepParts  # noqa: E402
 from gan.tensors import from_uint8  # noqa: E402
-from gan.train import CudaGraphStep, amp_gan_step, gan_step  # noqa: E402
 
 NZ = 100
 
@@ -181,7 +185,7 @@ def project_steps(
     """The project's step as gan/train.py runs it, on batches drawn on the device; yields (G, stats).
 
     channels_last everywhere, bf16 autocast on CUDA (no weight cache, as the trainer);
-    `graph`: through gan.train.CudaGraphStep (`train.cuda_graph`, capturable Adam).
+    `graph`: through gan.step.CudaGraphStep (`train.cuda_graph`, capturable Adam).
     `textbook` / `channels_last=False`: the ablation arms (the baseline's arithmetic, NCHW).
     """
     G, D, size = models(name, baseline=False)
@@ -194,13 +198,15 @@ def project_steps(
     gen = torch.Generator(device=device).manual_seed(seed)
     amp = device.type == "cuda"
     if graph:
-        step = CudaGraphStep(G, D, opt_g, opt_d, amp)
+        graphed = CudaGraphStep(GanStep(G, D, opt_g, opt_d, StepParts(LOSSES["ns"]), gen, amp))
+        step = lambda x, z: graphed(x[None], z[None])  # noqa: E731
     else:
         G_step, D_step = (torch.compile(G, mode=compile_), torch.compile(D, mode=compile_)) if compile_ else (G, D)
         if textbook:
             step = functools.partial(_autocast_step, _textbook_step, G_step, D_step, opt_g, opt_d, amp=amp)
         else:
-            step = functools.partial(amp_gan_step, G_step, D_step, opt_g, opt_d, amp=amp)
+            eager = GanStep(G_step, D_step, opt_g, opt_d, StepParts(LOSSES["ns"]), gen, amp)
+            step = lambda x, z: eager(x[None], z[None])  # noqa: E731
 
     while True:
         idx = torch.randint(0, len(data), (batch,), device=device, generator=gen)
@@ -261,7 +267,7 @@ def graph_matches_eager(name: str, batch: int, device: torch.device, checks=(5, 
 
 
 def _textbook_step(G, D, opt_g, opt_d, x, z) -> torch.Tensor:
-    """The baseline's arithmetic: as gan_step, but G's backward also computes D's weight gradients."""
+    """The baseline's arithmetic: as the project's step, but G's backward also computes D's weight gradients."""
     fake = G(z)
     loss_d = d_loss(D(x), D(fake.detach()))
     opt_d.zero_grad()
@@ -293,7 +299,11 @@ def gemm_peak(device: torch.device, reps: int = 10) -> float:
     return 2 * n**3 * reps / (time.perf_counter() - t0)
 
 
-def flops_per_image(name: str, batch: int, device: torch.device, step=gan_step) -> float:
+def _project_step(G, D, opt_g, opt_d, x, z) -> torch.Tensor:
+    return GanStep(G, D, opt_g, opt_d, StepParts(LOSSES["ns"]), torch.Generator(x.device))(x[None], z[None])
+
+
+def flops_per_image(name: str, batch: int, device: torch.device, step=_project_step) -> float:
     """Model FLOPs of one training step per image (FlopCounterMode: convolutions and matmuls)."""
     G, D, size = models(name, baseline=False)
     G, D = G.to(device), D.to(device)
@@ -332,7 +342,7 @@ def main() -> None:
         metavar="MODE",
         help="torch.compile G and D in the project's trainer (mode: default, reduce-overhead, ...)",
     )
-    ap.add_argument("--cuda-graph", action="store_true", help="on CUDA, also time gan_step captured as a CUDA graph")
+    ap.add_argument("--cuda-graph", action="store_true", help="on CUDA, also time the step captured as a CUDA graph")
     ap.add_argument("--ablation", action="store_true", help="also time the baseline's arithmetic without its loop, "
                     "then with channels_last: which change buys what")  # fmt: skip
     args = ap.parse_args()

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any, Literal, get_args
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from gan import atomic
 from gan.datasets import DATASETS
@@ -28,6 +28,9 @@ class _Section(BaseModel):
 
 
 DCGAN_RESOLUTIONS = (28, 32, 64, 128)  # what models.DCGANGenerator/Discriminator are built for
+RESNET_RESOLUTIONS = (28, 32, 64)  # what models.ResNetGenerator/Discriminator (SNGAN) are built for
+ARCH_RESOLUTIONS = {"dcgan": DCGAN_RESOLUTIONS, "resnet": RESNET_RESOLUTIONS}  # mlp: any size
+AUGMENTS = ("color", "translation", "cutout")  # DiffAugment policies (gan.augment), applied in this order
 FOLDER_RESOLUTION = 64  # data.resolution = 0 with data.dataset = folder
 
 
@@ -73,10 +76,19 @@ class DataConfig(_Section):
 
 
 class ModelConfig(_Section):
-    arch: Literal["mlp", "dcgan"] = "dcgan"
+    arch: Literal["mlp", "dcgan", "resnet"] = Field(
+        "dcgan", description="mlp (textbook), dcgan (Radford et al.), resnet (SNGAN's ResNet G and D, Miyato et al.)."
+    )
     z_dim: int = Field(100, ge=1, le=4096)
     hidden: int = Field(128, ge=1, le=65536, description="mlp: hidden units (the textbook uses 128).")
-    channels: int = Field(64, ge=4, le=1024, description="dcgan: base channel count of G and D.")
+    channels: int = Field(64, ge=4, le=1024, description="dcgan/resnet: base channel count of G and D.")
+    spectral_norm: bool = Field(
+        False, description="Spectral normalisation on every weight layer of D, whose BatchNorm is then dropped (SNGAN)."
+    )
+    conditional: bool = Field(
+        False,
+        description="Class-conditional G(z, y) and D(x, y) (conditional BatchNorm in G, projection D); needs labels.",
+    )
 
 
 class TrainConfig(_Section):
@@ -105,6 +117,44 @@ class TrainConfig(_Section):
     log_flush_every: int = Field(
         50, ge=1, description="Steps between host syncs that write the per-step log (every step is logged)."
     )
+    loss: Literal["ns", "hinge", "wgan-gp"] = Field(
+        "ns",
+        description="ns: non-saturating (Goodfellow et al.); hinge (SNGAN); wgan-gp: Wasserstein loss with the "
+        "gradient penalty (Gulrajani et al., weight train.gp_weight).",
+    )
+    gp_weight: float = Field(10.0, ge=0, le=1e6, description="wgan-gp: weight of the gradient penalty (paper: 10).")
+    r1_gamma: float = Field(
+        0.0, ge=0, le=1e6, description="R1 penalty gamma/2·E||grad D(x)||^2 on real images (Mescheder et al.; 0 = off)."
+    )
+    r1_every: int = Field(16, ge=1, le=1000, description="Lazy R1: apply it every N steps, scaled by N (StyleGAN2).")
+    augment: str = Field(
+        "",
+        description="DiffAugment policies applied to every image D sees, real and fake: a comma list of "
+        f"{', '.join(AUGMENTS)} ('' = none).",
+    )
+    d_steps: int = Field(1, ge=1, le=100, description="D updates (each on its own batch) per G update.")
+    ema_decay: float = Field(
+        0.0,
+        ge=0,
+        lt=1,
+        description="Exponential moving average of G's weights (0 = off): the EMA G is evaluated, exported and "
+        "promoted; warm-up min(decay, (1+t)/(10+t)).",
+    )
+
+    @field_validator("augment")
+    @classmethod
+    def _known_augments(cls, value: str) -> str:
+        policies = [p.strip() for p in value.split(",") if p.strip()]
+        unknown = [p for p in policies if p not in AUGMENTS]
+        if unknown:
+            raise ValueError(f"unknown DiffAugment policy {unknown}: allowed {', '.join(AUGMENTS)} (comma-separated)")
+        if len(set(policies)) != len(policies):
+            raise ValueError(f"a DiffAugment policy is named twice in {value!r}")
+        return ",".join(policies)
+
+    @property
+    def augment_policies(self) -> tuple[str, ...]:
+        return tuple(p for p in self.augment.split(",") if p)
 
 
 class ClassifierConfig(_Section):
@@ -270,18 +320,40 @@ def _data_problems(p: Params) -> list[str]:
     if bad:
         problems.append(f"data.background = {d.background}: each of R, G, B must be 0..255 (got {bad})")
     res = image_resolution(d)
-    if p.model.arch == "dcgan" and res not in DCGAN_RESOLUTIONS:
+    sizes = ARCH_RESOLUTIONS.get(p.model.arch)
+    if sizes is not None and res not in sizes:
         what = f"data.resolution = {d.resolution}" if d.resolution else f"data.resolution = 0 (native {res})"
         problems.append(
-            f"{what}: model.arch = 'dcgan' is built for {', '.join(map(str, DCGAN_RESOLUTIONS))} px; "
+            f"{what}: model.arch = {p.model.arch!r} is built for {', '.join(map(str, sizes))} px; "
             "choose one of those, or model.arch = 'mlp' (any size)"
+        )
+    return problems
+
+
+def _train_problems(p: Params) -> list[str]:
+    """Combinations of training parts that cannot run together."""
+    t, problems = p.train, []
+    if t.cuda_graph and t.augment:
+        problems.append(
+            f"train.cuda_graph with train.augment = {t.augment!r}: a captured graph would replay the same random "
+            "augmentation every step; turn one of them off"
+        )
+    if t.cuda_graph and t.r1_gamma:
+        problems.append(
+            "train.cuda_graph with train.r1_gamma > 0: lazy R1 changes the step every train.r1_every steps, which one "
+            "captured graph cannot replay; turn one of them off"
+        )
+    if t.cuda_graph and t.loss == "wgan-gp":
+        problems.append(
+            "train.cuda_graph with train.loss = 'wgan-gp': the penalty's random interpolation would be replayed "
+            "unchanged; use train.loss = 'hinge' or 'ns' with the graph, or turn train.cuda_graph off"
         )
     return problems
 
 
 def _check_across_sections(p: Params, source: str) -> None:
     """Rules that tie settings together (each section's own rules are in its schema)."""
-    problems = _data_problems(p)
+    problems = _data_problems(p) + _train_problems(p)
     metric, extractors = p.promote.metric, p.evaluate.extractors
     candidates = ["classifier", "judge"] if metric == AUTO_METRIC else [metric.split("_", 1)[1]]
     if not set(extractors) & set(candidates):

@@ -37,7 +37,7 @@ from gan.metrics import (
     prdc,
 )
 from gan.models import load_generator
-from gan.sampling import sample_batches
+from gan.sampling import requested_labels, sample_batches
 from gan.splits import LEGACY_IMAGE_SHAPE, load_split, shape_text
 from gan.tensors import ImageShapeError, check_image_shape, resolve_device, to_uint8
 
@@ -109,6 +109,17 @@ def _class_metrics(ref: dict, p_fake: np.ndarray, f_fake: np.ndarray, classes: l
     }
 
 
+def _conditional_metrics(p_fake: np.ndarray, requested: np.ndarray, classes: list[str]) -> dict:
+    """How often the classifier agrees with the class a conditional G was asked for: overall and per class."""
+    pred = p_fake.argmax(1)
+    per_class = {}
+    for c in range(p_fake.shape[1]):
+        asked = requested == c
+        label = classes[c] if c < len(classes) else str(c)
+        per_class[label] = round(float((pred[asked] == c).mean()), 4) if asked.any() else None
+    return {"conditional_accuracy": float((pred == requested).mean()), "conditional_accuracy_per_class": per_class}
+
+
 def _memorisation_metrics(name: str, cfg: EvaluateConfig, ref: dict, f_fake: np.ndarray) -> tuple[dict, list]:
     """The data-copying test in this extractor's features; also returns the closest generated/training pairs."""
     r = memorisation(ref["train_all_features"], ref["test_features"], f_fake, cells=cfg.copy_cells,
@@ -156,9 +167,10 @@ def _check_shape(images: torch.Tensor, meta: dict, reference_dir: str | Path) ->
 
 def _score(
     fake_u8: torch.Tensor, cfg: EvaluateConfig, reference_dir: Path, meta: dict, extractors: dict[str, Extractor],
-    not_applicable: dict[str, str], classes: list[str] | None,
+    not_applicable: dict[str, str], classes: list[str] | None, requested: torch.Tensor | None = None,
 ) -> tuple[dict, list]:  # fmt: skip
-    """All metrics of `fake_u8` against the reference; also the memorisation check's closest pairs ([] without)."""
+    """All metrics of `fake_u8` against the reference; also the memorisation check's closest pairs ([] without).
+    `requested`: the class a conditional G was asked for, per image (None for an unconditional G)."""
     n = meta["n"]
     fake_u8 = fake_u8[:n]
     metrics: dict = {"n": n, "reference_split": meta["reference_split"], "floor_split": meta["floor_split"]}
@@ -181,6 +193,8 @@ def _score(
             metrics["classifier_test_accuracy"] = ex.test_accuracy
             if meta.get("labeled", True):  # class metrics only where the real images have labels
                 metrics.update(_class_metrics(ref, p_fake, f_fake, classes or []))
+            if requested is not None:
+                metrics.update(_conditional_metrics(p_fake, requested[:n].numpy(), classes or []))
         if "train_all_features" in ref:
             try:
                 found, pairs = _memorisation_metrics(name, cfg, ref, f_fake)
@@ -189,6 +203,8 @@ def _score(
                 not_applicable["memorisation"] = f"too few images for the data-copying test ({err})"
     if "classifier" in not_applicable:
         not_applicable["class_metrics"] = not_applicable["classifier"]
+        if requested is not None:
+            not_applicable["conditional_accuracy"] = not_applicable["classifier"]
     if "judge" not in extractors:
         not_applicable["memorisation"] = NO_JUDGE
     if not_applicable:
@@ -204,10 +220,11 @@ def _finish(metrics: dict, t0: float) -> dict:
 
 def score_images(
     fake_u8: torch.Tensor, cfg: EvaluateConfig, files: ExtractorFiles, reference_dir: str | Path,
-    classes: list[str] | None = None, device: str = "auto",
+    classes: list[str] | None = None, device: str = "auto", requested: torch.Tensor | None = None,
 ) -> dict:  # fmt: skip
     """Score uint8 images N×C×H×W (the prepared data's shape, as the reference records it) against the cached
-    reference features. `classes`: the class names (data/prepared/summary.json), for the per-class metrics."""
+    reference features. `classes`: the class names (data/prepared/summary.json), for the per-class metrics;
+    `requested`: for a conditional G's images, the class each was asked for (reports `conditional_accuracy`)."""
     t0 = time.perf_counter()
     reference_dir = Path(reference_dir)
     meta = load_reference_meta(reference_dir)
@@ -216,7 +233,7 @@ def score_images(
     if len(fake_u8) < n:
         raise ConfigError(f"need at least n={n} samples (evaluate.n_samples / the reference size), got {len(fake_u8)}")
     extractors, not_applicable = build_extractors(cfg.extractors, files, resolve_device(device), cfg.batch_size)
-    return _finish(_score(fake_u8, cfg, reference_dir, meta, extractors, not_applicable, classes)[0], t0)
+    return _finish(_score(fake_u8, cfg, reference_dir, meta, extractors, not_applicable, classes, requested)[0], t0)
 
 
 def evaluate(
@@ -241,8 +258,9 @@ def evaluate(
             f"{shape_text(reference_shape(meta))} (the prepared data's shape): re-run `train` on the prepared data"
         )
     extractors, not_applicable = build_extractors(cfg.extractors, files, dev, cfg.batch_size)
-    fake = torch.cat([to_uint8(b).cpu() for b in sample_batches(G, meta["n"], cfg.seed, cfg.batch_size)])
-    metrics, pairs = _score(fake, cfg, reference_dir, meta, extractors, not_applicable, classes)
+    requested = requested_labels(meta["n"], G.num_classes) if G.num_classes else None
+    fake = torch.cat([to_uint8(b).cpu() for b in sample_batches(G, meta["n"], cfg.seed, cfg.batch_size, requested)])
+    metrics, pairs = _score(fake, cfg, reference_dir, meta, extractors, not_applicable, classes, requested)
     metrics = _finish(metrics, t0)
     if out_pairs is not None:
         if pairs and train_split is not None:
@@ -257,6 +275,8 @@ def evaluate(
                      f"likely copies {metrics['copy_fraction_judge']:.2%}")  # fmt: skip
     if "classes_covered" in metrics:
         found.append(f"classes {metrics['classes_covered']}/{metrics['num_classes']}")
+    if "conditional_accuracy" in metrics:
+        found.append(f"requested class recognised {metrics['conditional_accuracy']:.1%}")
     log.info("evaluate: %s", ", ".join(found))
     return metrics
 
@@ -301,4 +321,8 @@ def summary_rows(m: dict) -> list[dict]:
             {"metric": "mean classifier confidence", "value": fmt("mean_confidence"),
              "floor": fmt("mean_confidence_floor")},
         ]  # fmt: skip
+    if "conditional_accuracy" in m:
+        rows.append({"metric": "requested class recognised (conditional G)",
+                     "value": f"{m['conditional_accuracy']:.1%}",
+                     "floor": f"{m['classifier_test_accuracy']:.1%} (classifier accuracy)"})  # fmt: skip
     return rows

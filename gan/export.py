@@ -28,7 +28,7 @@ from gan.config import ExportConfig, Params
 from gan.evaluate import summary_rows
 from gan.models import load_generator
 from gan.pictures import class_grid, closest_pairs_picture
-from gan.sampling import sample_batches
+from gan.sampling import requested_labels, sample_batches
 from gan.splits import describe_shape, shape_text
 from gan.tensors import from_uint8, to_uint8
 
@@ -55,15 +55,22 @@ def _save_png(images: torch.Tensor, path: Path, nrow: int = 8) -> None:
         save_image(images, tmp, nrow=nrow, normalize=True, value_range=(-1, 1), format="png")
 
 
+def _trace_inputs(G: torch.nn.Module, n: int) -> tuple[torch.Tensor, ...]:
+    """Example inputs for G: (z,) or, for a class-conditional G, (z, y) with y the class indices."""
+    z = torch.zeros(n, G.z_dim)
+    return (z, torch.arange(n) % G.num_classes) if getattr(G, "num_classes", 0) else (z,)
+
+
 def export_torchscript(G: torch.nn.Module, path: Path) -> None:
-    """G traced to TorchScript; the traced module must make G's image shape (checked, as is a batch of another size)."""
+    """G traced to TorchScript (G(z), or G(z, y) when class-conditional); the traced module must make G's image
+    shape (checked, as is a batch of another size)."""
     G = G.cpu().eval()
     with warnings.catch_warnings():
         # torch.jit is deprecated upstream, but TorchScript is still the format that loads without our code.
         warnings.simplefilter("ignore", FutureWarning)
-        scripted = torch.jit.trace(G, torch.zeros(2, G.z_dim))
+        scripted = torch.jit.trace(G, _trace_inputs(G, 2))
         with torch.no_grad():
-            out = scripted(torch.zeros(3, G.z_dim))
+            out = scripted(*_trace_inputs(G, 3))
         if tuple(out.shape) != (3, *G.image_shape):
             raise RuntimeError(
                 f"TorchScript generator makes {tuple(out.shape)}, expected (3, {shape_text(G.image_shape)})"
@@ -91,6 +98,15 @@ def _data_source(params: Params, data_summary: dict) -> str:
     if not source and params.data.dataset == "folder":
         source = params.data.source
     return f"`{source}`" if source else f"the built-in {params.data.dataset} download"
+
+
+def _usage(params: Params, data_summary: dict, out_shape: str) -> str:
+    """The model card's one line of use: G(z), or G(z, y) for a class-conditional G."""
+    z = f"torch.randn(16, {params.model.z_dim})"
+    if params.model.conditional:
+        k = len(data_summary.get("classes", []))
+        return f"images = G({z}, torch.arange(16) % {k})  # 16×{out_shape} in [-1, 1], classes 0, 1, ..., {k - 1}"
+    return f"images = G({z})  # 16×{out_shape} in [-1, 1]"
 
 
 def model_card(
@@ -143,7 +159,7 @@ def model_card(
         "```python",
         "import torch",
         "G = torch.jit.load('generator.torchscript.pt')",
-        f"images = G(torch.randn(16, {params.model.z_dim}))  # 16×{out_shape} in [-1, 1]",
+        _usage(params, data_summary, out_shape),
         "```",
     ]
     return "\n".join(lines) + "\n"
@@ -163,7 +179,11 @@ def export(
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     G, _ = load_generator(generator_path)
-    grid = next(sample_batches(G, 64, cfg.seed, 64)).cpu()
+    if G.num_classes:  # one row of 8 per class
+        rows = torch.arange(G.num_classes).repeat_interleave(8)
+        grid = next(sample_batches(G, len(rows), cfg.seed, len(rows), rows)).cpu()
+    else:
+        grid = next(sample_batches(G, 64, cfg.seed, 64)).cpu()
     _save_png(grid, out_dir / "grid.png")
 
     png_dir = out_dir / "png"
@@ -203,8 +223,9 @@ def export(
 
 def _pictures(G: torch.nn.Module, cfg: ExportConfig, out_dir: Path, classifier_path: str | Path | None,
               pairs_path: str | Path | None, classes: list[str]) -> dict:  # fmt: skip
-    """closest_pairs.png (when evaluate found pairs) and class_grid.png (when there is a domain classifier); a
-    picture that does not apply is removed, so none from an earlier run is left looking current."""
+    """closest_pairs.png (when evaluate found pairs) and class_grid.png (when there is a domain classifier: rows by
+    the class it sees; for a class-conditional G, rows by the class asked for); a picture that does not apply is
+    removed, so none from an earlier run is left looking current."""
     made: dict = {}
     pairs_png, class_png = out_dir / "closest_pairs.png", out_dir / "class_grid.png"
     pairs = np.load(pairs_path) if pairs_path is not None and Path(pairs_path).exists() else None
@@ -219,8 +240,11 @@ def _pictures(G: torch.nn.Module, cfg: ExportConfig, out_dir: Path, classifier_p
         model = None
     if model is not None and classes:
         u8 = torch.cat([to_uint8(b).cpu() for b in sample_batches(G, CLASS_GRID_DRAWS, cfg.seed + 3, 500)])
-        _, probs = predict(model, from_uint8(u8))
-        made["class_grid_counts"] = class_grid(u8, probs.argmax(1).numpy(), classes, CLASS_GRID_PER_CLASS, class_png)
+        if G.num_classes:
+            rows = requested_labels(CLASS_GRID_DRAWS, G.num_classes).numpy()
+        else:
+            rows = predict(model, from_uint8(u8))[1].argmax(1).numpy()
+        made["class_grid_counts"] = class_grid(u8, rows, classes, CLASS_GRID_PER_CLASS, class_png)
         made["class_grid"] = str(class_png)
     else:
         class_png.unlink(missing_ok=True)

@@ -1,20 +1,20 @@
 """Train stage: the GAN training loop, resumable and deterministic on CPU.
 
-One step: G makes a batch of fakes; D takes an Adam step on
-L_D = -log D(x) - log(1 - D(G(z))) (fakes detached); then G takes an Adam step
-on L_G = -log D(G(z)) using *the same fakes* -- produced by the current G,
-which has not changed since -- scored by the updated D with the "real" label.
+The loop reads top to bottom in titled sections (where and on what; models and noise; resume; the step; the loop;
+finalisation). The algorithm is passed in: `gan.step.GanStep` takes the loss, augmentation, regularisers and
+`train.d_steps` built by name from the config; by default it is the textbook step (`gan.step`'s docstring).
+`train.ema_decay` keeps an EMA of G (`gan.ema`), which is then the G sampled, saved and evaluated.
 
-G and D are built for the training split's image shape (C×H×W, grey or RGB, any supported size).
+G and D are built for the training split's image shape (C×H×W, grey or RGB, any supported size) and, with
+`model.conditional`, its classes.
 
-Determinism: model init uses the global seed; batch order is a permutation
-drawn from (seed, epoch); noise comes from a dedicated generator whose state is
-checkpointed. So resuming from a checkpoint replays exactly the same numbers.
+Determinism: model init uses the global seed; batch order is a permutation drawn from (seed, epoch); noise,
+fake labels, augmentation and the gradient penalty's interpolation come from one dedicated generator whose
+state is checkpointed. So resuming from a checkpoint replays exactly the same numbers.
 """
 
 from __future__ import annotations
 
-import functools
 import hashlib
 import json
 import logging
@@ -33,14 +33,15 @@ from tqdm import tqdm
 from gan import atomic
 from gan.codedeps import stage_code_files
 from gan.config import ConfigError, ModelConfig, TrainConfig, section_hash
+from gan.ema import EmaGenerator
 from gan.errors import PipelineError
-from gan.losses import d_loss, g_loss
 from gan.models import build_discriminator, build_generator, save_generator
 from gan.splits import load_split
+from gan.step import BASE_STATS, CudaGraphStep, GanStep, step_parts
 from gan.tensors import epoch_permutation, from_uint8, resolve_device
 
 log = logging.getLogger(__name__)
-LOG_COLUMNS = ("step", "epoch", "loss_d", "loss_g", "d_real", "d_fake")
+LOG_COLUMNS = ("step", "epoch", *BASE_STATS)  # the default algorithm's columns; R1 and GP add theirs
 
 
 class DivergenceError(PipelineError):
@@ -64,80 +65,6 @@ class TrainResult:
     seconds: float
     images_per_second: float
     final: dict = field(default_factory=dict)
-
-
-def gan_step(
-    G: torch.nn.Module, D: torch.nn.Module, opt_g: torch.optim.Optimizer, opt_d: torch.optim.Optimizer,
-    x: torch.Tensor, z: torch.Tensor,
-) -> torch.Tensor:  # fmt: skip
-    """One GAN step; returns [loss_d, loss_g, mean D(x), mean D(G(z))] on the device (no host sync)."""
-    fake = G(z)
-    real_logits = D(x)
-    fake_logits = D(fake.detach())
-    loss_d = d_loss(real_logits, fake_logits)
-    opt_d.zero_grad(set_to_none=True)
-    loss_d.backward()
-    opt_d.step()
-    # Same fakes, current G, updated D, label "real". D's own module: no DDP reducer waits for D gradients here.
-    loss_g = g_loss(getattr(D, "module", D)(fake))
-    opt_g.zero_grad(set_to_none=True)
-    # Only G's gradients: autograd then skips D's weight gradients, which the textbook loop computes and throws
-    # away (bench/train_throughput.py: about 9% of a 64x64 DCGAN step on the CPU).
-    loss_g.backward(inputs=[p for group in opt_g.param_groups for p in group["params"]])
-    opt_g.step()
-    with torch.no_grad():
-        d_real, d_fake = torch.sigmoid(real_logits.float()).mean(), torch.sigmoid(fake_logits.float()).mean()
-        return torch.stack([loss_d.detach().float(), loss_g.detach().float(), d_real, d_fake])
-
-
-def amp_gan_step(G, D, opt_g, opt_d, x: torch.Tensor, z: torch.Tensor, amp: bool) -> torch.Tensor:
-    """gan_step, under bf16 autocast when `amp` (CUDA).
-
-    No autocast weight cache: gan_step updates D in place mid-step, and a cached bf16 copy of
-    D's weights would give G's step the pre-update D (seen on an H200).
-    """
-    with torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=amp, cache_enabled=False):
-        return gan_step(G, D, opt_g, opt_d, x, z)
-
-
-class CudaGraphStep:
-    """`gan_step` captured once as a CUDA graph, then replayed (`train.cuda_graph`).
-
-    At small batches every kernel is tiny, so an eager step is bound by the host launching a
-    few hundred of them; one replay launches them all (bench/train_throughput.py --cuda-graph
-    on an H200, 64x64 DCGAN at batch 64: 4.6-5.1x the pytorch/examples loop, eager 1.2-1.3x).
-    Needs one process, fixed batch shapes and Adam built with capturable=True. The first
-    `warmup` calls run eagerly on a side stream, as the CUDA-graphs docs prescribe before a
-    capture; they are real training steps, so the sequence of updates is the eager one.
-    """
-
-    def __init__(self, G, D, opt_g, opt_d, amp: bool, warmup: int = 3):
-        self.G, self.D, self.opt_g, self.opt_d, self.amp, self.warmup = G, D, opt_g, opt_d, amp, warmup
-        self.calls = 0
-        self.graph: torch.cuda.CUDAGraph | None = None
-
-    def _step(self, x: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
-        return amp_gan_step(self.G, self.D, self.opt_g, self.opt_d, x, z, self.amp)
-
-    def __call__(self, x: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
-        if self.calls < self.warmup:
-            self.calls += 1
-            side = torch.cuda.Stream()
-            side.wait_stream(torch.cuda.current_stream())
-            with torch.cuda.stream(side):
-                out = self._step(x, z)
-            torch.cuda.current_stream().wait_stream(side)
-            return out
-        if self.graph is None:
-            self.x, self.z = x.clone(), z.clone()  # the graph's static inputs
-            self.graph = torch.cuda.CUDAGraph()
-            with torch.cuda.graph(self.graph):
-                self.out = self._step(self.x, self.z)
-        else:
-            self.x.copy_(x)
-            self.z.copy_(z)
-        self.graph.replay()
-        return self.out.clone()
 
 
 def run_fingerprint(model_cfg: ModelConfig, train_cfg: TrainConfig, images: np.ndarray) -> str:
@@ -174,6 +101,202 @@ def _truncate_log(path: Path, upto_step: int) -> None:
     atomic.write_text(path, "\n".join(kept) + "\n" if kept else "")
 
 
+@dataclass(frozen=True)
+class Rank:
+    """Where this process trains: its device, the number of processes and its rank (0 alone)."""
+
+    device: torch.device
+    world: int
+    rank: int
+
+    @property
+    def leader(self) -> bool:
+        return self.rank == 0
+
+
+class Checkpoints:
+    """`last.pt`: everything a bit-identical resume needs, written atomically by rank 0 (every rank's noise state
+    gathered first); checked for NaN/inf weights before each write."""
+
+    def __init__(self, path: Path, fingerprint: str, model_cfg: ModelConfig, where: Rank):
+        self.path, self.fingerprint, self.model_cfg, self.where = path, fingerprint, model_cfg, where
+
+    def load(self) -> dict | None:
+        """The checkpoint if it was made by this very run (settings, data, code), else None."""
+        if not self.path.exists():
+            return None
+        ckpt = load_checkpoint(self.path)
+        if ckpt.get("fingerprint") != self.fingerprint:
+            log.info("ignoring %s: it was made with other settings or data", self.path)
+            return None
+        return ckpt
+
+    def save(self, models: Models, noise: torch.Generator, step: int, epoch: int, batch: int) -> None:
+        _check_finite(models.G, "generator", step)
+        _check_finite(models.D, "discriminator", step)
+        noise_state = noise.get_state()
+        world = self.where.world
+        if world > 1:  # every rank's noise state, so each rank resumes its own stream
+            states: list = [None] * world
+            torch.distributed.all_gather_object(states, noise_state.cpu())
+            noise_state = states
+        if not self.where.leader:
+            torch.distributed.barrier()
+            return
+        atomic.save_torch(
+            self.path,
+            {
+                "fingerprint": self.fingerprint,
+                "step": step,
+                "epoch": epoch,
+                "batch": batch,
+                **models.state_dict(),
+                "noise_rng": noise_state,
+                "model_config": json.dumps(self.model_cfg.model_dump()),
+            },
+        )
+        if world > 1:
+            torch.distributed.barrier()
+
+
+@dataclass
+class Models:
+    """G, D, their optimisers and the optional EMA of G: what a checkpoint holds."""
+
+    G: torch.nn.Module
+    D: torch.nn.Module
+    opt_g: torch.optim.Optimizer
+    opt_d: torch.optim.Optimizer
+    ema: EmaGenerator | None
+
+    @property
+    def G_out(self) -> torch.nn.Module:
+        """The G that is sampled, evaluated and exported: the EMA when train.ema_decay > 0."""
+        return self.ema.module if self.ema is not None else self.G
+
+    def state_dict(self) -> dict:
+        state = {"G": self.G.state_dict(), "D": self.D.state_dict()}
+        state |= {"opt_g": self.opt_g.state_dict(), "opt_d": self.opt_d.state_dict()}
+        return state | ({"G_ema": self.ema.state_dict()} if self.ema is not None else {})
+
+    def load_state_dict(self, ckpt: dict, capturable: bool, device: torch.device) -> None:
+        self.G.load_state_dict(ckpt["G"])
+        self.D.load_state_dict(ckpt["D"])
+        self.opt_g.load_state_dict(ckpt["opt_g"])
+        self.opt_d.load_state_dict(ckpt["opt_d"])
+        if self.ema is not None:
+            self.ema.load_state_dict(ckpt["G_ema"])
+        for opt in (self.opt_g, self.opt_d):  # the saved groups carry their own flag; graphed steps count on the GPU
+            for group in opt.param_groups:
+                group["capturable"] = capturable
+            if capturable:
+                for state in opt.state.values():
+                    state["step"] = state["step"].to(device, torch.float32)
+
+
+def build_models(
+    model_cfg: ModelConfig, train_cfg: TrainConfig, shape: tuple[int, int, int], num_classes: int,
+    device: torch.device, capturable: bool, source: str,
+) -> Models:  # fmt: skip
+    """G and D for the data's shape (and classes), on `device`, with Adam and the EMA copy of G."""
+    torch.manual_seed(train_cfg.seed)
+    try:  # config validation refuses most mismatches before any stage runs
+        G = build_generator(model_cfg, shape, num_classes)
+        D = build_discriminator(model_cfg, shape, num_classes)
+    except ValueError as err:
+        raise ConfigError(
+            f"{source}: {err}; prepare the data at a supported size or change the model section"
+        ) from None
+    # channels_last: measured 1.13x faster on a 2-core CPU for the default DCGAN (bench/train_throughput.py).
+    G = G.to(device, memory_format=torch.channels_last)
+    D = D.to(device, memory_format=torch.channels_last)
+    betas = (train_cfg.beta1, train_cfg.beta2)
+    opt_g = torch.optim.Adam(G.parameters(), lr=train_cfg.lr_g, betas=betas, capturable=capturable)
+    opt_d = torch.optim.Adam(D.parameters(), lr=train_cfg.lr_d, betas=betas, capturable=capturable)
+    ema = EmaGenerator(G, train_cfg.ema_decay) if train_cfg.ema_decay else None
+    return Models(G, D, opt_g, opt_d, ema)
+
+
+def num_classes_of(labels: np.ndarray) -> int:
+    """K for labels 0..K-1; 0 when the split is unlabeled (any label < 0) or empty."""
+    return int(labels.max()) + 1 if len(labels) and labels.min() >= 0 else 0
+
+
+class StepLog:
+    """The per-step log (data/train/log.tsv): statistics stay on the device until a flush, which writes them,
+    checks every loss is finite (DivergenceError otherwise), and reports progress."""
+
+    def __init__(self, path: Path, columns: tuple[str, ...], ckpt_path: Path, where: Rank, resume_step: int,
+                 total_steps: int, on_progress: Callable[[dict], None] | None, progress_bar: bool):  # fmt: skip
+        self.columns, self.ckpt_path, self.total_steps, self.on_progress = columns, ckpt_path, total_steps, on_progress
+        self.pending: list[torch.Tensor] = []
+        self.last: dict = {}
+        if where.leader:  # the only rank that writes: another rank's late rewrite would orphan the log
+            if resume_step == 0:
+                path.unlink(missing_ok=True)
+            else:
+                _truncate_log(path, resume_step)
+            path.parent.mkdir(parents=True, exist_ok=True)
+            new = not path.exists() or path.stat().st_size == 0
+            self.file = open(path, "a")
+            if new:
+                self.file.write("\t".join(columns) + "\n")
+        else:
+            self.file = open(os.devnull, "w")
+        self.bar = tqdm(total=total_steps, initial=resume_step, desc="train", unit="step",
+                        disable=not progress_bar or not where.leader, mininterval=0.5)  # fmt: skip
+
+    def add(self, stats: torch.Tensor) -> None:
+        self.pending.append(stats)
+        self.bar.update(1)
+
+    def flush(self, step: int, epoch: int) -> None:
+        if not self.pending:
+            return
+        rows = torch.stack(self.pending).cpu().tolist()
+        self.pending.clear()
+        first_step = step - len(rows) + 1
+        for k, row in enumerate(rows):
+            loss_d, loss_g = row[0], row[1]
+            if not (math.isfinite(loss_d) and math.isfinite(loss_g)):
+                self.file.flush()
+                raise DivergenceError(
+                    f"training diverged at step {first_step + k}: loss_d={loss_d}, loss_g={loss_g}; "
+                    f"the last good checkpoint {self.ckpt_path} is kept (lower the learning rates?)"
+                )
+            self.file.write("\t".join([str(first_step + k), str(epoch), *(f"{v:.6f}" for v in row)]) + "\n")
+        self.file.flush()
+        self.last = dict(zip(self.columns, [step, epoch, *rows[-1]], strict=True))
+        self.bar.set_postfix({k: f"{v:.3f}" for k, v in self.last.items() if k not in ("step", "epoch")})
+        if self.on_progress is not None:
+            self.on_progress({**self.last, "total_steps": self.total_steps})
+
+    def close(self) -> None:
+        self.bar.close()
+        self.file.close()
+
+
+class TimeBudget:
+    """train.max_seconds: rank 0's clock decides, so every rank stops at the same step."""
+
+    def __init__(self, max_seconds: float, where: Rank):
+        self.max_seconds, self.where, self.t0 = max_seconds, where, time.perf_counter()
+
+    def spent(self) -> bool:
+        return _out_of_time(self.max_seconds, self.t0, self.where.world, self.where.device)
+
+
+def save_epoch_grid(G: torch.nn.Module, fixed_z: torch.Tensor, fixed_y: torch.Tensor | None, path: Path) -> None:
+    """The fixed-noise sample grid of an epoch (8 per row; one class per column cycle when conditional)."""
+    was_training = G.training
+    G.eval()
+    with torch.no_grad():
+        grid = (G(fixed_z) if fixed_y is None else G(fixed_z, fixed_y)).cpu()
+    G.train(was_training)
+    with atomic.atomic_path(path) as tmp:
+        save_image(grid, tmp, nrow=8, normalize=True, value_range=(-1, 1), format="png")
+
+
 def train(
     model_cfg: ModelConfig,
     train_cfg: TrainConfig,
@@ -189,7 +312,9 @@ def train(
     slice of every batch, gradients are averaged, and only rank 0 writes the log,
     samples, checkpoints and the generator.
     """
+    # --- where and on what: processes, data, batches ---
     device, world, rank, owns_group = _init_distributed(resolve_device(train_cfg.device))
+    where = Rank(device, world, rank)
     if device.type == "cpu":
         torch.use_deterministic_algorithms(True)
     split = load_split(train_split)
@@ -200,185 +325,117 @@ def train(
     if bs % world:
         raise ConfigError(f"train.batch_size = {bs} must be divisible by the number of processes ({world})")
     per_rank = bs // world
-    steps_per_epoch = n // bs
+    d_steps = train_cfg.d_steps
+    steps_per_epoch = n // (bs * d_steps)  # a step is one G update; each of its D updates takes its own batch
+    if steps_per_epoch == 0:
+        raise ConfigError(
+            f"train.d_steps = {d_steps} × train.batch_size = {bs} needs {d_steps * bs} images per step, but "
+            f"{train_split} has {n}: lower one of them"
+        )
     total_steps = steps_per_epoch * train_cfg.epochs
     fingerprint = run_fingerprint(model_cfg, train_cfg, split.images)
+    num_classes = num_classes_of(split.labels) if model_cfg.conditional else 0
+    if model_cfg.conditional and num_classes < 2:
+        raise ConfigError(
+            f"model.conditional = true, but {train_split} has no class labels (an unlabeled folder?): "
+            "set model.conditional = false, or give the images labels (class subfolders or dataset.json)"
+        )
 
-    torch.manual_seed(train_cfg.seed)
-    try:  # G and D for the data's shape; config validation refuses most mismatches before any stage runs
-        G, D = build_generator(model_cfg, split.shape), build_discriminator(model_cfg, split.shape)
-    except ValueError as err:
-        raise ConfigError(f"{train_split}: {err}; prepare the data at a supported size or set model.arch") from None
-    # channels_last: measured 1.13x faster on a 2-core CPU for the default DCGAN (bench/train_throughput.py).
-    G = G.to(device, memory_format=torch.channels_last)
-    D = D.to(device, memory_format=torch.channels_last)
-    betas = (train_cfg.beta1, train_cfg.beta2)
+    # --- models, the algorithm's parts, the noise ---
     graphed = train_cfg.cuda_graph and device.type == "cuda" and world == 1 and not train_cfg.compile
     if train_cfg.cuda_graph and not graphed:
         log.info("train.cuda_graph applies to single-process CUDA training without train.compile: running eagerly")
-    opt_g = torch.optim.Adam(G.parameters(), lr=train_cfg.lr_g, betas=betas, capturable=graphed)
-    opt_d = torch.optim.Adam(D.parameters(), lr=train_cfg.lr_d, betas=betas, capturable=graphed)
+    models = build_models(model_cfg, train_cfg, split.shape, num_classes, device, graphed, str(train_split))
     noise = torch.Generator(device=device).manual_seed(train_cfg.seed + 1 + 1000 * rank)
     fixed_z = torch.randn(64, model_cfg.z_dim, generator=torch.Generator().manual_seed(train_cfg.seed + 2)).to(device)
-
+    fixed_y = torch.arange(64, device=device) % num_classes if num_classes else None
     data = torch.from_numpy(split.images).to(device)  # whole split in memory, uint8
+    labels = torch.from_numpy(split.labels).to(device) if num_classes else None
     amp = train_cfg.bf16 and device.type == "cuda"
-    ckpt_path = out.checkpoint_dir / "last.pt"
-    log_path = out.log_dir / "log.tsv"
+
+    # --- resume ---
+    checkpoints = Checkpoints(out.checkpoint_dir / "last.pt", fingerprint, model_cfg, where)
+    step = epoch = batch = resumed_from = 0
+    ckpt = checkpoints.load()
+    if ckpt is not None:
+        models.load_state_dict(ckpt, graphed, device)
+        states = ckpt["noise_rng"]
+        noise.set_state(states[rank] if isinstance(states, list) else states)
+        step, epoch, batch = ckpt["step"], ckpt["epoch"], ckpt["batch"]
+        resumed_from = step
+        log.info("resuming from %s at step %d (epoch %d, batch %d)", checkpoints.path, step, epoch, batch)
     sample_dir = out.log_dir / "samples"
-    step = epoch = batch = 0
-    resumed_from = 0
-    if ckpt_path.exists():
-        ckpt = load_checkpoint(ckpt_path)
-        if ckpt.get("fingerprint") == fingerprint:
-            G.load_state_dict(ckpt["G"])
-            D.load_state_dict(ckpt["D"])
-            opt_g.load_state_dict(ckpt["opt_g"])
-            opt_d.load_state_dict(ckpt["opt_d"])
-            for opt in (opt_g, opt_d):  # the saved groups carry their own flag; the step counts must be on the GPU
-                for group in opt.param_groups:
-                    group["capturable"] = graphed
-                if graphed:
-                    for state in opt.state.values():
-                        state["step"] = state["step"].to(device, torch.float32)
-            states = ckpt["noise_rng"]
-            noise.set_state(states[rank] if isinstance(states, list) else states)
-            step, epoch, batch = ckpt["step"], ckpt["epoch"], ckpt["batch"]
-            resumed_from = step
-            log.info("resuming from %s at step %d (epoch %d, batch %d)", ckpt_path, step, epoch, batch)
-        else:
-            log.info("ignoring %s: it was made with other settings or data", ckpt_path)
-    if rank == 0:  # the only rank that touches the log and samples: another rank's late rewrite would orphan them
+    if rank == 0:
         if step == 0:
-            for stale in (log_path, *sample_dir.glob("epoch_*.png")):
-                stale.unlink(missing_ok=True)
-        else:
-            _truncate_log(log_path, step)
-        log_path.parent.mkdir(parents=True, exist_ok=True)
+            for stale in sample_dir.glob("epoch_*.png"):
+                stale.unlink()
         sample_dir.mkdir(parents=True, exist_ok=True)
-        new_log = not log_path.exists() or log_path.stat().st_size == 0
-        log_file = open(log_path, "a")
-        if new_log:
-            log_file.write("\t".join(LOG_COLUMNS) + "\n")
-    else:
-        log_file = open(os.devnull, "w")
-    G_step, D_step = G, D
+
+    # --- the step: DDP/compile wrappers, then the algorithm, eager or as a CUDA graph ---
+    G_step, D_step = models.G, models.D
     if world > 1:
         from torch.nn.parallel import DistributedDataParallel as DDP
 
         ids = [device.index] if device.type == "cuda" else None
-        G_step, D_step = DDP(G, device_ids=ids), DDP(D, device_ids=ids)
+        G_step, D_step = DDP(models.G, device_ids=ids), DDP(models.D, device_ids=ids)
     if train_cfg.compile:  # G and D keep their own (uncompiled) modules for sampling and checkpoints
         G_step, D_step = torch.compile(G_step), torch.compile(D_step)
-    if graphed:
-        step_fn = CudaGraphStep(G, D, opt_g, opt_d, amp)
-    else:
-        step_fn = functools.partial(amp_gan_step, G_step, D_step, opt_g, opt_d, amp=amp)
+    parts = step_parts(model_cfg, train_cfg)
+    gan_step = GanStep(G_step, D_step, models.opt_g, models.opt_d, parts, noise, amp)
+    step_fn = CudaGraphStep(gan_step) if graphed else gan_step
+    step_log = StepLog(out.log_dir / "log.tsv", ("step", "epoch", *parts.stat_names), checkpoints.path, where,
+                       step, total_steps, on_progress, progress_bar)  # fmt: skip
 
-    def checkpoint(epoch_: int, batch_: int) -> None:
-        _check_finite(G, "generator", step)
-        _check_finite(D, "discriminator", step)
-        noise_state = noise.get_state()
-        if world > 1:  # every rank's noise state, so each rank resumes its own stream
-            states: list = [None] * world
-            torch.distributed.all_gather_object(states, noise_state.cpu())
-            noise_state = states
-        if rank != 0:
-            torch.distributed.barrier()
-            return
-        atomic.save_torch(
-            ckpt_path,
-            {
-                "fingerprint": fingerprint,
-                "step": step,
-                "epoch": epoch_,
-                "batch": batch_,
-                "G": G.state_dict(),
-                "D": D.state_dict(),
-                "opt_g": opt_g.state_dict(),
-                "opt_d": opt_d.state_dict(),
-                "noise_rng": noise_state,
-                "model_config": json.dumps(model_cfg.model_dump()),
-            },
-        )
-        if world > 1:
-            torch.distributed.barrier()
+    def next_batch(b: int, perm: torch.Tensor) -> tuple:
+        """Step b's real images (d_steps×B×C×H×W), noise and labels for this rank."""
+        starts = [(b * d_steps + k) * bs + rank * per_rank for k in range(d_steps)]  # this rank's slice of each
+        idx = torch.cat([perm[s : s + per_rank] for s in starts])
+        x = from_uint8(data[idx]).view(d_steps, per_rank, *split.shape)
+        z = torch.randn(d_steps, per_rank, model_cfg.z_dim, generator=noise, device=device)
+        if labels is None:
+            return x, z, None, None
+        y_fake = torch.randint(num_classes, (d_steps, per_rank), generator=noise, device=device)
+        return x, z, labels[idx].view(d_steps, per_rank), y_fake
 
-    pending: list[torch.Tensor] = []  # per-step stats kept on the device until a flush: no per-step host sync
-    last: dict = {}
-
-    def flush(epoch_: int) -> None:
-        nonlocal last
-        if not pending:
-            return
-        rows = torch.stack(pending).cpu().tolist()
-        first_step = step - len(rows) + 1
-        pending.clear()
-        for k, (ld, lg, dr, df) in enumerate(rows):
-            if not all(math.isfinite(v) for v in (ld, lg)):
-                log_file.flush()
-                raise DivergenceError(
-                    f"training diverged at step {first_step + k}: loss_d={ld}, loss_g={lg}; "
-                    f"the last good checkpoint {ckpt_path} is kept (lower the learning rates?)"
-                )
-            log_file.write(f"{first_step + k}\t{epoch_}\t{ld:.6f}\t{lg:.6f}\t{dr:.6f}\t{df:.6f}\n")
-        log_file.flush()
-        last = dict(zip(LOG_COLUMNS, [step, epoch_, *rows[-1]], strict=True))
-        if bar is not None:
-            bar.set_postfix(
-                loss_d=f"{last['loss_d']:.3f}",
-                loss_g=f"{last['loss_g']:.3f}",
-                d_real=f"{last['d_real']:.2f}",
-                d_fake=f"{last['d_fake']:.2f}",
-            )
-        if on_progress is not None:
-            on_progress({**last, "total_steps": total_steps})
-
-    bar = tqdm(total=total_steps, initial=step, desc="train", unit="step", disable=not progress_bar or rank != 0,
-               mininterval=0.5)  # fmt: skip
-    t0 = time.perf_counter()
+    # --- the loop: epochs of steps; log flushes, checkpoints, the time budget ---
+    budget = TimeBudget(train_cfg.max_seconds, where)
     try:
-        G.train()
-        D.train()
-        while epoch < train_cfg.epochs and not (epoch > 0 and _out_of_time(train_cfg.max_seconds, t0, world, device)):
+        models.G.train()
+        models.D.train()
+        while epoch < train_cfg.epochs and not (epoch > 0 and budget.spent()):
             perm = epoch_permutation(n, train_cfg.seed, epoch).to(device)
             for b in range(batch, steps_per_epoch):
-                start = b * bs + rank * per_rank  # this rank's slice of the global batch
-                x = from_uint8(data[perm[start : start + per_rank]])
-                z = torch.randn(per_rank, model_cfg.z_dim, generator=noise, device=device)
-                pending.append(step_fn(x, z))
+                regularise = bool(train_cfg.r1_gamma) and step % train_cfg.r1_every == 0
+                step_log.add(step_fn(*next_batch(b, perm), regularise=regularise))
+                if models.ema is not None:
+                    models.ema.update(models.G)
                 step += 1
-                bar.update(1)
-                if len(pending) >= train_cfg.log_flush_every:
-                    flush(epoch)
+                if len(step_log.pending) >= train_cfg.log_flush_every:
+                    step_log.flush(step, epoch)
                 if train_cfg.checkpoint_every and step % train_cfg.checkpoint_every == 0 and b + 1 < steps_per_epoch:
-                    flush(epoch)
-                    checkpoint(epoch, b + 1)
-                if _out_of_time(train_cfg.max_seconds, t0, world, device):
+                    step_log.flush(step, epoch)
+                    checkpoints.save(models, noise, step, epoch, b + 1)
+                if budget.spent():
                     break
-            flush(epoch)
-            if _out_of_time(train_cfg.max_seconds, t0, world, device) and b + 1 < steps_per_epoch:
+            step_log.flush(step, epoch)
+            if budget.spent() and b + 1 < steps_per_epoch:
                 log.info("train.max_seconds = %s reached at step %d: stopping", train_cfg.max_seconds, step)
-                checkpoint(epoch, b + 1)
+                checkpoints.save(models, noise, step, epoch, b + 1)
                 break
             epoch += 1
             batch = 0
             if rank == 0:
-                G.eval()
-                with torch.no_grad():
-                    grid = G(fixed_z).cpu()
-                G.train()
-                with atomic.atomic_path(sample_dir / f"epoch_{epoch:03d}.png") as tmp:
-                    save_image(grid, tmp, nrow=8, normalize=True, value_range=(-1, 1), format="png")
-            checkpoint(epoch, 0)
+                save_epoch_grid(models.G_out, fixed_z, fixed_y, sample_dir / f"epoch_{epoch:03d}.png")
+            checkpoints.save(models, noise, step, epoch, 0)
             log.info("epoch %d/%d done at step %d", epoch, train_cfg.epochs, step)
-        in_sync = _ranks_in_sync(G, D) if world > 1 else None
+        in_sync = _ranks_in_sync(models.G, models.D) if world > 1 else None
     finally:
-        bar.close()
-        log_file.close()
+        step_log.close()
         if owns_group:
             torch.distributed.destroy_process_group()
-    seconds = time.perf_counter() - t0
+
+    # --- finalisation: the result, the generator (the EMA one when on; the raw one beside it) ---
+    seconds = time.perf_counter() - budget.t0
     trained = step - resumed_from
     result = TrainResult(
         steps=step,
@@ -387,14 +444,20 @@ def train(
         stopped_by_time_budget=epoch < train_cfg.epochs,  # only train.max_seconds ends the loop early
         resumed_from_step=resumed_from,
         seconds=round(seconds, 3),
-        images_per_second=round(trained * bs / seconds, 1) if seconds > 0 else 0.0,
-        final=last,
+        images_per_second=round(trained * bs * d_steps / seconds, 1) if seconds > 0 else 0.0,
+        final=step_log.last,
     )
     if rank == 0:
         meta = {"steps": step, "fingerprint": fingerprint, "device": str(device), "processes": world}
         result.final["processes"] = world
         result.final["ranks_in_sync"] = in_sync
-        save_generator(out.generator, G, model_cfg, meta)
+        raw_path = out.log_dir / "generator_raw.pt"
+        if models.ema is not None:
+            save_generator(out.generator, models.ema.module, model_cfg, {**meta, "ema_decay": train_cfg.ema_decay})
+            save_generator(raw_path, models.G, model_cfg, {**meta, "ema_decay": 0.0})
+        else:
+            save_generator(out.generator, models.G, model_cfg, meta)
+            raw_path.unlink(missing_ok=True)
         atomic.write_text(out.log_dir / "summary.json", json.dumps(result.__dict__, indent=2) + "\n")
     return result
 

@@ -31,7 +31,12 @@ def test_repo_params_valid_and_complete():
         ("train:\n  epochs: '5'\n", "train.epochs", ["= '5'", "integer"]),
         ("train:\n  lr_g: -1\n", "train.lr_g", ["= -1", "greater than 0"]),
         ("train:\n  lr_g: abc\n", "train.lr_g", ["'abc'", "number"]),
-        ("model:\n  arch: resnet\n", "model.arch", ["'resnet'", "'mlp' or 'dcgan'"]),
+        ("model:\n  arch: stylegan\n", "model.arch", ["'stylegan'", "'mlp', 'dcgan' or 'resnet'"]),
+        ("train:\n  loss: wgan\n", "train.loss", ["'wgan'", "'ns', 'hinge' or 'wgan-gp'"]),
+        ("train:\n  augment: colour\n", "train.augment", ["'colour'", "allowed color, translation, cutout"]),
+        ("train:\n  augment: color,color\n", "train.augment", ["named twice"]),
+        ("train:\n  ema_decay: 1.0\n", "train.ema_decay", ["less than 1"]),
+        ("train:\n  d_steps: 0\n", "train.d_steps", ["greater than or equal to 1"]),
         ("data:\n  dataset: cifar\n", "data.dataset", ["'cifar'", "'kmnist', 'cifar10' or 'folder'"]),
         ("train:\n  device: gpu\n", "train.device", ["'gpu'", "pattern"]),
         ("train:\n  epoch: 3\n", "train.epoch", ["unknown key", "epochs"]),
@@ -80,3 +85,24 @@ def test_cli_check_exits_2_without_running(tmp_path, capsys):
     assert main(["train", "--params", str(p)]) == 2
     err = capsys.readouterr().err
     assert "train.epochs = -1" in err and "no stage was run" in err
+
+
+@pytest.mark.parametrize(
+    "overrides, fragment",
+    [
+        (["train.cuda_graph=true", "train.augment=color"], "would replay the same random augmentation"),
+        (["train.cuda_graph=true", "train.r1_gamma=1.0"], "lazy R1 changes the step"),
+        (["train.cuda_graph=true", "train.loss=wgan-gp"], "the penalty's random interpolation"),
+        (["model.arch=resnet", "data.resolution=128"], "model.arch = 'resnet' is built for 28, 32, 64 px"),
+    ],
+)
+def test_parts_that_cannot_run_together_are_refused_before_any_stage(overrides, fragment):
+    with pytest.raises(ConfigError, match="no stage was run") as info:
+        load_params(REPO / "params.yaml", overrides)
+    assert fragment in str(info.value)
+
+
+def test_augment_policies_are_normalised():
+    p = load_params(REPO / "params.yaml", ["train.augment= color , cutout"])
+    assert p.train.augment == "color,cutout" and p.train.augment_policies == ("color", "cutout")
+    assert load_params(REPO / "params.yaml").train.augment_policies == ()

@@ -17,8 +17,10 @@ from torch.nn.parallel import DistributedDataParallel
 
 import gan.train
 from gan.config import ModelConfig, TrainConfig
+from gan.losses import LOSSES
 from gan.models import build_discriminator, build_generator
-from gan.train import TrainOutputs, gan_step, load_checkpoint, train
+from gan.step import GanStep, StepParts
+from gan.train import TrainOutputs, load_checkpoint, train
 
 from .conftest import free_port, run
 from .test_reliability import workspace
@@ -85,12 +87,19 @@ def _one_step_setup(ulps: int = 0):
     return G, D, opt_g, opt_d, x, z
 
 
-def _one_step(G, D, opt_g, opt_d, x, z, step_G=None, step_D=None) -> dict[str, torch.Tensor]:
-    """One gan_step (through `step_G`/`step_D`, e.g. DDP wrappers, when given): every parameter's update and
+ONE_STEP_PARTS = {  # the default step, and one with R1 (a double backward through DDP's gradient reducer)
+    "ns": StepParts(LOSSES["ns"]),
+    "ns+r1": StepParts(LOSSES["ns"], r1_gamma=1.0, r1_every=1),
+}
+
+
+def _one_step(G, D, opt_g, opt_d, x, z, step_G=None, step_D=None, parts: str = "ns") -> dict[str, torch.Tensor]:
+    """One default step (through `step_G`/`step_D`, e.g. DDP wrappers, when given): every parameter's update and
     the gradient it was stepped with (D's from D's step, G's from G's), each concatenated over G and D."""
     params = [*G.parameters(), *D.parameters()]
     before = [p.detach().clone() for p in params]
-    gan_step(step_G or G, step_D or D, opt_g, opt_d, x, z)
+    step = GanStep(step_G or G, step_D or D, opt_g, opt_d, ONE_STEP_PARTS[parts], torch.Generator())
+    step(x[None], z[None], regularise=True)
     return {
         "update": torch.cat([(p.detach() - p0).flatten() for p, p0 in zip(params, before, strict=True)]),
         "gradient": torch.cat([p.grad.flatten() for p in params]),
@@ -101,32 +110,34 @@ def _relative_difference(a: dict, b: dict) -> dict[str, float]:
     return {k: ((a[k] - b[k]).norm() / b[k].norm()).item() for k in b}
 
 
-def _ddp_one_step_rank(rank: int, port: int, out: Path) -> None:
-    """One rank: DDP-wrapped G and D, one gan_step on this rank's half of the batch."""
+def _ddp_one_step_rank(rank: int, port: int, out: Path, parts: str) -> None:
+    """One rank: DDP-wrapped G and D, one default step on this rank's half of the batch."""
     torch.set_num_threads(1)
     dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=2)
     try:
         G, D, opt_g, opt_d, x, z = _one_step_setup()
         half = slice(rank * ONE_STEP_BATCH // 2, (rank + 1) * ONE_STEP_BATCH // 2)
-        result = _one_step(G, D, opt_g, opt_d, x[half], z[half], DistributedDataParallel(G), DistributedDataParallel(D))
+        result = _one_step(G, D, opt_g, opt_d, x[half], z[half], DistributedDataParallel(G), DistributedDataParallel(D),
+                           parts)  # fmt: skip
         torch.save(result, out / f"rank{rank}.pt")
     finally:
         dist.destroy_process_group()
 
 
-def test_ddp_step_on_two_halves_is_one_step_on_the_whole_batch(tmp_path):
+@pytest.mark.parametrize("parts", list(ONE_STEP_PARTS))
+def test_ddp_step_on_two_halves_is_one_step_on_the_whole_batch(parts, tmp_path):
     """2 gloo ranks, each on one half of a fixed batch (images and noise): DDP averages the gradients, so G and D
     get the gradients and updates of one process stepping on the whole batch, up to float rounding. The rounding
     allowed is measured, not assumed: 10x the larger drift of one process whose inputs moved one ulp up or down
     (over 40 other seeds the DDP difference stayed within 0.75x that drift; one half alone is ~10^4x off)."""
-    mp.spawn(_ddp_one_step_rank, args=(free_port(), tmp_path), nprocs=2)
+    mp.spawn(_ddp_one_step_rank, args=(free_port(), tmp_path, parts), nprocs=2)
     ranks = [torch.load(tmp_path / f"rank{r}.pt", weights_only=True) for r in (0, 1)]
     assert all(torch.equal(ranks[0][k], ranks[1][k]) for k in ranks[0])  # the ranks agree exactly
 
-    whole = _one_step(*_one_step_setup())
-    nudged = [_relative_difference(_one_step(*_one_step_setup(ulps)), whole) for ulps in (1, -1)]
+    whole = _one_step(*_one_step_setup(), parts=parts)
+    nudged = [_relative_difference(_one_step(*_one_step_setup(ulps), parts=parts), whole) for ulps in (1, -1)]
     G, D, opt_g, opt_d, x, z = _one_step_setup()
-    one_half = _relative_difference(_one_step(G, D, opt_g, opt_d, x[:16], z[:16]), whole)
+    one_half = _relative_difference(_one_step(G, D, opt_g, opt_d, x[:16], z[:16], parts=parts), whole)
     ddp = _relative_difference(ranks[0], whole)
     for k in whole:
         drift = max(n[k] for n in nudged)

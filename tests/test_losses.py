@@ -34,3 +34,32 @@ def test_losses_equal_probability_form_and_never_overflow():
     huge = torch.tensor([1e4, -1e4])
     assert torch.isfinite(d_loss(huge, huge)) and torch.isfinite(g_loss(huge))
     assert math.isclose(g_loss(torch.tensor([-1e4])).item(), 1e4, rel_tol=1e-6)
+
+
+def test_hinge_loss_matches_hand_computation():
+    from gan.losses import LOSSES
+
+    real, fake = torch.tensor([0.5, 2.0, -1.0]), torch.tensor([-2.0, 0.0, 0.5])
+    # D: mean(relu(1 - real)) = (0.5 + 0 + 2) / 3; mean(relu(1 + fake)) = (0 + 1 + 1.5) / 3
+    assert math.isclose(LOSSES["hinge"].d(real, fake).item(), 2.5 / 3 + 2.5 / 3, rel_tol=1e-6)
+    assert math.isclose(LOSSES["hinge"].g(fake).item(), 0.5, rel_tol=1e-6)  # -mean(fake) = -(-1.5)/3
+    assert not LOSSES["hinge"].gradient_penalty
+
+
+def test_wasserstein_loss_matches_hand_computation_and_asks_for_the_penalty():
+    from gan.losses import LOSSES
+
+    real, fake = torch.tensor([3.0, 1.0]), torch.tensor([-1.0, 0.0])
+    assert math.isclose(LOSSES["wgan-gp"].d(real, fake).item(), -0.5 - 2.0, rel_tol=1e-6)  # mean(fake) - mean(real)
+    assert math.isclose(LOSSES["wgan-gp"].g(fake).item(), 0.5, rel_tol=1e-6)
+    assert LOSSES["wgan-gp"].gradient_penalty
+
+
+def test_the_registry_holds_every_configurable_loss():
+    from typing import get_args
+
+    from gan.config import TrainConfig
+    from gan.losses import LOSSES
+
+    assert set(LOSSES) == set(get_args(TrainConfig.model_fields["loss"].annotation))
+    assert LOSSES["ns"].d is d_loss and LOSSES["ns"].g is g_loss  # the textbook loss, unchanged

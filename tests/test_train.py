@@ -1,14 +1,15 @@
 import json
-from functools import partial
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
 from gan.config import ModelConfig, TrainConfig
-from gan.losses import d_loss, g_loss
+from gan.losses import LOSSES, d_loss, g_loss
 from gan.models import build_discriminator, build_generator, load_generator
-from gan.train import TrainOutputs, gan_step, load_checkpoint, train
+from gan.step import GanStep, StepParts
+from gan.train import TrainOutputs, load_checkpoint, train
 
 MODEL = ModelConfig(arch="dcgan", channels=8, z_dim=16)
 CFG = TrainConfig(epochs=2, batch_size=32, checkpoint_every=5, log_flush_every=1, device="cpu")
@@ -111,7 +112,7 @@ def _textbook_step(G, D, opt_g, opt_d, x, z, d_grads: list) -> None:
 
 @pytest.mark.parametrize("arch", ["dcgan", "mlp"])
 def test_gan_step_is_the_textbook_update_without_wasted_d_gradients(arch):
-    """gan_step skips D's weight gradients in G's step: same weights as the textbook loop, bit for bit."""
+    """The default step skips D's weight gradients in G's step: same weights as the textbook loop, bit for bit."""
     params, d_grads, textbook_d_step_grads = [], [], []
     for textbook in (True, False):
         torch.manual_seed(0)
@@ -125,12 +126,12 @@ def test_gan_step_is_the_textbook_update_without_wasted_d_gradients(arch):
             if textbook:
                 _textbook_step(G, D, opt_g, opt_d, x, z, textbook_d_step_grads)
             else:
-                gan_step(G, D, opt_g, opt_d, x, z)
+                GanStep(G, D, opt_g, opt_d, StepParts(LOSSES["ns"]), torch.Generator())(x[None], z[None])
         params.append([p.detach().clone() for p in (*G.parameters(), *D.parameters())])
         d_grads.append([p.grad.clone() for p in D.parameters()])
     for a, b in zip(*params, strict=True):
         assert torch.equal(a, b)
-    # D's gradients after gan_step are its own step's; the textbook loop added G's step on top of them
+    # D's gradients after the step are its own step's; the textbook loop added G's step on top of them
     assert all(torch.equal(a, b) for a, b in zip(d_grads[1], textbook_d_step_grads, strict=True))
     assert not all(torch.equal(a, b) for a, b in zip(d_grads[0], textbook_d_step_grads, strict=True))
 
@@ -159,8 +160,8 @@ def test_compiled_training_matches_eager(tiny_split, tmp_path, monkeypatch):
     """
     import gan.train as gt
 
-    monkeypatch.setattr(gt, "build_generator", lambda cfg, shape: _float64(build_generator(cfg, shape)))
-    monkeypatch.setattr(gt, "build_discriminator", lambda cfg, shape: _float64(build_discriminator(cfg, shape)))
+    monkeypatch.setattr(gt, "build_generator", lambda cfg, shape, k=0: _float64(build_generator(cfg, shape, k)))
+    monkeypatch.setattr(gt, "build_discriminator", lambda cfg, shape, k=0: _float64(build_discriminator(cfg, shape, k)))
     cfg = CFG.model_copy(update={"epochs": 1, "checkpoint_every": 0})
     eager = train(MODEL, cfg, tiny_split, outputs(tmp_path / "eager"), progress_bar=False)
     compiled = train(MODEL, cfg.model_copy(update={"compile": True}), tiny_split, outputs(tmp_path / "compiled"),
@@ -202,20 +203,21 @@ def test_cuda_graph_step_replays_the_eager_update():
     two code paths part at a step that depends on the kernels (and TF32), so a fixed float32
     tolerance would pass or fail by GPU model.
     """
-    from gan.train import CudaGraphStep
+    from gan.step import CudaGraphStep
 
     def run(graphed: bool, nudge: bool = False) -> dict:
         torch.manual_seed(0)
         G, D = build_generator(MODEL).cuda().double(), build_discriminator(MODEL).cuda().double()
         opt_g = torch.optim.Adam(G.parameters(), lr=1e-3, betas=(0.5, 0.999), capturable=True)
         opt_d = torch.optim.Adam(D.parameters(), lr=1e-3, betas=(0.5, 0.999), capturable=True)
-        step = CudaGraphStep(G, D, opt_g, opt_d, amp=False) if graphed else partial(gan_step, G, D, opt_g, opt_d)
+        eager = GanStep(G, D, opt_g, opt_d, StepParts(LOSSES["ns"]), torch.Generator(device="cuda"))
+        step = CudaGraphStep(eager) if graphed else eager
         gen = torch.Generator(device="cuda").manual_seed(1)
         up = torch.tensor(float("inf"), dtype=torch.float64, device="cuda")
         for _ in range(8):  # 3 warm-up steps, the captured step, 4 replays
             x = torch.rand(16, 1, 28, 28, device="cuda", generator=gen, dtype=torch.float64) * 2 - 1
-            step(torch.nextafter(x, up) if nudge else x, torch.randn(16, MODEL.z_dim, device="cuda", generator=gen,
-                                                                    dtype=torch.float64))  # fmt: skip
+            z = torch.randn(16, MODEL.z_dim, device="cuda", generator=gen, dtype=torch.float64)
+            step((torch.nextafter(x, up) if nudge else x)[None], z[None])
         return {k: v.detach().cpu() for k, v in G.state_dict().items()}
 
     graphed, eager, nudged = run(True), run(False), run(False, nudge=True)
@@ -292,3 +294,80 @@ def test_summary_and_model_card_report_the_epochs_trained(tiny_split, tmp_path):
     assert r.steps / 8 - 0.01 < s["epochs"] <= r.steps / 8  # 8 steps per epoch; never rounded up
     assert (s["epochs_planned"], s["stopped_by_time_budget"]) == (1000, True)
     assert f"- steps: {r.steps}, epochs: {s['epochs']:g} of 1000 planned (stopped by train.max_seconds), " in card(s)
+
+
+# Every part of the algorithm at once, in two groups that cannot share a run (hinge vs wgan-gp).
+PART_COMBOS = {
+    "hinge+sn+ema+diffaugment+lazy-r1": (
+        MODEL.model_copy(update={"spectral_norm": True}),
+        CFG.model_copy(
+            update={
+                "loss": "hinge",
+                "ema_decay": 0.9,
+                "augment": "color,translation,cutout",
+                "r1_gamma": 1.0,
+                "r1_every": 3,
+            }
+        ),  # fmt: skip
+    ),
+    "wgan-gp+d_steps+conditional-resnet": (
+        ModelConfig(arch="resnet", channels=8, z_dim=16, spectral_norm=True, conditional=True),
+        CFG.model_copy(update={"loss": "wgan-gp", "d_steps": 2, "ema_decay": 0.5, "batch_size": 16}),
+    ),
+}
+
+
+@pytest.mark.parametrize("combo", list(PART_COMBOS))
+def test_every_part_trains_deterministically_and_resumes_bit_identically(combo, tiny_split, tmp_path):
+    model_cfg, cfg = PART_COMBOS[combo]
+    torch.set_num_threads(1)
+    full = outputs(tmp_path / "full")
+    r = train(model_cfg, cfg, tiny_split, full, progress_bar=False)
+    steps_per_epoch = 256 // (cfg.batch_size * cfg.d_steps)
+    assert r.steps == 2 * steps_per_epoch
+    crash_step = steps_per_epoch + 2
+
+    def crash(stats):
+        if stats["step"] == crash_step:
+            raise Interrupt
+
+    out = outputs(tmp_path / "resumed")
+    with pytest.raises(Interrupt):
+        train(model_cfg, cfg, tiny_split, out, on_progress=crash, progress_bar=False)
+    resumed = train(model_cfg, cfg, tiny_split, out, progress_bar=False)
+    assert 0 < resumed.resumed_from_step < crash_step
+    assert_identical(weights(full.generator), weights(out.generator))
+    assert_identical(weights(full.log_dir / "generator_raw.pt"), weights(out.log_dir / "generator_raw.pt"))
+    assert (full.log_dir / "log.tsv").read_text() == (out.log_dir / "log.tsv").read_text()
+    header = (out.log_dir / "log.tsv").read_text().splitlines()[0].split("\t")
+    extra = ["r1"] if cfg.r1_gamma else ["gp"]
+    assert header == ["step", "epoch", "loss_d", "loss_g", "d_real", "d_fake", *extra]
+
+
+def test_ema_generator_is_the_saved_one_and_the_raw_one_stays_available(tiny_split, tmp_path):
+    out = outputs(tmp_path)
+    cfg = CFG.model_copy(update={"epochs": 1, "ema_decay": 0.8})
+    train(MODEL, cfg, tiny_split, out, progress_bar=False)
+    ema, raw = weights(out.generator), weights(out.log_dir / "generator_raw.pt")
+    ckpt = load_checkpoint(out.checkpoint_dir / "last.pt")
+    assert_identical(raw, ckpt["G"])
+    assert_identical(ema, ckpt["G_ema"]["module"])
+    assert not torch.equal(ema["net.0.weight"], raw["net.0.weight"])
+    assert torch.load(out.generator, weights_only=True)["meta"]["ema_decay"] == 0.8
+    # Turning EMA off again removes the stale raw copy: generator.pt is then the only G.
+    train(MODEL, cfg.model_copy(update={"ema_decay": 0.0}), tiny_split, out, progress_bar=False)
+    assert not (out.log_dir / "generator_raw.pt").exists()
+
+
+def test_parts_that_cannot_run_are_refused_with_the_reason(tiny_split, tmp_path):
+    from gan.config import ConfigError
+    from gan.splits import UNLABELED
+
+    unlabeled = tmp_path / "unlabeled.npz"
+    with np.load(tiny_split) as z:
+        np.savez(unlabeled, images=z["images"], labels=np.full(len(z["labels"]), UNLABELED))
+    conditional = MODEL.model_copy(update={"conditional": True})
+    with pytest.raises(ConfigError, match="model.conditional = true, but .* has no class labels"):
+        train(conditional, CFG, unlabeled, outputs(tmp_path / "u"), progress_bar=False)
+    with pytest.raises(ConfigError, match=r"train.d_steps = 20 × train.batch_size = 32 needs 640 images"):
+        train(MODEL, CFG.model_copy(update={"d_steps": 20}), tiny_split, outputs(tmp_path / "d"), progress_bar=False)
