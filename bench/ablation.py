@@ -74,14 +74,20 @@ EMOJI_PARAMS = {
 }
 
 
-def cpu_name() -> str:
+def machine_name(device: str) -> str:
+    """The CPU as `lscpu` names it (model name, family/model, AVX-512 or not), or the GPU when training on one."""
+    if device.startswith("cuda"):
+        return torch.cuda.get_device_name(torch.device(device))
     try:
-        for line in subprocess.run(["lscpu"], capture_output=True, text=True, check=True).stdout.splitlines():
-            if line.startswith("Model name:"):
-                return line.split(":", 1)[1].strip()
-    except (OSError, subprocess.CalledProcessError):
-        pass
-    return platform.processor() or "unknown CPU"
+        info = dict(
+            line.split(":", 1) for line in subprocess.run(["lscpu"], capture_output=True, text=True, check=True)
+            .stdout.splitlines() if ":" in line
+        )  # fmt: skip
+        avx = "AVX-512" if "avx512f" in info.get("Flags", "") else "AVX2" if "avx2" in info.get("Flags", "") else ""
+        return (f"{info.get('Model name', '?').strip()} (family {info.get('CPU family', '?').strip()} model "
+                f"{info.get('Model', '?').strip()}, {avx}), {os.cpu_count()} cores")  # fmt: skip
+    except (OSError, subprocess.CalledProcessError, ValueError):
+        return platform.processor() or "unknown CPU"
 
 
 def emoji_workspace(ws: Path, tgz: Path) -> Path:
@@ -117,6 +123,8 @@ def train_with_snapshots(p, split: Path, budgets: list[float], tmp: Path, snapsh
     t0 = time.perf_counter()
 
     def on_progress(stats: dict) -> None:
+        if not (out.checkpoint_dir / "last.pt").exists():  # the first checkpoint is written after this flush
+            return
         while pending and time.perf_counter() - t0 >= pending[0] * 60:
             minutes = pending.pop(0)
             path = tmp / f"snap-{minutes:g}.pt"
@@ -135,12 +143,12 @@ def snapshot_generator(path: Path, p, shape, num_classes: int) -> tuple[torch.nn
     return G.eval(), ckpt["step"]
 
 
-def score(G: torch.nn.Module, p, paths: Paths, classes: list[str]) -> dict:
+def score(G: torch.nn.Module, p, paths: Paths, classes: list[str], device: str) -> dict:
     n = json.loads((paths.reference / "meta.json").read_text())["n"]
     requested = requested_labels(n, G.num_classes) if G.num_classes else None
-    fake = torch.cat([to_uint8(b) for b in sample_batches(G, n, p.evaluate.seed, 500, requested)])
+    fake = torch.cat([to_uint8(b).cpu() for b in sample_batches(G, n, p.evaluate.seed, 500, requested)])
     files = ExtractorFiles(paths.classifier, paths.judge, p.evaluate.inception_weights)
-    return score_images(fake, p.evaluate, files, paths.reference, classes, "cpu", requested)
+    return score_images(fake, p.evaluate, files, paths.reference, classes, device, requested)
 
 
 def fmt(m: dict, key: str, spec: str = ".2f") -> str:
@@ -157,6 +165,7 @@ def main() -> None:
     ap.add_argument("--snapshot-every", type=int, default=25)
     ap.add_argument("--extractors", nargs="+", default=None, help="default: classifier (fashion), classifier judge")
     ap.add_argument("--threads", type=int, default=0, help="torch threads (0 = torch's default)")
+    ap.add_argument("--device", default="cpu", help="cpu | cuda | cuda:N (training and scoring)")
     args = ap.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -180,20 +189,20 @@ def main() -> None:
     paths = Paths(ws)
     classes = list(read_summary(paths.prepared_summary).classes)
     split = load_split(paths.train_split)
-    machine = f"{cpu_name()}, {torch.get_num_threads()} torch threads, torch {torch.__version__}"
+    machine = f"{machine_name(args.device)}, {torch.get_num_threads()} torch threads, torch {torch.__version__}"
     print(f"machine: {machine}; data: {args.dataset} {split.shape}, {len(split.images)} training images", flush=True)
 
     # --- every variant: train for the budgets, then score each snapshot ---
     results = []
     for name in variants:
-        p = load_params(ws / "params.yaml", [*(f"evaluate.extractors={json.dumps(extractors)}", "train.device=cpu"),
-                                             *VARIANTS[name]])  # fmt: skip
+        fixed = [f"evaluate.extractors={json.dumps(extractors)}", f"train.device={args.device}"]
+        p = load_params(ws / "params.yaml", [*fixed, *VARIANTS[name]])
         num_classes = num_classes_of(split.labels) if p.model.conditional else 0
         with tempfile.TemporaryDirectory() as tmp:
             snaps = train_with_snapshots(p, paths.train_split, args.minutes, Path(tmp), args.snapshot_every)
             for snap in snaps:
                 G, steps = snapshot_generator(snap["path"], p, split.shape, num_classes)
-                m = score(G, p, paths, classes)
+                m = score(G.to(args.device), p, paths, classes, args.device)
                 row = {"variant": name, "overrides": VARIANTS[name], "minutes": snap["minutes"], "steps": steps,
                        "metrics": m}  # fmt: skip
                 results.append(row)
@@ -212,7 +221,11 @@ def main() -> None:
               f"{fmt(m, 'fid_classifier_floor')} | {fmt(m, 'fid_judge')} | {fmt(m, 'precision_classifier', '.3f')} | "
               f"{fmt(m, 'recall_classifier', '.3f')} | {fmt(m, 'coverage_classifier', '.3f')} | {classes_txt} | "
               f"{fmt(m, 'conditional_accuracy', '.1%')} |")  # fmt: skip
-    out = REPO / "bench-output" / f"ablation-{args.dataset}.json"
+    out = (
+        REPO
+        / "bench-output"
+        / f"ablation-{args.dataset}{'-' + args.device.split(':')[0] if args.device != 'cpu' else ''}.json"
+    )
     out.parent.mkdir(exist_ok=True)
     out.write_text(json.dumps({"machine": machine, "dataset": args.dataset, "results": results}, indent=1) + "\n")
     print(f"\nwritten: {out}")

@@ -203,8 +203,10 @@ def _score(
                 not_applicable["memorisation"] = f"too few images for the data-copying test ({err})"
     if "classifier" in not_applicable:
         not_applicable["class_metrics"] = not_applicable["classifier"]
-        if requested is not None:
-            not_applicable["conditional_accuracy"] = not_applicable["classifier"]
+    if requested is not None and "classifier" not in extractors:
+        not_applicable["conditional_accuracy"] = not_applicable.get(
+            "classifier", "needs the domain classifier: add 'classifier' to evaluate.extractors"
+        )
     if "judge" not in extractors:
         not_applicable["memorisation"] = NO_JUDGE
     if not_applicable:

@@ -156,19 +156,19 @@ def test_each_stages_outputs_are_its_dvc_yaml_outs():
 
 
 def test_divergence_stops_with_the_step_and_keeps_the_last_good_checkpoint(tmp_path, tiny_split, monkeypatch):
-    import gan.train as gt
+    from gan.losses import LOSSES, GanLoss, d_loss, g_loss
 
     out = TrainOutputs(tmp_path / "generator.pt", tmp_path / "ckpt", tmp_path / "log")
     out.generator.write_bytes(b"previous generator")
     calls = {"n": 0}
-    real_d_loss = gt.d_loss
+    real_d_loss = d_loss
 
     def poisoned(real, fake):  # the loss explodes at step 13
         calls["n"] += 1
         loss = real_d_loss(real, fake)
         return loss * float("nan") if calls["n"] >= 13 else loss
 
-    monkeypatch.setattr(gt, "d_loss", poisoned)
+    monkeypatch.setitem(LOSSES, "ns", GanLoss("ns", poisoned, g_loss))
     cfg = TrainConfig(epochs=3, batch_size=32, checkpoint_every=5, log_flush_every=1, device="cpu")
     with pytest.raises(DivergenceError, match=r"diverged at step 13: loss_d=nan"):
         train(ModelConfig(channels=8, z_dim=16), cfg, tiny_split, out, progress_bar=False)
@@ -185,8 +185,8 @@ def test_nan_weights_are_never_checkpointed(net, tmp_path, tiny_split, monkeypat
 
     build, poisoned_buffer = getattr(gt, f"build_{net}"), []
 
-    def poisoned(cfg, shape):  # its first BatchNorm's running mean is NaN, and each step's update keeps it NaN
-        module = build(cfg, shape)
+    def poisoned(cfg, shape, num_classes=0):  # its first BatchNorm's running mean is NaN; each step keeps it NaN
+        module = build(cfg, shape, num_classes)
         name, bn = next((n, m) for n, m in module.named_modules() if isinstance(m, torch.nn.BatchNorm2d))
         bn.running_mean.fill_(float("nan"))
         poisoned_buffer.append(f"{name}.running_mean")
