@@ -160,19 +160,22 @@ def main() -> None:
     ap.add_argument("dataset", choices=["fashion", "emoji"])
     ap.add_argument("--minutes", type=float, nargs="+", default=[2, 5])
     ap.add_argument("--variants", nargs="+", default=None, help=f"of {', '.join(VARIANTS)}")
-    ap.add_argument("--workspace", type=Path, default=None, help="emoji: where its workspace is built/reused")
+    ap.add_argument("--workspace", type=Path, default=None,
+                    help="fashion: a workspace whose pipeline has run (default: this repository); emoji: where its "
+                    "workspace is built or reused")  # fmt: skip
     ap.add_argument("--tgz", type=Path, default=None, help="emoji: the npm package's tarball (else `npm pack`)")
     ap.add_argument("--snapshot-every", type=int, default=25)
     ap.add_argument("--extractors", nargs="+", default=None, help="default: classifier (fashion), classifier judge")
     ap.add_argument("--threads", type=int, default=0, help="torch threads (0 = torch's default)")
     ap.add_argument("--device", default="cpu", help="cpu | cuda | cuda:N (training and scoring)")
+    ap.add_argument("--out", type=Path, default=None, help="the JSON (default bench-output/ablation-DATASET.json)")
     args = ap.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
 
     # --- the workspace: its data, classifier and reference ---
-    if args.dataset == "fashion":
-        ws, variants = REPO, args.variants or list(VARIANTS)
+    if args.dataset == "fashion":  # the workspace's own pipeline (or --workspace's)
+        ws, variants = args.workspace or REPO, args.variants or list(VARIANTS)
         extractors = args.extractors or ["classifier"]
     else:
         ws = args.workspace or REPO / "bench-output" / "emoji-workspace"
@@ -221,12 +224,9 @@ def main() -> None:
               f"{fmt(m, 'fid_classifier_floor')} | {fmt(m, 'fid_judge')} | {fmt(m, 'precision_classifier', '.3f')} | "
               f"{fmt(m, 'recall_classifier', '.3f')} | {fmt(m, 'coverage_classifier', '.3f')} | {classes_txt} | "
               f"{fmt(m, 'conditional_accuracy', '.1%')} |")  # fmt: skip
-    out = (
-        REPO
-        / "bench-output"
-        / f"ablation-{args.dataset}{'-' + args.device.split(':')[0] if args.device != 'cpu' else ''}.json"
-    )
-    out.parent.mkdir(exist_ok=True)
+    suffix = "" if args.device == "cpu" else "-" + args.device.split(":")[0]
+    out = args.out or REPO / "bench-output" / f"ablation-{args.dataset}{suffix}.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps({"machine": machine, "dataset": args.dataset, "results": results}, indent=1) + "\n")
     print(f"\nwritten: {out}")
 

@@ -261,6 +261,9 @@ def _pictures(paths: Paths, cand: dict) -> str:
     if paths.class_grid.exists():
         parts += ["## Samples by class (one row per class, as the domain classifier sees them)",
                   _png(paths.class_grid, "samples by class")]  # fmt: skip
+    if paths.training_curves.exists():
+        parts += ["## Training curves (losses, D's outputs; the quality score when train.eval_every is on)",
+                  _png(paths.training_curves, "training curves")]  # fmt: skip
     return "\n\n".join(parts) + "\n"
 
 

@@ -90,7 +90,14 @@ def _extractor_files(p: Params):
 def stage_train(p: Params) -> None:
     from gan.train import TrainOutputs, train
 
-    train(p.model, p.train, PATHS.train_split, TrainOutputs(PATHS.generator, PATHS.checkpoints, PATHS.train_log))
+    probe = None
+    if p.train.eval_every:  # best-checkpoint tracking: G scored in the domain's features during training
+        from gan.probe import build_probe
+        from gan.tensors import resolve_device
+
+        probe = build_probe(_extractor_files(p), PATHS.test_split, p.train.eval_samples, resolve_device(p.train.device))
+    train(p.model, p.train, PATHS.train_split, TrainOutputs(PATHS.generator, PATHS.checkpoints, PATHS.train_log),
+          probe=probe)  # fmt: skip
 
 
 def stage_reference(p: Params) -> None:
@@ -129,7 +136,7 @@ def stage_export(p: Params) -> None:
     from gan.export import export
 
     export(p.export, p, PATHS.generator, PATHS.metrics, PATHS.prepared_summary, PATHS.train_summary, PATHS.samples,
-           classifier_path=PATHS.classifier, pairs_path=PATHS.closest_pairs)  # fmt: skip
+           classifier_path=PATHS.classifier, pairs_path=PATHS.closest_pairs, train_log_dir=PATHS.train_log)  # fmt: skip
 
 
 STAGES = {

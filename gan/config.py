@@ -141,6 +141,17 @@ class TrainConfig(_Section):
         "promoted; warm-up min(decay, (1+t)/(10+t)).",
     )
 
+    eval_every: int = Field(
+        0,
+        ge=0,
+        description="Score G every N steps during training (0 = never): Fréchet distance in the domain's features "
+        "(classifier, else judge) to the real test images, logged to data/train/quality.tsv.",
+    )
+    eval_samples: int = Field(2000, ge=10, le=100_000, description="Images per side for train.eval_every's score.")
+    keep: Literal["last", "best"] = Field(
+        "last", description="The generator the stage keeps: the last one, or the best-scoring snapshot (eval_every)."
+    )
+
     @field_validator("augment")
     @classmethod
     def _known_augments(cls, value: str) -> str:
@@ -342,6 +353,16 @@ def _train_problems(p: Params) -> list[str]:
         problems.append(
             "train.cuda_graph with train.r1_gamma > 0: lazy R1 changes the step every train.r1_every steps, which one "
             "captured graph cannot replay; turn one of them off"
+        )
+    if t.compile and (t.r1_gamma or t.loss == "wgan-gp"):
+        problems.append(
+            "train.compile with R1 (train.r1_gamma > 0) or train.loss = 'wgan-gp': both differentiate D's gradient "
+            "(a double backward), which torch.compile does not support; turn train.compile off"
+        )
+    if t.keep == "best" and not t.eval_every:
+        problems.append(
+            "train.keep = 'best' with train.eval_every = 0: the best snapshot needs scores during training; set "
+            "train.eval_every (e.g. 500), or train.keep = 'last'"
         )
     if t.cuda_graph and t.loss == "wgan-gp":
         problems.append(

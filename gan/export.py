@@ -6,8 +6,9 @@ the generator as TorchScript (loads with plain `torch.jit.load`, no need for
 this project; traced and checked at the generator's image shape), a model card
 that states the image shape and where the data came from, and two pictures:
 `closest_pairs.png` (the memorisation check's closest generated/training pairs, from
-evaluate) and, where the data has labels, `class_grid.png` (one row per class, as the
-domain classifier sees the samples).
+evaluate), where the data has labels `class_grid.png` (one row per class, as the
+domain classifier sees the samples), and `training_curves.png` (the per-step losses,
+D's outputs and, with `train.eval_every`, the quality score during training).
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ from gan.classifier import NoClassifier, load_classifier, predict
 from gan.config import ExportConfig, Params
 from gan.evaluate import summary_rows
 from gan.models import load_generator
-from gan.pictures import class_grid, closest_pairs_picture
+from gan.pictures import class_grid, closest_pairs_picture, training_curves
 from gan.sampling import requested_labels, sample_batches
 from gan.splits import describe_shape, shape_text
 from gan.tensors import from_uint8, to_uint8
@@ -175,6 +176,7 @@ def export(
     out_dir: str | Path,
     classifier_path: str | Path | None = None,
     pairs_path: str | Path | None = None,
+    train_log_dir: str | Path | None = None,
 ) -> dict:
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -216,8 +218,15 @@ def export(
         G.image_shape,
     )
     atomic.write_text(out_dir / "MODEL_CARD.md", card)
+    curves_png = out_dir / "training_curves.png"
+    if train_log_dir is not None and (Path(train_log_dir) / "log.tsv").exists():
+        training_curves(Path(train_log_dir) / "log.tsv", Path(train_log_dir) / "quality.tsv", curves_png)
+    else:
+        curves_png.unlink(missing_ok=True)
     pictures = _pictures(G, cfg, out_dir, classifier_path, pairs_path,
                          json.loads(Path(data_summary_path).read_text()).get("classes", []))  # fmt: skip
+    if curves_png.exists():
+        pictures["training_curves"] = str(curves_png)
     return {"grid": str(out_dir / "grid.png"), "n_png": i, "n_npz": k, **pictures}
 
 

@@ -86,6 +86,16 @@ class Paths:
     def train_summary(self) -> Path:
         return self.train_log / "summary.json"
 
+    @property
+    def train_steps(self) -> Path:
+        """The per-step log: one column per statistic of the training step."""
+        return self.train_log / "log.tsv"
+
+    @property
+    def train_quality(self) -> Path:
+        """train.eval_every's scores during training (step, fd); a header only when off."""
+        return self.train_log / "quality.tsv"
+
     # ---- evaluation
     @property
     def reference(self) -> Path:
@@ -128,6 +138,10 @@ class Paths:
     @property
     def class_grid(self) -> Path:
         return self.samples / "class_grid.png"
+
+    @property
+    def training_curves(self) -> Path:
+        return self.samples / "training_curves.png"
 
     @property
     def champion(self) -> Path:

@@ -1,4 +1,5 @@
-"""Pictures people look at rather than read: the closest generated/training pairs and samples by class.
+"""Pictures people look at rather than read: the closest generated/training pairs, samples by class, and the
+training curves.
 
 Both are plain PNGs (RGB for RGB data, grey repeated to RGB) built from uint8 N×C×H×W images, so they render
 anywhere — in `data/samples/` and inlined in the Prefect report.
@@ -75,3 +76,86 @@ def class_grid(images_u8: torch.Tensor, predicted: np.ndarray, classes: list[str
             canvas.paste(Image.fromarray(x[i]).resize((tw, th), Image.NEAREST), (label_w + col * (tw + GAP), y))
     _save(canvas, path)
     return counts
+
+
+CURVE_COLOURS = ((31, 119, 180), (214, 39, 40), (44, 160, 44), (148, 103, 189))
+PANEL_W, PANEL_H, MARGIN = 560, 170, 44
+
+
+def _binned(x: np.ndarray, y: np.ndarray, bins: int) -> tuple[np.ndarray, np.ndarray]:
+    """Mean of y over at most `bins` equal runs of points (a 50,000-step log stays readable); NaNs skipped."""
+    if len(x) <= bins:
+        return x, y
+    edges = np.linspace(0, len(x), bins + 1).astype(int)
+    xs = np.array([x[a:b].mean() for a, b in zip(edges[:-1], edges[1:], strict=True)])
+    ys = np.array([np.nanmean(y[a:b]) if np.isfinite(y[a:b]).any() else np.nan
+                   for a, b in zip(edges[:-1], edges[1:], strict=True)])  # fmt: skip
+    return xs, ys
+
+
+def curves_picture(panels: list[tuple[str, dict[str, tuple[np.ndarray, np.ndarray]]]], path: str | Path,
+                   bins: int = 400) -> None:  # fmt: skip
+    """Line charts, one panel per (title, {series name: (x, y)}), stacked; each panel's y range fits its series and
+    is labelled with its min and max, the x axis with the first and last step. Drawn with PIL: it shows offline."""
+    canvas = Image.new("RGB", (PANEL_W + 2 * MARGIN, len(panels) * (PANEL_H + 2 * MARGIN)), "white")
+    draw = ImageDraw.Draw(canvas)
+    for i, (title, series) in enumerate(panels):
+        top = i * (PANEL_H + 2 * MARGIN) + MARGIN
+        box = (MARGIN, top, MARGIN + PANEL_W, top + PANEL_H)
+        draw.rectangle(box, outline=(120, 120, 120))
+        binned = {name: _binned(np.asarray(x, float), np.asarray(y, float), bins) for name, (x, y) in series.items()}
+        finite = [v for _, y in binned.values() for v in y[np.isfinite(y)]]
+        xs = [v for x, _ in binned.values() for v in x]
+        draw.text((MARGIN, top - 30), title, fill="black")
+        x_pos = MARGIN + 6 * len(title) + 20
+        for k, name in enumerate(binned):
+            draw.text((x_pos, top - 30), f"— {name}", fill=CURVE_COLOURS[k % len(CURVE_COLOURS)])
+            x_pos += 6 * len(name) + 30
+        if not finite or not xs:
+            draw.text((MARGIN + 8, top + PANEL_H // 2), "no data", fill="black")
+            continue
+        lo, hi = min(finite), max(finite)
+        hi = hi if hi > lo else lo + 1.0
+        x0, x1 = min(xs), max(xs)
+        x1 = x1 if x1 > x0 else x0 + 1.0
+        draw.text((4, top - 6), f"{hi:.3g}", fill="black")
+        draw.text((4, top + PANEL_H - 6), f"{lo:.3g}", fill="black")
+        draw.text((MARGIN, top + PANEL_H + 4), f"step {x0:.0f}", fill="black")
+        draw.text((MARGIN + PANEL_W - 70, top + PANEL_H + 4), f"step {x1:.0f}", fill="black")
+        for k, (x, y) in enumerate(binned.values()):
+            colour = CURVE_COLOURS[k % len(CURVE_COLOURS)]
+            pts = [(MARGIN + (a - x0) / (x1 - x0) * PANEL_W, top + PANEL_H - (b - lo) / (hi - lo) * PANEL_H)
+                   for a, b in zip(x, y, strict=True) if np.isfinite(b)]  # fmt: skip
+            if len(pts) == 1:
+                draw.ellipse((pts[0][0] - 2, pts[0][1] - 2, pts[0][0] + 2, pts[0][1] + 2), fill=colour)
+            elif pts:
+                draw.line(pts, fill=colour, width=2)
+    _save(canvas, path)
+
+
+def read_tsv_columns(path: str | Path) -> dict[str, np.ndarray]:
+    """A tab-separated log with a header row (data/train/log.tsv, quality.tsv) as {column: float array}."""
+    lines = [ln.split("\t") for ln in Path(path).read_text().splitlines() if ln]
+    if not lines:
+        return {}
+    header, rows = lines[0], lines[1:]
+    return {name: np.array([float(r[i]) for r in rows], dtype=float) for i, name in enumerate(header)}
+
+
+def training_curves(log_tsv: str | Path, quality_tsv: str | Path | None, path: str | Path) -> None:
+    """data/train/log.tsv's losses and D's outputs per step, and the quality score of train.eval_every when there
+    is one, as one picture (the DVC plots' data, drawn without the CDN `dvc plots show` needs)."""
+    log_cols = read_tsv_columns(log_tsv)
+    step = log_cols.get("step", np.zeros(0))
+    panels = [
+        ("losses", {k: (step, log_cols[k]) for k in ("loss_d", "loss_g") if k in log_cols}),
+        ("mean sigmoid of D's outputs", {k: (step, log_cols[k]) for k in ("d_real", "d_fake") if k in log_cols}),
+    ]
+    extra = {k: (step, log_cols[k]) for k in ("r1", "gp") if k in log_cols}
+    if extra:
+        panels.append(("penalties", extra))
+    quality = read_tsv_columns(quality_tsv) if quality_tsv is not None and Path(quality_tsv).exists() else {}
+    if len(quality.get("step", ())):
+        panels.append(("quality during training: FD to real test images (lower is better)",
+                       {"fd": (quality["step"], quality["fd"])}))  # fmt: skip
+    curves_picture(panels, path)

@@ -15,6 +15,7 @@ state is checkpointed. So resuming from a checkpoint replays exactly the same nu
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import json
 import logging
@@ -56,6 +57,48 @@ class TrainOutputs:
 
 
 @dataclass
+class QualityTracker:
+    """Scores of G during training (`train.eval_every`): data/train/quality.tsv (step, fd) and the best snapshot so
+    far, held in memory and in every checkpoint, so a resumed run keeps the best of the steps before it."""
+
+    probe: Callable[[torch.nn.Module], float] | None
+    path: Path
+    leader: bool
+    best_step: int = -1
+    best_value: float = math.inf
+    best_state: dict | None = None
+    last_step: int = -1
+
+    def start(self, resume_step: int, saved: dict | None) -> None:
+        if saved:
+            self.best_step, self.best_value, self.best_state = saved["step"], saved["value"], saved["state"]
+        if not self.leader:
+            return
+        if resume_step == 0 or not self.path.exists():
+            atomic.write_text(self.path, "step\tfd\n")
+        else:
+            _truncate_log(self.path, resume_step)
+
+    def record(self, step: int, G: torch.nn.Module) -> None:
+        """Score G at `step` (rank 0 only: no collective runs inside) and keep it if it is the best so far."""
+        self.last_step = step
+        if self.probe is None or not self.leader:
+            return
+        value = float(self.probe(G))
+        with open(self.path, "a") as f:
+            f.write(f"{step}\t{value:.6f}\n")
+        if value < self.best_value:
+            self.best_step, self.best_value = step, value
+            self.best_state = {k: v.detach().cpu().clone() for k, v in G.state_dict().items()}
+        log.info("step %d: quality FD %.3f (best %.3f at step %d)", step, value, self.best_value, self.best_step)
+
+    def state_dict(self) -> dict | None:
+        if self.best_state is None:
+            return None
+        return {"step": self.best_step, "value": self.best_value, "state": self.best_state}
+
+
+@dataclass
 class TrainResult:
     steps: int
     epochs: float  # epochs trained (fractional when train.max_seconds stopped training mid-epoch)
@@ -65,6 +108,7 @@ class TrainResult:
     seconds: float
     images_per_second: float
     final: dict = field(default_factory=dict)
+    kept: dict = field(default_factory=dict)  # which G the stage kept: last, or the best snapshot (step, fd)
 
 
 def run_fingerprint(model_cfg: ModelConfig, train_cfg: TrainConfig, images: np.ndarray) -> str:
@@ -131,7 +175,8 @@ class Checkpoints:
             return None
         return ckpt
 
-    def save(self, models: Models, noise: torch.Generator, step: int, epoch: int, batch: int) -> None:
+    def save(self, models: Models, noise: torch.Generator, step: int, epoch: int, batch: int,
+             best: dict | None = None) -> None:  # fmt: skip
         _check_finite(models.G, "generator", step)
         _check_finite(models.D, "discriminator", step)
         noise_state = noise.get_state()
@@ -151,6 +196,7 @@ class Checkpoints:
                 "epoch": epoch,
                 "batch": batch,
                 **models.state_dict(),
+                **({"best": best} if best is not None else {}),
                 "noise_rng": noise_state,
                 "model_config": json.dumps(self.model_cfg.model_dump()),
             },
@@ -304,8 +350,13 @@ def train(
     out: TrainOutputs,
     on_progress: Callable[[dict], None] | None = None,
     progress_bar: bool = True,
+    probe: Callable[[torch.nn.Module], float] | None = None,
 ) -> TrainResult:
     """Train G and D on the prepared split; resume from `out.checkpoint_dir` if it matches.
+
+    `probe(G)` -> a distance (lower is better; `gan.probe.QualityProbe`) scores the G that is kept (the EMA one
+    when on) every `train.eval_every` steps and at the end; with `train.keep = best` the best-scoring snapshot is
+    the stage's generator.
 
     Under `torchrun` (WORLD_SIZE > 1) this is DistributedDataParallel training: NCCL on
     GPUs, gloo on CPUs; `train.batch_size` is the global batch, each rank takes its own
@@ -335,6 +386,8 @@ def train(
     total_steps = steps_per_epoch * train_cfg.epochs
     fingerprint = run_fingerprint(model_cfg, train_cfg, split.images)
     num_classes = num_classes_of(split.labels) if model_cfg.conditional else 0
+    if train_cfg.eval_every and probe is None:
+        raise ConfigError("train.eval_every > 0 needs a quality probe (gan.probe.build_probe) to score G with")
     if model_cfg.conditional and num_classes < 2:
         raise ConfigError(
             f"model.conditional = true, but {train_split} has no class labels (an unlabeled folder?): "
@@ -356,6 +409,7 @@ def train(
     # --- resume ---
     checkpoints = Checkpoints(out.checkpoint_dir / "last.pt", fingerprint, model_cfg, where)
     step = epoch = batch = resumed_from = 0
+    quality = QualityTracker(probe if train_cfg.eval_every else None, out.log_dir / "quality.tsv", rank == 0)
     ckpt = checkpoints.load()
     if ckpt is not None:
         models.load_state_dict(ckpt, graphed, device)
@@ -364,6 +418,8 @@ def train(
         step, epoch, batch = ckpt["step"], ckpt["epoch"], ckpt["batch"]
         resumed_from = step
         log.info("resuming from %s at step %d (epoch %d, batch %d)", checkpoints.path, step, epoch, batch)
+    out.log_dir.mkdir(parents=True, exist_ok=True)
+    quality.start(step, ckpt.get("best") if ckpt is not None else None)
     sample_dir = out.log_dir / "samples"
     if rank == 0:
         if step == 0:
@@ -397,6 +453,11 @@ def train(
         y_fake = torch.randint(num_classes, (d_steps, per_rank), generator=noise, device=device)
         return x, z, labels[idx].view(d_steps, per_rank), y_fake
 
+    def final_probe(at: int) -> None:
+        """The last G is a candidate too: scored before the last checkpoint, which then holds the final best."""
+        if train_cfg.eval_every and quality.last_step != at:
+            quality.record(at, models.G_out)
+
     # --- the loop: epochs of steps; log flushes, checkpoints, the time budget ---
     budget = TimeBudget(train_cfg.max_seconds, where)
     try:
@@ -410,23 +471,28 @@ def train(
                 if models.ema is not None:
                     models.ema.update(models.G)
                 step += 1
+                if train_cfg.eval_every and step % train_cfg.eval_every == 0:
+                    quality.record(step, models.G_out)
                 if len(step_log.pending) >= train_cfg.log_flush_every:
                     step_log.flush(step, epoch)
                 if train_cfg.checkpoint_every and step % train_cfg.checkpoint_every == 0 and b + 1 < steps_per_epoch:
                     step_log.flush(step, epoch)
-                    checkpoints.save(models, noise, step, epoch, b + 1)
+                    checkpoints.save(models, noise, step, epoch, b + 1, quality.state_dict())
                 if budget.spent():
                     break
             step_log.flush(step, epoch)
             if budget.spent() and b + 1 < steps_per_epoch:
                 log.info("train.max_seconds = %s reached at step %d: stopping", train_cfg.max_seconds, step)
-                checkpoints.save(models, noise, step, epoch, b + 1)
+                final_probe(step)
+                checkpoints.save(models, noise, step, epoch, b + 1, quality.state_dict())
                 break
             epoch += 1
             batch = 0
             if rank == 0:
                 save_epoch_grid(models.G_out, fixed_z, fixed_y, sample_dir / f"epoch_{epoch:03d}.png")
-            checkpoints.save(models, noise, step, epoch, 0)
+            if epoch == train_cfg.epochs or budget.spent():
+                final_probe(step)
+            checkpoints.save(models, noise, step, epoch, 0, quality.state_dict())
             log.info("epoch %d/%d done at step %d", epoch, train_cfg.epochs, step)
         in_sync = _ranks_in_sync(models.G, models.D) if world > 1 else None
     finally:
@@ -452,11 +518,19 @@ def train(
         result.final["processes"] = world
         result.final["ranks_in_sync"] = in_sync
         raw_path = out.log_dir / "generator_raw.pt"
+        kept = models.G_out
+        result.kept = {"generator": "last", "step": step}
+        if train_cfg.keep == "best" and quality.best_state is not None:
+            kept = copy.deepcopy(models.G_out)
+            kept.load_state_dict(quality.best_state)
+            result.kept = {"generator": "best", "step": quality.best_step, "fd": round(quality.best_value, 4),
+                           "extractor": getattr(probe, "extractor_name", None)}  # fmt: skip
+        meta["kept"] = result.kept
         if models.ema is not None:
-            save_generator(out.generator, models.ema.module, model_cfg, {**meta, "ema_decay": train_cfg.ema_decay})
-            save_generator(raw_path, models.G, model_cfg, {**meta, "ema_decay": 0.0})
+            save_generator(out.generator, kept, model_cfg, {**meta, "ema_decay": train_cfg.ema_decay})
+            save_generator(raw_path, models.G, model_cfg, {**meta, "ema_decay": 0.0, "kept": {"generator": "last"}})
         else:
-            save_generator(out.generator, models.G, model_cfg, meta)
+            save_generator(out.generator, kept, model_cfg, meta)
             raw_path.unlink(missing_ok=True)
         atomic.write_text(out.log_dir / "summary.json", json.dumps(result.__dict__, indent=2) + "\n")
     return result

@@ -71,3 +71,53 @@ def test_shapes_bench_runs_every_stage_on_the_cpu(tmp_path):
     out = run([sys.executable, str(REPO / "bench" / "shapes_gpu.py"), "--device", "cpu", "--n", "64", "--batch",
                "16", "--shapes", "3x32x32"], cwd=tmp_path).stdout  # fmt: skip
     assert '"npz": "64\\u00d732\\u00d732\\u00d73"' in out and '"graph/eager"' in out, out
+
+
+@pytest.mark.slow
+def test_ablation_bench_scores_every_variant_at_every_budget(tmp_path):
+    """bench/ablation.py on a tiny workspace (synthetic 4-class data, a 1-epoch classifier, its reference): a row
+    per variant and budget, the conditional one with the requested-class accuracy."""
+    import json
+
+    import numpy as np
+    import yaml
+
+    from gan.classifier import train_classifier
+    from gan.config import ClassifierConfig, load_params
+    from gan.features import ExtractorFiles
+    from gan.paths import Paths
+    from gan.reference import build_reference
+
+    paths = Paths(tmp_path)
+    paths.prepared.mkdir(parents=True)
+    for split, n, seed in ((paths.train_split, 256, 0), (paths.test_split, 64, 1)):
+        rng = np.random.default_rng(seed)
+        labels = rng.integers(0, 4, n).astype(np.int64)
+        images = rng.integers(0, 40, (n, 1, 28, 28)).astype(np.uint8)
+        for i, k in enumerate(labels):
+            images[i, 0, 6 * k + 2 : 6 * k + 5, 2:26] = 220
+        np.savez(split, images=images, labels=labels)
+    classes = ["a", "b", "c", "d"]
+    paths.prepared_summary.write_text(json.dumps({"dataset": "fashion-mnist", "shape": [1, 28, 28],
+                                                  "classes": classes}))  # fmt: skip
+    settings = {"model": {"channels": 8, "z_dim": 16}, "train": {"batch_size": 32},
+                "evaluate": {"n_samples": 64, "bootstrap": 0, "kid_subsets": 2, "kid_subset_size": 20,
+                             "prdc_samples": 20, "prdc_k": 3, "extractors": ["classifier"]}}  # fmt: skip
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(settings))
+    p = load_params(tmp_path / "params.yaml")
+    train_classifier(ClassifierConfig(epochs=1, batch_size=32), paths.train_split, paths.test_split, paths.classifier,
+                     paths.classifier_metrics, num_classes=4, device="cpu", progress_bar=False)  # fmt: skip
+    build_reference(p.evaluate, ExtractorFiles(paths.classifier, paths.judge), paths.train_split, paths.test_split,
+                    paths.reference, device="cpu")  # fmt: skip
+
+    out = run([sys.executable, str(REPO / "bench" / "ablation.py"), "fashion", "--workspace", str(tmp_path),
+               "--minutes", "0.02", "0.04", "--variants", "default", "conditional", "--snapshot-every", "2",
+               "--threads", "1", "--out", str(tmp_path / "ablation.json")], cwd=tmp_path).stdout  # fmt: skip
+    rows = re.findall(r"^\| (default|conditional) \| ([\d.]+) min \| (\d+) \| ([\d.]+) \|.*\| (—|[\d.]+%) \|$", out,
+                      re.M)  # fmt: skip
+    assert [(v, b) for v, b, *_ in rows] == [("default", "0.02"), ("default", "0.04"), ("conditional", "0.02"),
+                                             ("conditional", "0.04")], out  # fmt: skip
+    assert all(int(steps) > 0 and float(fid) >= 0 for _, _, steps, fid, _ in rows), out
+    assert [acc == "—" for *_, acc in rows] == [True, True, False, False], out  # only the conditional G is asked
+    written = json.loads((tmp_path / "ablation.json").read_text())
+    assert "machine: " in out and len(written["results"]) == 4

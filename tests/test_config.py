@@ -94,6 +94,8 @@ def test_cli_check_exits_2_without_running(tmp_path, capsys):
         (["train.cuda_graph=true", "train.r1_gamma=1.0"], "lazy R1 changes the step"),
         (["train.cuda_graph=true", "train.loss=wgan-gp"], "the penalty's random interpolation"),
         (["model.arch=resnet", "data.resolution=128"], "model.arch = 'resnet' is built for 28, 32, 64 px"),
+        (["train.compile=true", "train.r1_gamma=1.0"], "which torch.compile does not support"),
+        (["train.keep=best"], "the best snapshot needs scores during training"),
     ],
 )
 def test_parts_that_cannot_run_together_are_refused_before_any_stage(overrides, fragment):

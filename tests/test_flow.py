@@ -336,9 +336,10 @@ def test_prefect_ui_shows_the_run_in_a_real_browser(completed_run, prefect_serve
         grid = page.locator("img[src^='data:image/png;base64,']").first
         expect(grid).to_be_visible(timeout=30_000)
         assert grid.evaluate("img => img.naturalWidth") == 8 * 28 + 9 * 2  # the decoded 8×8 sample grid
-        # ... then the memorisation check's closest pairs and one row per class, each decoded (rendered offline)
-        expect(page.locator("img[src^='data:image/png;base64,']")).to_have_count(3)
-        for alt in ("closest generated/training pairs", "samples by class"):
+        # ... then the memorisation check's closest pairs, one row per class and the training curves, each decoded
+        # (rendered offline)
+        expect(page.locator("img[src^='data:image/png;base64,']")).to_have_count(4)
+        for alt in ("closest generated/training pairs", "samples by class", "training curves"):
             picture = page.locator(f"img[alt='{alt}']").first
             picture.scroll_into_view_if_needed()
             expect(picture).to_be_visible(timeout=30_000)

@@ -42,3 +42,29 @@ def test_class_grid_has_one_row_per_class_with_that_class_only(tmp_path):
         assert all((t == 20 + 50 * c).all() for t in tiles), (row, tiles)
     # a missing tile (class b's second) stays blank
     assert (img[1 * (th + 2) + th // 2, label_w + (th + 2) + th // 2] == 255).all()
+
+
+def test_training_curves_draw_a_panel_per_group_with_each_series_colour(tmp_path):
+    from PIL import Image
+
+    from gan.pictures import CURVE_COLOURS, MARGIN, PANEL_H, training_curves
+
+    log = tmp_path / "log.tsv"
+    rows = ["step\tepoch\tloss_d\tloss_g\td_real\td_fake\tr1"]
+    rows += [f"{s}\t0\t{1 + 0.01 * s}\t{2 - 0.01 * s}\t0.6\t0.4\t{'nan' if s % 4 else 0.5}" for s in range(1, 101)]
+    log.write_text("\n".join(rows) + "\n")
+    quality = tmp_path / "quality.tsv"
+    quality.write_text("step\tfd\n25\t90.0\n50\t40.0\n75\t55.0\n100\t30.0\n")
+    out = tmp_path / "curves.png"
+    training_curves(log, quality, out)
+    img = np.asarray(Image.open(out).convert("RGB"))
+    assert img.shape[0] == 4 * (PANEL_H + 2 * MARGIN)  # losses, D's outputs, penalties (r1), quality
+    colours = {tuple(c) for c in img.reshape(-1, 3)}
+    assert CURVE_COLOURS[0] in colours and CURVE_COLOURS[1] in colours
+    panel = PANEL_H + 2 * MARGIN
+    quality_panel = img[3 * panel + MARGIN : 3 * panel + MARGIN + PANEL_H]
+    assert (quality_panel == CURVE_COLOURS[0]).all(axis=2).any()  # the fd curve is drawn
+    # without quality scores (train.eval_every off: a header only) the panel is left out
+    quality.write_text("step\tfd\n")
+    training_curves(log, quality, out)
+    assert Image.open(out).height == 3 * panel

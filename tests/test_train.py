@@ -371,3 +371,109 @@ def test_parts_that_cannot_run_are_refused_with_the_reason(tiny_split, tmp_path)
         train(conditional, CFG, unlabeled, outputs(tmp_path / "u"), progress_bar=False)
     with pytest.raises(ConfigError, match=r"train.d_steps = 20 × train.batch_size = 32 needs 640 images"):
         train(MODEL, CFG.model_copy(update={"d_steps": 20}), tiny_split, outputs(tmp_path / "d"), progress_bar=False)
+
+
+class ScriptedProbe:
+    """A quality probe whose score is scripted by step; records the G it saw (a copy of its weights)."""
+
+    def __init__(self, scores: dict[int, float]):
+        self.scores, self.seen = scores, {}
+        self.step = 0
+
+    def __call__(self, G: torch.nn.Module) -> float:
+        return self.scores[self.step]
+
+
+def _probe_at_steps(monkeypatch, probe: ScriptedProbe) -> None:
+    """Tell the scripted probe which step it is scoring (QualityTracker.record is called with the step)."""
+    import gan.train as gt
+
+    record = gt.QualityTracker.record
+
+    def tracked(self, step, G):
+        probe.step = step
+        probe.seen[step] = {k: v.detach().clone() for k, v in G.state_dict().items()}
+        return record(self, step, G)
+
+    monkeypatch.setattr(gt.QualityTracker, "record", tracked)
+
+
+def test_keep_best_keeps_the_best_scoring_snapshot_and_logs_every_score(tiny_split, tmp_path, monkeypatch):
+    scores = {5: 50.0, 10: 20.0, 15: 30.0, 16: 40.0}  # 16 steps; every 5, and the final G
+    probe = ScriptedProbe(scores)
+    _probe_at_steps(monkeypatch, probe)
+    out = outputs(tmp_path)
+    cfg = CFG.model_copy(update={"eval_every": 5, "keep": "best"})
+    r = train(MODEL, cfg, tiny_split, out, progress_bar=False, probe=probe)
+    assert sorted(probe.seen) == [5, 10, 15, 16]
+    assert r.kept == {"generator": "best", "step": 10, "fd": 20.0, "extractor": None}
+    assert_identical(weights(out.generator), probe.seen[10])
+    assert (out.log_dir / "quality.tsv").read_text().splitlines() == [
+        "step\tfd", "5\t50.000000", "10\t20.000000", "15\t30.000000", "16\t40.000000"]  # fmt: skip
+    assert torch.load(out.generator, weights_only=True)["meta"]["kept"]["step"] == 10
+    # Scoring changes nothing in training: the last G is the one a run without scores makes.
+    last = outputs(tmp_path / "last")
+    train(MODEL, cfg.model_copy(update={"keep": "last"}), tiny_split, last, progress_bar=False, probe=probe)
+    plain = outputs(tmp_path / "plain")
+    train(MODEL, CFG, tiny_split, plain, progress_bar=False)
+    assert_identical(weights(last.generator), weights(plain.generator))
+    assert not torch.equal(weights(out.generator)["net.0.weight"], weights(plain.generator)["net.0.weight"])
+
+
+def test_the_best_snapshot_survives_an_interruption(tiny_split, tmp_path, monkeypatch):
+    scores = {4: 9.0, 8: 1.0, 12: 5.0, 16: 7.0}  # the best is before the crash; resuming must not lose it
+    probe = ScriptedProbe(scores)
+    _probe_at_steps(monkeypatch, probe)
+    cfg = CFG.model_copy(update={"eval_every": 4, "keep": "best", "checkpoint_every": 5})
+    full = outputs(tmp_path / "full")
+    train(MODEL, cfg, tiny_split, full, progress_bar=False, probe=probe)
+
+    def crash_at_14(stats):
+        if stats["step"] == 14:
+            raise Interrupt
+
+    out = outputs(tmp_path / "resumed")
+    with pytest.raises(Interrupt):
+        train(MODEL, cfg, tiny_split, out, on_progress=crash_at_14, progress_bar=False, probe=probe)
+    r = train(MODEL, cfg, tiny_split, out, progress_bar=False, probe=probe)
+    assert r.resumed_from_step == 10 and r.kept["step"] == 8
+    assert_identical(weights(full.generator), weights(out.generator))
+    assert (full.log_dir / "quality.tsv").read_text() == (out.log_dir / "quality.tsv").read_text()
+
+
+def test_scoring_during_training_needs_a_probe(tiny_split, tmp_path):
+    from gan.config import ConfigError
+
+    with pytest.raises(ConfigError, match="train.eval_every > 0 needs a quality probe"):
+        train(MODEL, CFG.model_copy(update={"eval_every": 5}), tiny_split, outputs(tmp_path), progress_bar=False)
+
+
+def test_the_quality_probe_scores_g_on_fixed_noise_in_the_extractors_features():
+    """QualityProbe: the FD of G's samples to the real statistics, on the same z every call, G's mode restored, the
+    global RNG untouched; a conditional G is asked for every class equally often."""
+    from gan.metrics import feature_stats, frechet_distance
+    from gan.probe import QualityProbe
+
+    def pooled(images_u8):  # a stand-in extractor: 4×4 average-pooled pixels
+        x = torch.nn.functional.avg_pool2d(images_u8.float(), 7).flatten(1)
+        return x.numpy().astype(np.float64), None
+
+    real = torch.randint(0, 255, (200, 1, 28, 28), generator=torch.Generator().manual_seed(0), dtype=torch.uint8)
+    mu, sigma = feature_stats(pooled(real)[0])
+    probe = QualityProbe("pooled", pooled, mu, sigma, n=100, batch_size=40)
+    torch.manual_seed(0)
+    G = build_generator(MODEL).train()
+    rng = torch.get_rng_state()
+    first = probe(G)
+    assert probe(G) == first and G.training and torch.equal(torch.get_rng_state(), rng)
+    from gan.probe import PROBE_SEED
+    from gan.sampling import sample_batches
+    from gan.tensors import to_uint8
+
+    fake = torch.cat([to_uint8(b).cpu() for b in sample_batches(G, 100, PROBE_SEED, 40)])
+    assert first == pytest.approx(frechet_distance(*feature_stats(pooled(fake)[0]), mu, sigma))
+    cond = build_generator(MODEL.model_copy(update={"conditional": True}), num_classes=4)
+    asked = []
+    cond.register_forward_pre_hook(lambda _, args: asked.append(args[1]))
+    probe(cond)
+    assert torch.equal(torch.cat(asked), torch.arange(100) % 4)

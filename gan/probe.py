@@ -1,0 +1,62 @@
+"""A cheap quality check of G during training, for best-checkpoint selection (`train.eval_every`, `train.keep`).
+
+GAN quality often peaks and then degrades, so the trainer can score G every `train.eval_every` steps and keep the
+best snapshot. The score is the Fréchet distance, in the domain's own features (the classifier's where the data has
+labels, else the judge's), between `train.eval_samples` generated images and as many real *test* images: the same
+kind of number as the evaluate stage's FID, on fewer images (so higher, by the small-sample bias, and noisier; it
+ranks snapshots, the evaluate stage reports the model). A class-conditional G is asked for every class equally
+often. The probe draws its own noise from a fixed seed: every call scores G on the same z, and training's random
+stream is untouched, so probing never changes what training does.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from gan.features import ExtractorFiles, NoExtractor, build_extractors
+from gan.metrics import feature_stats, frechet_distance
+from gan.sampling import requested_labels, sample_batches
+from gan.splits import load_split
+from gan.tensors import to_uint8
+
+PROBE_SEED = 20_240_601  # the probe's own noise: the same z at every probe
+
+
+@dataclass
+class QualityProbe:
+    """`probe(G)` -> FD of G's samples to the real test images, in one extractor's features (lower is better)."""
+
+    extractor_name: str
+    extractor: object
+    real_mu: np.ndarray
+    real_sigma: np.ndarray
+    n: int
+    batch_size: int = 500
+
+    @torch.no_grad()
+    def __call__(self, G: torch.nn.Module) -> float:
+        was_training = G.training
+        labels = requested_labels(self.n, G.num_classes) if getattr(G, "num_classes", 0) else None
+        fake = torch.cat([to_uint8(b).cpu() for b in sample_batches(G, self.n, PROBE_SEED, self.batch_size, labels)])
+        G.train(was_training)
+        features, _ = self.extractor(fake)
+        return frechet_distance(*feature_stats(features), self.real_mu, self.real_sigma)
+
+
+def build_probe(files: ExtractorFiles, test_split: str | Path, n: int, device: torch.device) -> QualityProbe:
+    """The probe in the domain's features: the classifier where it applies (labelled data), else the judge."""
+    try:
+        extractors, _ = build_extractors(["classifier"], files, device, 500)
+    except NoExtractor:  # an unlabeled folder: the classifier is only a marker that says so
+        extractors, _ = build_extractors(["judge"], files, device, 500)
+    name = next(iter(extractors))
+    real = load_split(test_split).images
+    if len(real) < 2:
+        raise ValueError(f"{test_split}: train.eval_every needs real test images to compare with; it has {len(real)}")
+    real_features, _ = extractors[name](torch.from_numpy(real[:n]))
+    mu, sigma = feature_stats(real_features)
+    return QualityProbe(name, extractors[name], mu, sigma, n)
