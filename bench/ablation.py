@@ -67,6 +67,19 @@ VARIANTS: dict[str, list[str]] = {
         "train.augment=color,translation,cutout",
     ],  # fmt: skip
     "ema-diffaugment": ["train.ema_decay=0.999", "train.augment=color,translation,cutout"],
+    # after the first run: a shorter EMA horizon for ~2,000-step budgets, and SN + hinge with the learning rates
+    # such a D usually needs (D faster than G, beta1 = 0: SAGAN's two time-scale setting, scaled up 5x)
+    "ema-0.99": ["train.ema_decay=0.99"],
+    "sn-hinge-ttur": [
+        "model.spectral_norm=true",
+        "train.loss=hinge",
+        "train.lr_g=0.0005",
+        "train.lr_d=0.002",
+        "train.beta1=0.0",
+        "train.beta2=0.9",
+    ],  # fmt: skip
+    "conditional-ema-0.99": ["model.conditional=true", "train.ema_decay=0.99"],
+    "ema-0.99-diffaugment": ["train.ema_decay=0.99", "train.augment=color,translation,cutout"],
 }
 EMOJI_PARAMS = {
     "data": {"dataset": "folder", "resolution": 32},
