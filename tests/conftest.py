@@ -167,3 +167,14 @@ def copy_repo(dest: Path, overrides: list[str]) -> Path:
     ):
         run(cmd, dest)
     return dest
+
+
+@pytest.fixture
+def one_torch_thread():
+    """One intra-op torch thread for the test (the machine is shared), restored afterwards."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

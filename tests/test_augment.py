@@ -97,13 +97,7 @@ needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a C
 ignore_meshgrid_warning = pytest.mark.filterwarnings("ignore:torch.meshgrid")
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """The test machine is shared: one intra-op thread, restored afterwards."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")  # the machine is shared
 
 
 def images(shape: tuple[int, ...], seed: int = 123, device: str = "cpu") -> torch.Tensor:

@@ -29,13 +29,7 @@ from gan.models import (
 REPO = Path(__file__).resolve().parents[1]
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """One intra-op thread (the machine is shared), restored afterwards."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")  # the machine is shared
 
 
 @pytest.mark.parametrize("arch", ["mlp", "dcgan", "resnet"])

@@ -16,12 +16,7 @@ from gan.step import BASE_STATS, GanStep, StepParts, step_parts
 MODEL = ModelConfig(arch="dcgan", channels=8, z_dim=16)
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")  # the machine is shared
 
 
 def models(cfg: ModelConfig = MODEL, num_classes: int = 0, seed: int = 0):
