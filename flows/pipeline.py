@@ -36,7 +36,7 @@ from prefect.events import emit_event
 from prefect.tasks import exponential_backoff
 
 from flows.notify import DATASET_CHANGED, dataset_resource
-from gan import dvcrun
+from gan import dvcrun, gitrepo, versions
 from gan.champion import FILES as CHAMPION_FILES
 from gan.champion import Decision, decide, metric_value, promote, read_record, summary_lines
 from gan.config import AUTO_METRIC, ConfigError, Params, auto_metric, load_params, save_overrides
@@ -53,6 +53,7 @@ ARTIFACT_KEYS = {
     "history": "gan-run-history",
     "report": "gan-report",
 }
+DIFF_LIMIT = 25  # metric rows of the diff against the previous champion in the report
 
 
 class WorkspaceBusy(RuntimeError):
@@ -203,8 +204,11 @@ def history_row(gate: dict, params: Params, ran: list[str], train_summary: dict)
     }
 
 
-def report_markdown(repo: Path, gate: dict) -> str:
-    """The `gan-report` artifact: decision, primary metric (and classes, where measured), grid, files."""
+def report_markdown(repo: Path, gate: dict, recorded: str = "", changes: str = "") -> str:
+    """The `gan-report` artifact: decision, primary metric (and classes, where measured), grid, files.
+
+    `recorded`: a line on the run's git commit, tag and push; `changes`: the diff against the previous champion.
+    """
     cand, champ, dec = gate["candidate"], gate["champion"] or {}, gate["decision"]
     metric = dec["metric"]
     classes = "classes_covered" in cand
@@ -232,6 +236,9 @@ def report_markdown(repo: Path, gate: dict) -> str:
 
 {table}
 
+{f"**Recorded:** {recorded}" if recorded else ""}
+
+{f"## Changes since the previous champion{chr(10)}{chr(10)}{changes}" if changes else ""}
 {_pictures(paths, cand)}
 ## Files
 {files}
@@ -267,7 +274,7 @@ def _pictures(paths: Paths, cand: dict) -> str:
     return "\n\n".join(parts) + "\n"
 
 
-def _report(repo: Path, gate: dict, history_rows: list[dict]) -> None:
+def _report(repo: Path, gate: dict, history_rows: list[dict], recorded: str = "", changes: str = "") -> None:
     from gan.evaluate import summary_rows  # imports torch: only when a stage ran (keeps no-op runs fast)
 
     cand, champ = gate["candidate"], gate["champion"] or {}
@@ -281,8 +288,62 @@ def _report(repo: Path, gate: dict, history_rows: list[dict]) -> None:
     create_table_artifact(
         history_rows[-50:], key=ARTIFACT_KEYS["history"], description=f"Past runs ({HISTORY}, pandas-readable CSV)"
     )
-    create_markdown_artifact(report_markdown(repo, gate), key=ARTIFACT_KEYS["report"],
+    create_markdown_artifact(report_markdown(repo, gate, recorded, changes), key=ARTIFACT_KEYS["report"],
                              description="Samples, decision, files")  # fmt: skip
+
+
+def _flow_run_label() -> str:
+    return f"{runtime.flow_run.name} ({runtime.flow_run.id})"
+
+
+@task(name="git-commit", cache_policy=NO_CACHE)
+def commit_task(repo: str, params_sha: str, run: dict | None) -> dict:
+    """Commit the pipeline's own files and tag a new champion; refused, with the reason, when inconsistent."""
+    logger = get_run_logger()
+    rec = versions.record_run(Path(repo), _flow_run_label(), params_sha, run)
+    logger.info("git: %s%s", rec.note, f" ({rec.commit[:10]})" if rec.commit else "")
+    if rec.left_uncommitted:
+        logger.warning("left uncommitted (not the pipeline's files): %s", ", ".join(rec.left_uncommitted))
+    return rec.as_dict()
+
+
+@task(name="dvc-push", cache_policy=NO_CACHE)
+def push_task(repo: str) -> dict:
+    """`dvc push` to the default remote; a failure fails this task with DVC's reason and a hint."""
+    logger = get_run_logger()
+    pushed = versions.push(Path(repo))
+    remote = pushed.remote
+    if remote.created:
+        logger.warning("no DVC remote was configured: set up %r at %s (in .dvc/config.local); for S3/GCS/SSH see "
+                       "the README (DVC remote)", remote.name, remote.url)  # fmt: skip
+    logger.info("dvc push to %r (%s): %s", remote.name, remote.url, pushed.message)
+    return {"remote": remote.name, "url": remote.url, "created": remote.created, "message": pushed.message}
+
+
+def _changes_since_champion(repo: str, metric: str, logger) -> str:
+    """The report's diff against the newest champion tag (before this run tags its own); "" without one."""
+    from gan.rundiff import diff_against, markdown
+
+    tags = gitrepo.champion_tags(repo) if gitrepo.is_repo(repo) else []
+    if not tags:
+        return ""
+    try:
+        return markdown(diff_against(repo, tags[0]), first=metric, limit=DIFF_LIMIT)
+    except (dvcrun.StageFailed, gitrepo.GitError) as err:  # the report goes on without it; say why
+        logger.warning("could not compare with %s: %s", tags[0], err)
+        return f"(could not compare with `{tags[0]}`: {err})\n"
+
+
+def _recorded_line(rec: dict | BaseException | None, pushed: bool) -> str:
+    if rec is None:
+        text = "not committed (promote.commit: false)"
+    elif isinstance(rec, BaseException):
+        text = f"NOT committed: {rec}"
+    elif rec["commit"]:
+        text = f"commit `{rec['commit'][:10]}`" + (f", tag `{rec['tag']}`" if rec["tag"] else "")
+    else:
+        text = rec["note"]
+    return text + ("; then `dvc push` (task dvc-push)" if pushed else "; not pushed (promote.push: false)")
 
 
 def _emit_dataset_changed(dataset: str, previous_md5: str, repo: str, logger) -> None:
@@ -337,6 +398,7 @@ def gan_pipeline(overrides: list[str] | None = None, repo: str | None = None, lo
             logger.info("saved overrides to params.yaml: %s", overrides)
         else:
             params = load_params(params_path)
+        params_sha = versions.params_digest(Path(repo))  # the commit is refused if the file changes during the run
         stages = dvcrun.stage_names(repo)
         # First look at the source (a folder may have gained images), then one `dvc status` for the common
         # nothing-changed case.
@@ -350,18 +412,37 @@ def gan_pipeline(overrides: list[str] | None = None, repo: str | None = None, lo
             if stage == "download" and res["ran"] and res["changed_output"] and res["previous_output"]:
                 _emit_dataset_changed(params.data.dataset, res["previous_output"], repo, logger)
         ran = [r["stage"] for r in results if r["ran"] and (r["stage"] not in watch or r["changed_output"])]
+        p = params.promote
         if not ran:
             logger.info("nothing changed: every stage is up to date, champion unchanged")
-            return {"ran": [], "promoted": False, "summary": _unchanged_summary(Path(repo), params.promote.metric)}
-        from gan.history import append_run  # pandas: only when a stage ran
+            result = {"ran": [], "promoted": False, "summary": _unchanged_summary(Path(repo), p.metric)}
+            row = None
+        else:
+            from gan.history import append_run  # pandas: only when a stage ran
 
-        gate = champion_gate(repo, params)
-        train_summary = json.loads(Paths(Path(repo)).train_summary.read_text())
-        history = append_run(Path(repo) / HISTORY, history_row(gate, params, ran, train_summary))
-        dvcrun.dvc(["add", str(HISTORY.parent)], repo)
-        _report(Path(repo), gate, history.to_dict("records"))
-        summary = summary_lines(Decision(**gate["decision"]), gate["candidate"]) + _files_lines(Path(repo))
-        return {"ran": ran, "promoted": gate["decision"]["promote"], "decision": gate["decision"], "summary": summary}
+            gate = champion_gate(repo, params)
+            train_summary = json.loads(Paths(Path(repo)).train_summary.read_text())
+            row = history_row(gate, params, ran, train_summary)
+            row["flow_run_name"] = str(runtime.flow_run.name or "")
+            history = append_run(Path(repo) / HISTORY, row)
+            dvcrun.dvc(["add", str(HISTORY.parent)], repo)
+            changes = _changes_since_champion(repo, gate["decision"]["metric"], logger)
+            summary = summary_lines(Decision(**gate["decision"]), gate["candidate"]) + _files_lines(Path(repo))
+            result = {"ran": ran, "promoted": gate["decision"]["promote"], "decision": gate["decision"],
+                      "summary": summary}  # fmt: skip
+        # ---- record: a git commit of the pipeline's files (a tag for a new champion), then `dvc push`
+        rec_state = commit_task(repo, params_sha, row, return_state=True) if p.commit else None
+        rec = None if rec_state is None else rec_state.result(raise_on_failure=False)
+        if ran:
+            _report(Path(repo), gate, history.to_dict("records"), _recorded_line(rec, p.push), changes)
+        result["recorded"] = None if isinstance(rec, BaseException) else rec
+        result["summary"].append(_recorded_line(rec, p.push).replace("`", ""))
+        if p.push:
+            result["pushed"] = push_task(repo)  # a failure fails the run, after the commit and the report
+            result["summary"].append(f"dvc push: {result['pushed']['message']} ({result['pushed']['url']})")
+        if isinstance(rec, BaseException):
+            raise rec
+        return result
     finally:
         lock.release()
 

@@ -1,14 +1,19 @@
-"""`python -m gan STAGE`: the stage commands `dvc.yaml` runs.
+"""`python -m gan STAGE`: the stage commands `dvc.yaml` runs; `restore` and `sample` for recorded models.
 
-Each command validates params.yaml (plus any `--set KEY=VALUE`) first, so a
+Each stage command validates params.yaml (plus any `--set KEY=VALUE`) first, so a
 bad setting stops the run before any work; stage logic lives in the modules.
+
+    python -m gan restore REV [--to DIR]      # a recorded version's generator, metrics, samples, model card
+    python -m gan sample [--rev REV] --out F  # new images from the champion (or REV, or --generator FILE)
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import sys
+from pathlib import Path
 
 from gan import atomic
 from gan.config import ConfigError, Params, load_params
@@ -27,8 +32,6 @@ def _fetch_settings(p: Params):
 
 def stage_source(p: Params) -> None:
     """What the configured source holds now; runs on every `dvc repro`, and the download stage depends on it."""
-    import json
-
     d = p.data
     if d.dataset == "folder":
         from gan.sources import source_manifest
@@ -116,8 +119,6 @@ def stage_evaluate(p: Params) -> None:
 
 def evaluate_samples(p: Params, samples: str, out: str | None) -> None:
     """`gan evaluate --samples PATH`: score external samples on the same scale as ours."""
-    import json
-
     from gan.evaluate import score_images
     from gan.imagefiles import load_samples
     from gan.splits import read_summary
@@ -165,8 +166,73 @@ OUTPUTS = {
 }
 
 
+def command_restore(argv: list[str]) -> int:
+    """`python -m gan restore REV [--to DIR]`."""
+    from gan.restore import restore
+
+    what = ("Bring a recorded version's generator, metrics, samples, model card and params.yaml into a folder, "
+            "from the DVC cache or remote; the work tree is untouched.")  # fmt: skip
+    ap = argparse.ArgumentParser(prog="python -m gan restore", description=what)
+    ap.add_argument("rev", help="a tag, a commit, a branch, or 'champion' (the newest champion-* tag)")
+    ap.add_argument("--to", metavar="DIR", help="a new or empty folder (default: restored/REV, git-ignored)")
+    ap.add_argument("--remote", help="the DVC remote to read from (default: the one configured at REV)")
+    ap.add_argument("--repo", default=".", help="the repository (default: the current folder)")
+    args = ap.parse_args(argv)
+    try:
+        done = restore(args.repo, args.rev, args.to, args.remote)
+    except PipelineError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 1
+    print(f"restored {done.rev} (commit {done.commit[:10]}) to {done.to}: {', '.join(done.files)}")
+    return 0
+
+
+def command_sample(argv: list[str]) -> int:
+    """`python -m gan sample ...`."""
+    import tempfile
+
+    from gan.generate import sample
+    from gan.restore import fetch_generator
+
+    ap = argparse.ArgumentParser(prog="python -m gan sample",
+                                 description="Draw new images from a generator: the champion by default.")  # fmt: skip
+    src = ap.add_mutually_exclusive_group()
+    src.add_argument("--rev", help="a recorded version: a tag, a commit, or 'champion' (the newest champion tag)")
+    src.add_argument("--generator", metavar="FILE", help="a generator file (default: the workspace's champion)")
+    ap.add_argument("--out", required=True, help="a .png (one grid), a .npz (key 'images'), or a folder of PNGs")
+    ap.add_argument("--n", type=int, default=64, help="how many images (default 64)")
+    ap.add_argument("--seed", type=int, default=0, help="noise seed: the same seed gives the same images")
+    ap.add_argument("--class", dest="label", type=int, help="a conditional generator: the class to draw")
+    ap.add_argument("--interpolate", type=int, default=0, metavar="K",
+                    help="instead: a strip of K images along a path between two latents")  # fmt: skip
+    ap.add_argument("--device", default="cpu", help="cpu (default: the same bytes on every machine type), cuda")
+    ap.add_argument("--repo", default=".", help="the repository, for --rev and the champion (default: here)")
+    args = ap.parse_args(argv)
+    try:
+        with tempfile.TemporaryDirectory(prefix="gan-sample-") as tmp:
+            if args.rev:
+                generator = Path(tmp) / "generator.pt"
+                fetch_generator(args.repo, args.rev, generator)
+            else:
+                generator = Path(args.generator or Path(args.repo) / PATHS.champion / "generator.pt")
+            done = sample(generator, args.out, n=args.n, seed=args.seed, label=args.label,
+                          interpolate=args.interpolate, device=args.device)  # fmt: skip
+    except PipelineError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 1
+    print(json.dumps(done, default=str))
+    return 0
+
+
+TOOLS = {"restore": command_restore, "sample": command_sample}  # commands that are not stages
+
+
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="gan", description=__doc__.splitlines()[0])
+    argv = sys.argv[1:] if argv is None else argv
+    if argv and argv[0] in TOOLS:
+        return TOOLS[argv[0]](argv[1:])
+    parser = argparse.ArgumentParser(prog="gan", description=__doc__.splitlines()[0],
+                                     epilog="Also: `python -m gan restore -h`, `python -m gan sample -h`.")  # fmt: skip
     parser.add_argument("stage", choices=[*STAGES, "check"], help="stage to run ('check' only validates params)")
     parser.add_argument("--params", default="params.yaml", help="params file (default: params.yaml)")
     parser.add_argument(

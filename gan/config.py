@@ -239,6 +239,12 @@ class PromoteConfig(_Section):
     require_all_classes: bool = Field(
         True, description="Refuse a challenger that drops any class (needs the classifier's class metrics)."
     )
+    commit: bool = Field(
+        True,
+        description="After a run, commit the pipeline's own files (params.yaml, dvc.lock, the .dvc files and "
+        "git-tracked metrics it maintains) to git, and tag a promoted champion; nothing else is ever committed.",
+    )
+    push: bool = Field(True, description="After a run, `dvc push` every output to the default DVC remote.")
 
 
 class Params(_Section):

@@ -12,12 +12,21 @@ from gan import atomic
 _RENAMED = {"fid_classifier": "value", "fid_classifier_floor": "floor", "champion_fd": "champion_value"}
 
 
-def append_run(path: str | Path, row: dict) -> pd.DataFrame:
-    path = Path(path)
+def _read(path: Path) -> pd.DataFrame:
     old = pd.read_csv(path) if path.exists() and path.stat().st_size else pd.DataFrame()
     if "fid_classifier" in old.columns and "metric" not in old.columns:
         old = old.rename(columns=_RENAMED).assign(metric="fid_classifier")
-    df = pd.concat([old, pd.DataFrame([row])], ignore_index=True)
+    return old
+
+
+def read_runs(path: str | Path) -> list[dict]:
+    """The recorded runs, oldest first (empty cells are NaN, as pandas reads them)."""
+    return _read(Path(path)).to_dict("records")
+
+
+def append_run(path: str | Path, row: dict) -> pd.DataFrame:
+    path = Path(path)
+    df = pd.concat([_read(path), pd.DataFrame([row])], ignore_index=True)
     with atomic.atomic_path(path) as tmp:
         df.to_csv(tmp, index=False)
     return df

@@ -1,0 +1,258 @@
+"""Every run recorded: a git commit of the pipeline's own files, a tag per champion, a `dvc push`.
+
+After a flow run, `record_run` commits exactly the files the pipeline maintains (params.yaml, dvc.lock, the
+`.dvc` files of the champion and the run history, the git-tracked metrics and DVC's `.gitignore`s) and tags
+a new champion; `push` sends every output to the default DVC remote. Together they make any past model
+restorable on another clone (`gan restore`).
+
+A commit is refused, with the reason, when it would record something other than what the run made: a
+merge conflict in those files, params.yaml edited during the run, the pipeline no longer current, or
+uncommitted edits to the code and files the stages depend on (dvc.lock would name code the commit lacks).
+Nothing is lost then: the outputs stay in place, and the next run commits them.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+
+import yaml
+
+from gan import dvcrun, gitrepo
+from gan.errors import PipelineError
+from gan.paths import Paths
+
+PARAMS_FILE = "params.yaml"
+LOCK_FILE = "dvc.lock"
+
+
+class CommitRefused(PipelineError):
+    """The pipeline's files cannot be committed as they are; the message says why and what to do."""
+
+
+class PushFailed(PipelineError):
+    """`dvc push` failed; the message carries DVC's reason and a hint."""
+
+
+# ---- which files are the pipeline's
+
+
+def _dvc_yaml(root: Path) -> dict:
+    return yaml.safe_load((root / "dvc.yaml").read_text())["stages"]
+
+
+def _entries(stage: dict, kinds: tuple[str, ...]) -> list[tuple[str, dict]]:
+    out = []
+    for kind in kinds:
+        for entry in stage.get(kind, []) or []:
+            path, opts = next(iter(entry.items())) if isinstance(entry, dict) else (entry, {})
+            out.append((path, opts or {}))
+    return out
+
+
+def _ignored(root: Path, paths: list[str]) -> set[str]:
+    if not paths:
+        return set()
+    proc = gitrepo.git(["check-ignore", "--no-index", "--", *paths], root, check=False)
+    return set(proc.stdout.split())
+
+
+def pipeline_files(root: Path) -> list[str]:
+    """The files a run writes that git tracks: params.yaml, dvc.lock, the `.dvc` files the flow maintains, the
+    metrics DVC leaves to git (`cache: false`) and the `.gitignore`s DVC keeps beside its outputs."""
+    paths = Paths(Path("."))
+    added = [paths.champion, paths.history.parent]  # `dvc add`ed by the flow
+    outs = [p for s in _dvc_yaml(root).values() for p in _entries(s, ("outs", "metrics", "plots"))]
+    uncached = [path for path, opts in outs if opts.get("cache") is False]
+    uncached = [p for p in uncached if p not in _ignored(root, uncached)]  # checkpoints: local only
+    gitignores = {str(Path(p).parent / ".gitignore") for p in [*(o for o, _ in outs), *map(str, added)]}
+    files = {PARAMS_FILE, LOCK_FILE, *(f"{a}.dvc" for a in added), *uncached, *gitignores}
+    return sorted(files)
+
+
+def stage_inputs(root: Path) -> list[str]:
+    """dvc.yaml and every stage dependency git tracks (code, configuration): what dvc.lock records the hash of."""
+    stages = _dvc_yaml(root).values()
+    outs = {p for s in stages for p, _ in _entries(s, ("outs", "metrics", "plots"))}
+    deps = {p for s in stages for p, _ in _entries(s, ("deps",))}
+    return sorted({"dvc.yaml", *(d for d in deps if d not in outs and not any(d.startswith(o + "/") for o in outs))})
+
+
+def params_digest(root: Path) -> str:
+    """What params.yaml holds now; the flow takes it when it reads the settings, `record_run` compares."""
+    return hashlib.sha256((root / PARAMS_FILE).read_bytes()).hexdigest()
+
+
+# ---- the commit and the tag
+
+
+@dataclass
+class Recorded:
+    commit: str | None = None  # None: nothing committed (see `note`)
+    tag: str | None = None
+    files: list[str] = field(default_factory=list)
+    left_uncommitted: list[str] = field(default_factory=list)  # other changes in the work tree, untouched
+    note: str = ""
+
+    def as_dict(self) -> dict:
+        return {"commit": self.commit, "tag": self.tag, "files": self.files,
+                "left_uncommitted": self.left_uncommitted, "note": self.note}  # fmt: skip
+
+
+def commit_message(run: dict, flow_run: str, later: bool = False) -> str:
+    """`run`: a data/history/runs.csv row (the run that produced the files); `flow_run`: who commits them."""
+    promoted = str(run.get("promoted")).lower() == "true"
+    champ = run.get("champion_value")
+    champ = "none" if champ in (None, "") or champ != champ else f"{float(champ):.4g}"  # NaN: pandas' empty cell
+    name = run.get("flow_run_name") if isinstance(run.get("flow_run_name"), str) else ""
+    head = (f"gan-pipeline: {run['metric']} {float(run['value']):.4g} (champion {champ}), "
+            f"{'promoted to champion' if promoted else 'not promoted'}")  # fmt: skip
+    body = [
+        f"Flow run: {name + ' ' if name else ''}({run.get('flow_run_id')})"
+        + (f"; committed by flow run {flow_run}" if later else ""),
+        f"Stages run: {run.get('stages_run')}",
+        f"Dataset: {run.get('dataset')}, arch: {run.get('arch')}, epochs: {run.get('epochs')}",
+        f"Gate: {'PROMOTED' if promoted else 'not promoted'}",
+    ]
+    return head + "\n\n" + "\n".join(body) + "\n"
+
+
+def champion_tag_message(record: dict) -> str:
+    metrics = record.get("metrics", {})
+    dec = record.get("decision", {})
+    metric = dec.get("metric")
+    keep = {k: v for k, v in metrics.items() if isinstance(v, int | float) and not k.startswith("per_class")}
+    return (
+        f"gan-pipeline champion: {metric} {dec.get('candidate_value')}\n\n{dec.get('reason', '')}\n"
+        f"Flow run: {record.get('flow_run_id')}\nPromoted at: {record.get('promoted_at')}\n"
+        f"Dataset: {record.get('dataset')}\nData version: {json.dumps(record.get('data_version'))}\n\n"
+        f"Metrics:\n{json.dumps(keep, indent=1, sort_keys=True)}\n"
+    )
+
+
+def champion_tag_name(record: dict) -> str:
+    when = datetime.fromisoformat(record["promoted_at"]) if record.get("promoted_at") else datetime.now(UTC)
+    return gitrepo.CHAMPION_TAG_PREFIX + when.astimezone(UTC).strftime("%Y%m%d-%H%M%S")
+
+
+def _refuse_if_inconsistent(root: Path, pending: list[gitrepo.Change], digest: str | None) -> None:
+    """The reasons a commit would record something other than what the run made."""
+    keep = "Nothing was committed and nothing is lost: the run's outputs are in place; the next run commits them."
+    unmerged = [c.path for c in pending if c.unmerged]
+    if unmerged:
+        raise CommitRefused(f"merge conflict in {', '.join(unmerged)}: resolve it (git status), then rerun. {keep}")
+    if digest is not None and params_digest(root) != digest:
+        raise CommitRefused(
+            f"{PARAMS_FILE} was edited while the run was going: the run used other settings than the file now "
+            f"holds, so committing it would record a half-edit. Finish the edit and rerun (the run trains on "
+            f"it). {keep}"
+        )
+    code = [c.path for c in gitrepo.changes(root, stage_inputs(root))]
+    if code:
+        raise CommitRefused(
+            f"uncommitted edits to files the stages depend on: {', '.join(code)}. dvc.lock records their "
+            f"hashes, so a commit without them could not be reproduced. Commit (or stash) them, then rerun; "
+            f"or set promote.commit: false. {keep}"
+        )
+    if not dvcrun.is_current(None, root):
+        raise CommitRefused(
+            f"the pipeline is not current any more (`dvc status` lists changes): something changed during the "
+            f"run. Rerun it. {keep}"
+        )
+
+
+def record_run(root: Path, flow_run: str, params_sha: str | None = None, run: dict | None = None) -> Recorded:
+    """Commit the pipeline's files if they changed (tag a new champion); report other changes, never commit them.
+
+    `params_sha`: `params_digest` when the run read its settings; `run`: this run's history row (None when no
+    stage ran: files an earlier run left uncommitted are committed with that run's row, the last one).
+    """
+    root = Path(root)
+    if not gitrepo.is_repo(root):
+        return Recorded(note=f"{root} is not a git repository: nothing committed (git init, or promote.commit: false)")
+    files = pipeline_files(root)
+    pending = gitrepo.changes(root, files)
+    others = sorted(c.path for c in gitrepo.changes(root) if c.path not in files)
+    if not pending:
+        return Recorded(left_uncommitted=others, note="the pipeline's files are as committed: nothing to commit")
+    _refuse_if_inconsistent(root, pending, params_sha)
+
+    paths = Paths(root)
+    later = run is None
+    if later:
+        from gan.history import read_runs
+
+        runs = read_runs(paths.history)
+        run = runs[-1] if runs else {"metric": "none", "value": "nan", "flow_run_id": flow_run}
+    changed = [c.path for c in pending]
+    commit = gitrepo.commit_paths(root, changed, commit_message(run, flow_run, later))
+    tag = None
+    champion_pointer = f"{Paths(Path('.')).champion}.dvc"
+    if champion_pointer in changed:
+        from gan.champion import read_record
+
+        record = read_record(paths.champion)
+        if record is not None:
+            tag = gitrepo.tag(root, champion_tag_name(record), champion_tag_message(record), commit)
+    note = f"committed {len(changed)} file(s)" + (f", tagged {tag}" if tag else "")
+    return Recorded(commit, tag, changed, others, note)
+
+
+# ---- the DVC remote
+
+
+@dataclass(frozen=True)
+class Remote:
+    name: str
+    url: str
+    created: bool = False  # configured by `ensure_remote` just now
+
+
+def default_remote(root: Path) -> Remote | None:
+    proc = dvcrun.dvc(["remote", "default"], root, check=False)
+    name = proc.stdout.strip() if proc.returncode == 0 else ""
+    if not name:
+        return None
+    for line in dvcrun.dvc(["remote", "list"], root).stdout.splitlines():
+        parts = line.split()
+        if parts and parts[0] == name:
+            return Remote(name, parts[1] if len(parts) > 1 else "")
+    return Remote(name, "")
+
+
+def ensure_remote(root: Path) -> Remote:
+    """The default DVC remote; where none is configured, a local one beside the work tree (in .dvc/config.local,
+    so the tracked config is untouched): `<repo>-dvc-remote` next to the repository folder."""
+    remote = default_remote(root)
+    if remote is not None:
+        return remote
+    url = str(root.resolve().parent / f"{root.resolve().name}-dvc-remote")
+    dvcrun.dvc(["remote", "add", "--local", "--default", "--force", "local", url], root)
+    return Remote("local", url, created=True)
+
+
+@dataclass(frozen=True)
+class Pushed:
+    remote: Remote
+    message: str  # DVC's summary: "N files pushed" or "Everything is up to date."
+
+
+def push(root: Path) -> Pushed:
+    """`dvc push` of every output to the default remote (set up first if there is none)."""
+    root = Path(root)
+    remote = ensure_remote(root)
+    proc = dvcrun.dvc(["push"], root, check=False)
+    if proc.returncode != 0:
+        reason = " ".join(line.strip() for line in (proc.stderr + proc.stdout).splitlines()
+                          if line.strip() and "dvc.org/support" not in line)  # fmt: skip
+        raise PushFailed(
+            f"dvc push to remote {remote.name!r} ({remote.url}) failed: {reason or f'exit {proc.returncode}'}. "
+            f"Check that the remote is reachable and writable (`dvc remote list`; `dvc push` by hand shows the "
+            f"same error), or point it elsewhere (`dvc remote modify {remote.name} url ...`). Nothing is lost: "
+            f"the local DVC cache holds every file, and the next run pushes what is missing."
+        )
+    lines = [line.strip() for line in proc.stdout.splitlines() if line.strip()]
+    return Pushed(remote, lines[-1] if lines else "pushed")
