@@ -103,20 +103,29 @@ class Recorded:
 
 
 def commit_message(run: dict, flow_run: str, later: bool = False) -> str:
-    """`run`: a data/history/runs.csv row (the run that produced the files); `flow_run`: who commits them."""
+    """`run`: a data/history/runs.csv row; `flow_run`: the run that commits.
+
+    `later`: no stage ran in `flow_run`; it commits files left uncommitted (a refused commit, a manual `dvc repro`),
+    and `run` is the last recorded flow run, named for context only."""
     promoted = str(run.get("promoted")).lower() == "true"
     champ = run.get("champion_value")
     champ = "none" if champ in (None, "") or champ != champ else f"{float(champ):.4g}"  # NaN: pandas' empty cell
     name = run.get("flow_run_name") if isinstance(run.get("flow_run_name"), str) else ""
-    head = (f"gan-pipeline: {run['metric']} {float(run['value']):.4g} (champion {champ}), "
-            f"{'promoted to champion' if promoted else 'not promoted'}")  # fmt: skip
-    body = [
-        f"Flow run: {name + ' ' if name else ''}({run.get('flow_run_id')})"
-        + (f"; committed by flow run {flow_run}" if later else ""),
-        f"Stages run: {run.get('stages_run')}",
-        f"Dataset: {run.get('dataset')}, arch: {run.get('arch')}, epochs: {run.get('epochs')}",
-        f"Gate: {'PROMOTED' if promoted else 'not promoted'}",
-    ]
+    outcome = (f"{run['metric']} {float(run['value']):.4g} (champion {champ}), "
+               f"{'promoted to champion' if promoted else 'not promoted'}")  # fmt: skip
+    who = f"{name + ' ' if name else ''}({run.get('flow_run_id')})"
+    if later:
+        head = "gan-pipeline: record the pipeline's files left uncommitted"
+        body = [f"Committed by flow run {flow_run}, which ran no stage.",
+                f"Last recorded flow run: {who}: {outcome}, stages {run.get('stages_run')}"]  # fmt: skip
+    else:
+        head = f"gan-pipeline: {outcome}"
+        body = [
+            f"Flow run: {who}",
+            f"Stages run: {run.get('stages_run')}",
+            f"Dataset: {run.get('dataset')}, arch: {run.get('arch')}, epochs: {run.get('epochs')}",
+            f"Gate: {'PROMOTED' if promoted else 'not promoted'}",
+        ]
     return head + "\n\n" + "\n".join(body) + "\n"
 
 

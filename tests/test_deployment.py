@@ -1,11 +1,12 @@
-"""The cron deployment from prefect.yaml on a real local server, executed by a process worker."""
+"""The cron deployment from prefect.yaml on a real local server, executed by a process worker: a scheduled-style
+run and an event-triggered run, each recorded as a git commit and pushed to the DVC remote."""
 
 from __future__ import annotations
 
+import json
 import sys
 import time
 from fnmatch import fnmatch
-from uuid import UUID
 
 import pytest
 import yaml
@@ -16,7 +17,7 @@ from flows.notify import DATASET_AVAILABLE, DATASET_CHANGED, dataset_resource
 from gan import dvcrun
 
 from .conftest import REPO, copy_repo, require_debian_fashion_mnist, run
-from .test_flow import FLOW_TINY, STAGES, task_runs
+from .test_flow import FLOW_TINY, RECORD, STAGES, task_runs
 
 pytestmark = pytest.mark.slow
 
@@ -42,6 +43,18 @@ def wait_for(predicate, timeout: float, what: str):
             return value
         time.sleep(1)
     raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
+
+
+def assert_recorded(repo, flow_run_id: str, promoted: bool | None) -> None:
+    """The run left a commit naming it (a champion tag if promoted), a clean tree and a remote holding everything."""
+    message = run(["git", "log", "-1", "--format=%B"], repo).stdout
+    assert f"({flow_run_id})" in message, message
+    assert run(["git", "status", "--porcelain"], repo).stdout == ""
+    tags = run(["git", "tag", "--points-at", "HEAD"], repo).stdout.split()
+    if promoted is not None:
+        assert bool(tags) == promoted and ("promoted to champion" in message) == promoted
+    missing = json.loads(run([sys.executable, "-m", "dvc", "status", "--cloud", "--json"], repo).stdout or "{}")
+    assert missing == {}, missing
 
 
 def test_trigger_expects_the_event_notify_emits():
@@ -85,16 +98,29 @@ def test_nightly_deployment_schedules_runs_and_a_worker_executes_one(tmp_path, p
     with prefect_server.client() as c:
         done = c.read_flow_run(now.id)
     assert done.state.is_completed(), f"{done.state}\n{worker.stdout[-3000:]}\n{worker.stderr[-3000:]}"
-    assert set(task_runs(prefect_server, str(now.id))) == {*STAGES, "champion-gate"}
+    assert set(task_runs(prefect_server, str(now.id))) == {*STAGES, *RECORD}
     assert (repo / "data/models/champion/record.json").exists()
     assert dvcrun.is_current(None, repo)  # all but the `source` watcher, which always runs
+    assert_recorded(repo, str(now.id), promoted=True)
 
-    # New data: the documented command emits the event the deployment's trigger waits for.
+    # A user changes a setting, then new data is announced: the documented command emits the event the
+    # deployment's trigger waits for; the worker executes the run it creates, which retrains and records it.
+    params = yaml.safe_load((repo / "params.yaml").read_text())
+    params["train"]["seed"] = 1
+    (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     before = {r.id for r in deployment_runs(prefect_server, dep.id)}
     run([sys.executable, "-m", "flows.notify", "--note", "test"], repo, env=prefect_server.env)
     triggered = wait_for(
         lambda: [r for r in deployment_runs(prefect_server, dep.id) if r.id not in before], 60, "a triggered run"
     )
     assert triggered[0].created_by is not None and triggered[0].created_by.type == "AUTOMATION"
-    with prefect_server.client() as c:  # not executed here; leave the server tidy for other tests
-        c.delete_flow_run(UUID(str(triggered[0].id)))
+    worker = run(
+        [sys.executable, "-m", "prefect", "worker", "start", "--pool", "gan-process", "--run-once"],
+        repo,
+        env=prefect_server.env,
+    )
+    with prefect_server.client() as c:
+        done = c.read_flow_run(triggered[0].id)
+    assert done.state.is_completed(), f"{done.state}\n{worker.stdout[-3000:]}\n{worker.stderr[-3000:]}"
+    assert_recorded(repo, str(triggered[0].id), promoted=None)
+    assert "params.yaml" in run(["git", "show", "--name-only", "--format=", "HEAD"], repo).stdout.split()

@@ -30,6 +30,7 @@ from .conftest import ARTIFACTS_DIR, DEBIAN_FMNIST, TINY, copy_repo, require_deb
 pytestmark = pytest.mark.slow
 
 STAGES = ["source", "download", "prepare", "classifier", "judge", "train", "reference", "evaluate", "export"]
+RECORD = ["champion-gate", "git-commit", "dvc-push"]  # the tasks after the stages
 # Tiny runs rarely cover all 10 classes, so the class rule is off here; it is tested in
 # tests/test_champion.py::test_class_rule_refuses_a_collapsed_candidate_unless_switched_off.
 FLOW_TINY = [*TINY, "promote.require_all_classes=false", "train.lr_g=0.001", "train.lr_d=0.0005", "train.epochs=3"]
@@ -64,6 +65,10 @@ def artifacts(server, flow_run_id: str) -> dict:
     return {a.key: a for a in arts}
 
 
+def git(repo: Path, *args: str) -> str:
+    return run(["git", *args], repo).stdout.strip()
+
+
 def md5(path: Path) -> str:
     return hashlib.md5(path.read_bytes()).hexdigest()
 
@@ -84,7 +89,7 @@ def test_flow_runs_every_stage_with_artifacts(completed_run, prefect_server):
     with prefect_server.client() as c:
         fr = c.read_flow_run(UUID(run_id))
     assert fr.state.is_completed()
-    assert task_runs(prefect_server, run_id) == {**{s: "COMPLETED" for s in STAGES}, "champion-gate": "COMPLETED"}
+    assert task_runs(prefect_server, run_id) == {**{s: "COMPLETED" for s in STAGES}, **{t: "COMPLETED" for t in RECORD}}
 
     arts = artifacts(prefect_server, run_id)
     assert set(ARTIFACT_KEYS.values()) <= set(arts), arts.keys()
@@ -101,6 +106,19 @@ def test_flow_runs_every_stage_with_artifacts(completed_run, prefect_server):
     assert [line for line in repro.splitlines() if line.startswith("Running stage")] == ["Running stage 'source':"]
     record = json.loads((repo / "data/models/champion/record.json").read_text())
     assert record["flow_run_id"] == run_id and record["dataset"] == "fashion-mnist"
+
+    # Recorded: one commit of the pipeline's files naming the run, a champion tag on it, every output pushed.
+    result = flow_result(proc)
+    assert git(repo, "log", "-1", "--format=%H") == result["recorded"]["commit"]
+    message = git(repo, "log", "-1", "--format=%B")
+    assert message.startswith("gan-pipeline: fid_classifier ") and "promoted to champion" in message
+    assert f"({run_id})" in message and "Stages run: download prepare classifier judge train" in message
+    assert git(repo, "tag", "--points-at", "HEAD") == result["recorded"]["tag"]
+    assert result["recorded"]["tag"].startswith("champion-")
+    assert git(repo, "status", "--porcelain") == ""  # nothing else was changed, all of it committed
+    assert json.loads(run(["dvc", "status", "--cloud", "--json"], repo).stdout) == {}
+    assert "## Changes since the previous champion" not in arts["gan-report"].data  # none before
+    assert f"commit `{result['recorded']['commit'][:10]}`" in arts["gan-report"].data
 
 
 def test_stage_logs_reach_prefect(completed_run, prefect_server):
@@ -139,6 +157,10 @@ def test_nothing_changed_runs_nothing_then_worse_model_is_not_promoted(completed
     assert result["promoted"] is False and dec["metric"] == "fid_classifier" and dec["champion_value"] is not None
     assert dec["candidate_value"] > dec["champion_value"]
     assert md5(champion) == before, "a worse model replaced the champion"
+    # Recorded without a tag; the report shows what changed since the champion.
+    assert "not promoted" in git(repo, "log", "-1", "--format=%s") and not git(repo, "tag", "--points-at", "HEAD")
+    report = artifacts(prefect_server, history(repo)[-1]["flow_run_id"])["gan-report"].data
+    assert "## Changes since the previous champion" in report and "| model.arch | dcgan | mlp |" in report
     assert json.loads((repo / "data/models/champion/record.json").read_text())["flow_run_id"] == first_id
     # Overrides were validated and saved, so dvc agrees with what the flow ran.
     assert yaml.safe_load((repo / "params.yaml").read_text())["model"]["arch"] == "mlp"
@@ -153,12 +175,21 @@ def test_nothing_changed_runs_nothing_then_worse_model_is_not_promoted(completed
     assert "Running stage 'evaluate'" in run(["dvc", "repro"], repo).stdout
     after = flow(repo, prefect_server, as_json=False)  # what ./run.sh prints: a short summary, not a table
     champion_fd = json.loads((repo / "data/models/champion/record.json").read_text())["metrics"]["fid_classifier"]
-    assert after.stdout.splitlines() == [
+    lines = after.stdout.splitlines()
+    assert lines[:4] == [
         "nothing changed: every stage is up to date",
         f"champion fid_classifier: {champion_fd:.4g}",
         f"samples: {repo / 'data/samples/grid.png'}; model card: {repo / 'data/samples/MODEL_CARD.md'}",
         f"champion: {repo / 'data/models/champion'}/; run history: {repo / 'data/history/runs.csv'}",
     ]
+    # The manual `dvc repro` left params.yaml, dvc.lock and metrics changed: this run commits and pushes them.
+    head = git(repo, "log", "-1", "--format=%H")
+    assert lines[4] == f"commit {head[:10]}; then dvc push (task dvc-push)"
+    assert re.fullmatch(r"dvc push: \d+ files? pushed \(.*gan-pipeline-dvc-remote\)", lines[5]), lines[5]
+    assert git(repo, "log", "-1", "--format=%s") == "gan-pipeline: record the pipeline's files left uncommitted"
+    assert set(git(repo, "show", "--name-only", "--format=", "HEAD").split()) == {
+        "params.yaml", "dvc.lock", "data/metrics/metrics.json"}  # fmt: skip
+    assert git(repo, "status", "--porcelain") == ""
 
 
 def test_bad_settings_exit_2_before_any_task(tmp_path, prefect_server):
@@ -204,6 +235,7 @@ def test_download_with_new_bytes_emits_dataset_changed(completed_run, prefect_se
     (mirror / "t10k-labels-idx1-ubyte.gz").write_bytes(gzip.compress(bytes(labels)))
     datasets = repo / "gan/datasets.py"
     datasets.write_text(datasets.read_text().replace(old_sha, hashlib.sha256(labels).hexdigest()))
+    git(repo, "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qam", "new checksum")  # code is committed
     before = dvcrun.out_hash("download", repo)
 
     # New raw data retrains everything downstream: a cheap model (the one the previous test left, if it ran).

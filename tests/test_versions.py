@@ -206,8 +206,9 @@ def test_uncommitted_stage_code_stops_the_commit_then_the_next_run_commits(mini)
     rec = versions.record_run(mini, "later-run (id-10)", versions.params_digest(mini), None)
     assert "dvc.lock" in rec.files and "data/history.dvc" in rec.files
     message = git(mini, "log", "-1", "--format=%B")
-    assert "Flow run: calm-fox (id-9); committed by flow run later-run (id-10)" in message
-    assert "not promoted" in message
+    assert message.startswith("gan-pipeline: record the pipeline's files left uncommitted")
+    assert "Committed by flow run later-run (id-10), which ran no stage." in message
+    assert "Last recorded flow run: calm-fox (id-9): fid_classifier 10 (champion none), not promoted" in message
 
 
 def test_a_pipeline_that_is_not_current_is_not_committed(mini):
