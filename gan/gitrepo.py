@@ -7,6 +7,7 @@ own message. Commits and tags use the repository's configured identity, or `gan-
 
 from __future__ import annotations
 
+import os
 import subprocess
 from dataclasses import dataclass
 from pathlib import Path
@@ -59,9 +60,13 @@ class Change:
 
 
 def changes(repo: str | Path, paths: list[str] | None = None) -> list[Change]:
-    """What differs from HEAD (staged or not, and untracked files), optionally only under `paths`."""
+    """What differs from HEAD (staged or not, and untracked files), optionally only under `paths`.
+
+    Paths are relative to `repo`, also where it is a subfolder of the git repository (a monorepo,
+    `dvc init --subdir`); changes outside it are named relative to it too (`../...`)."""
     args = ["status", "--porcelain=v1", "-z", "--untracked-files=all"]
     out = git([*args, *(["--", *paths] if paths else [])], repo).stdout
+    prefix = git(["rev-parse", "--show-prefix"], repo).stdout.strip()  # porcelain paths are the top level's
     result, entries = [], iter(out.split("\0"))
     for entry in entries:
         if not entry:
@@ -69,6 +74,8 @@ def changes(repo: str | Path, paths: list[str] | None = None) -> list[Change]:
         code, path = entry[:2], entry[3:]
         if code[0] in "RC":  # a rename's old path follows as its own entry
             next(entries, None)
+        if prefix:
+            path = path[len(prefix) :] if path.startswith(prefix) else os.path.relpath("/" + path, "/" + prefix)
         result.append(Change(path, code))
     return result
 

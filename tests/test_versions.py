@@ -167,6 +167,27 @@ def test_a_new_champion_is_tagged_with_its_metrics_and_resolves_as_champion(mini
     assert gitrepo.tag(mini, "champion-20261128-020000", "again") == "champion-20261128-020000-2"
 
 
+def test_a_pipeline_in_a_subfolder_of_a_git_repository_commits_its_own_files(tmp_path):
+    top = tmp_path / "mono"
+    repo = top / "gan"
+    repo.mkdir(parents=True)
+    (repo / "make.py").write_text(MAKE)
+    (repo / "dvc.yaml").write_text(yaml.safe_dump(DVC_YAML, sort_keys=False))
+    set_seed(repo, 0)
+    (top / "other.txt").write_text("another project's file\n")
+    git(top, "init", "-q")
+    dvc(repo, "init", "-q", "--subdir")
+    git(top, "add", "-A")
+    git(top, "-c", "user.name=u", "-c", "user.email=u@u", "commit", "-qm", "init")
+    (top / "other.txt").write_text("edited\n")
+    repro(repo)
+    rec = versions.record_run(repo, "r", versions.params_digest(repo), ROW)
+    committed = set(git(top, "diff-tree", "--no-commit-id", "--name-only", "-r", rec.commit).split())
+    assert committed == {"gan/dvc.lock", "gan/data/metrics/metrics.json", "gan/data/models/.gitignore",
+                         "gan/data/.gitignore"}  # fmt: skip
+    assert rec.left_uncommitted == ["../other.txt"]
+
+
 def test_commit_uses_a_fallback_identity_where_git_has_none(mini, monkeypatch):
     monkeypatch.setenv("HOME", str(mini.parent))  # no ~/.gitconfig
     monkeypatch.setenv("GIT_CONFIG_NOSYSTEM", "1")
