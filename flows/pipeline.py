@@ -60,6 +60,10 @@ class WorkspaceBusy(RuntimeError):
     """Another pipeline run holds this workspace."""
 
 
+class RecordFailed(RuntimeError):
+    """The run's commit was refused and its push failed; the message carries both reasons."""
+
+
 def _run_stage(stage: str, repo: str, all_current: bool = False, watch: bool = False) -> dict:
     """`watch`: a stage dvc.yaml marks always_changed; it always runs (DVC would say it changed anyway)."""
     logger = get_run_logger()
@@ -163,7 +167,7 @@ def run_gate(root: Path, params: Params, flow_run_id: str, logger: logging.Logge
                 "promoted_at": datetime.now(UTC).isoformat(timespec="seconds"),
                 "data_version": {s: v["sha256_images"] for s, v in summary["splits"].items()},
                 "dataset": summary["dataset"],
-                "generator_md5": dvcrun.out_hash("train", root),
+                "generator_md5": dvcrun.out_hash("train", root, PATHS.generator),
                 "metrics": candidate,
                 "decision": decision.as_dict(),
             },
@@ -437,11 +441,14 @@ def gan_pipeline(overrides: list[str] | None = None, repo: str | None = None, lo
             _report(Path(repo), gate, history.to_dict("records"), _recorded_line(rec, p.push), changes)
         result["recorded"] = None if isinstance(rec, BaseException) else rec
         result["summary"].append(_recorded_line(rec, p.push).replace("`", ""))
-        if p.push:
-            result["pushed"] = push_task(repo)  # a failure fails the run, after the commit and the report
-            result["summary"].append(f"dvc push: {result['pushed']['message']} ({result['pushed']['url']})")
-        if isinstance(rec, BaseException):
-            raise rec
+        pushed = push_task(repo, return_state=True).result(raise_on_failure=False) if p.push else None
+        if isinstance(pushed, dict):
+            result["pushed"] = pushed
+            result["summary"].append(f"dvc push: {pushed['message']} ({pushed['url']})")
+        # A refused commit or a failed push fails the run (the refusal first: the push often fails for its reason).
+        failures = [e for e in (rec, pushed) if isinstance(e, BaseException)]
+        if failures:
+            raise failures[0] if len(failures) == 1 else RecordFailed(" | ".join(map(str, failures)))
         return result
     finally:
         lock.release()

@@ -183,7 +183,8 @@ def command_restore(argv: list[str]) -> int:
     except PipelineError as err:
         print(f"error: {err}", file=sys.stderr)
         return 1
-    print(f"restored {done.rev} (commit {done.commit[:10]}) to {done.to}: {', '.join(done.files)}")
+    what = "the champion's files" if done.champion else "the run's files"
+    print(f"restored {done.rev} (commit {done.commit[:10]}; {what}) to {done.to}: {', '.join(done.files)}")
     return 0
 
 
@@ -212,15 +213,21 @@ def command_sample(argv: list[str]) -> int:
         with tempfile.TemporaryDirectory(prefix="gan-sample-") as tmp:
             if args.rev:
                 generator = Path(tmp) / "generator.pt"
-                fetch_generator(args.repo, args.rev, generator)
+                source = f"{args.rev} (commit {fetch_generator(args.repo, args.rev, generator)[:10]})"
+            elif args.generator:
+                generator = source = Path(args.generator)
             else:
-                generator = Path(args.generator or Path(args.repo) / PATHS.champion / "generator.pt")
+                generator = source = Path(args.repo) / PATHS.champion / "generator.pt"
+                if not generator.exists():
+                    print(f"error: no champion in this workspace ({generator}): run the pipeline, `dvc pull` it, or "
+                          "name a recorded one (--rev champion)", file=sys.stderr)  # fmt: skip
+                    return 1
             done = sample(generator, args.out, n=args.n, seed=args.seed, label=args.label,
                           interpolate=args.interpolate, device=args.device)  # fmt: skip
     except PipelineError as err:
         print(f"error: {err}", file=sys.stderr)
         return 1
-    print(json.dumps(done, default=str))
+    print(json.dumps({**done, "generator": str(source)}, default=str))
     return 0
 
 

@@ -61,12 +61,15 @@ def is_current(stage: str | None, repo: str | Path) -> bool:
     return all(v == [ALWAYS_CHANGED] for v in json.loads(proc.stdout or "{}").values())
 
 
-def out_hash(stage: str, repo: str | Path) -> str | None:
-    """The md5 recorded in dvc.lock for the stage's first output (None if never run)."""
+def out_hash(stage: str, repo: str | Path, path: str | Path | None = None) -> str | None:
+    """The md5 dvc.lock records for the stage's output `path` (default: its first, as dvc.lock sorts them);
+    None if never run."""
     lock = Path(repo) / "dvc.lock"
     if not lock.exists():
         return None
     outs = (yaml.safe_load(lock.read_text()) or {}).get("stages", {}).get(stage, {}).get("outs", [])
+    if path is not None:
+        outs = [o for o in outs if o.get("path") == Path(path).as_posix()]
     return outs[0].get("md5") if outs else None
 
 

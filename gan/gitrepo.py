@@ -33,6 +33,28 @@ def is_repo(repo: str | Path) -> bool:
     return git(["rev-parse", "--is-inside-work-tree"], repo, check=False).stdout.strip() == "true"
 
 
+def toplevel(repo: str | Path) -> str | None:
+    proc = git(["rev-parse", "--show-toplevel"], repo, check=False)
+    return proc.stdout.strip() or None
+
+
+def branch(repo: str | Path) -> str | None:
+    """The checked-out branch (None: detached HEAD)."""
+    proc = git(["symbolic-ref", "-q", "--short", "HEAD"], repo, check=False)
+    return proc.stdout.strip() or None
+
+
+def operation_in_progress(repo: str | Path) -> str | None:
+    """ "merge", "rebase", "cherry-pick", "revert" or "bisect" when one is under way (None otherwise)."""
+    markers = {"MERGE_HEAD": "merge", "rebase-merge": "rebase", "rebase-apply": "rebase",
+               "CHERRY_PICK_HEAD": "cherry-pick", "REVERT_HEAD": "revert", "BISECT_LOG": "bisect"}  # fmt: skip
+    for marker, name in markers.items():
+        path = git(["rev-parse", "--git-path", marker], repo).stdout.strip()
+        if (Path(repo) / path).exists():
+            return name
+    return None
+
+
 def head(repo: str | Path) -> str | None:
     """The commit HEAD names (None in a repository with no commit yet)."""
     proc = git(["rev-parse", "--verify", "-q", "HEAD"], repo, check=False)
@@ -88,7 +110,9 @@ def commit_paths(repo: str | Path, paths: list[str], message: str) -> str:
 
     Whatever else is staged stays staged and uncommitted (`git commit --only`).
     """
-    git(["add", "-A", "--", *paths], repo)
+    new = [c.path for c in changes(repo, paths) if c.code == "??"]
+    if new:  # `--only` takes tracked paths from the work tree; new ones must be known to git first
+        git(["add", "--", *new], repo)
     git([*_identity(repo), "commit", "-q", "--only", "-m", message, "--", *paths], repo)
     return head(repo) or ""
 
@@ -103,9 +127,11 @@ def tag(repo: str | Path, name: str, message: str, commit: str = "HEAD") -> str:
     return final
 
 
-def champion_tags(repo: str | Path) -> list[str]:
-    """The champion tags, newest first (by creation time, then name: the names carry a UTC time)."""
-    out = git(["for-each-ref", "--sort=-refname", "--sort=-creatordate", "--format=%(refname:short)",
+def champion_tags(repo: str | Path, points_at: str | None = None) -> list[str]:
+    """The champion tags (only those on commit `points_at`, if given), newest first (by creation time, then
+    name: the names carry a UTC time)."""
+    at = [f"--points-at={points_at}"] if points_at else []
+    out = git(["for-each-ref", "--sort=-refname", "--sort=-creatordate", "--format=%(refname:short)", *at,
                f"refs/tags/{CHAMPION_TAG_PREFIX}*"], repo).stdout  # fmt: skip
     return out.split()
 

@@ -67,7 +67,8 @@ def pipeline_files(root: Path) -> list[str]:
     added = [paths.champion, paths.history.parent]  # `dvc add`ed by the flow
     outs = [p for s in _dvc_yaml(root).values() for p in _entries(s, ("outs", "metrics", "plots"))]
     uncached = [path for path, opts in outs if opts.get("cache") is False]
-    uncached = [p for p in uncached if p not in _ignored(root, uncached)]  # checkpoints: local only
+    ignored = _ignored(root, uncached)
+    uncached = [p for p in uncached if p not in ignored]  # checkpoints: local only
     gitignores = {str(Path(p).parent / ".gitignore") for p in [*(o for o, _ in outs), *map(str, added)]}
     files = {PARAMS_FILE, LOCK_FILE, *(f"{a}.dvc" for a in added), *uncached, *gitignores}
     return sorted(files)
@@ -150,6 +151,14 @@ def champion_tag_name(record: dict) -> str:
 def _refuse_if_inconsistent(root: Path, pending: list[gitrepo.Change], digest: str | None) -> None:
     """The reasons a commit would record something other than what the run made."""
     keep = "Nothing was committed and nothing is lost: the run's outputs are in place; the next run commits them."
+    busy = gitrepo.operation_in_progress(root)
+    if busy:
+        raise CommitRefused(f"a git {busy} is in progress: finish or abort it, then rerun. {keep}")
+    if gitrepo.branch(root) is None:
+        raise CommitRefused(
+            f"HEAD is detached (at {gitrepo.head(root)[:10]}): a commit here would be on no branch. Check out a "
+            f"branch (`git switch -c nightly` or `git switch main`), or set promote.commit: false. {keep}"
+        )
     unmerged = [c.path for c in pending if c.unmerged]
     if unmerged:
         raise CommitRefused(f"merge conflict in {', '.join(unmerged)}: resolve it (git status), then rerun. {keep}")
@@ -186,7 +195,9 @@ def record_run(root: Path, flow_run: str, params_sha: str | None = None, run: di
     pending = gitrepo.changes(root, files)
     others = sorted(c.path for c in gitrepo.changes(root) if c.path not in files)
     if not pending:
-        return Recorded(left_uncommitted=others, note="the pipeline's files are as committed: nothing to commit")
+        tag = tag_champion(root)  # one an earlier run could not make
+        note = "the pipeline's files are as committed: nothing to commit" + (f"; tagged {tag}" if tag else "")
+        return Recorded(tag=tag, left_uncommitted=others, note=note)
     _refuse_if_inconsistent(root, pending, params_sha)
 
     paths = Paths(root)
@@ -197,17 +208,42 @@ def record_run(root: Path, flow_run: str, params_sha: str | None = None, run: di
         runs = read_runs(paths.history)
         run = runs[-1] if runs else {"metric": "none", "value": "nan", "flow_run_id": flow_run}
     changed = [c.path for c in pending]
-    commit = gitrepo.commit_paths(root, changed, commit_message(run, flow_run, later))
-    tag = None
-    champion_pointer = f"{Paths(Path('.')).champion}.dvc"
-    if champion_pointer in changed:
-        from gan.champion import read_record
-
-        record = read_record(paths.champion)
-        if record is not None:
-            tag = gitrepo.tag(root, champion_tag_name(record), champion_tag_message(record), commit)
+    champion_changed = _champion_pointer() in changed
+    message = commit_message(run, flow_run, later)
+    record = _champion_record(root) if champion_changed else None
+    if record is not None and record.get("flow_run_id") != run.get("flow_run_id"):
+        message += f"Carries the champion promoted by flow run {record.get('flow_run_id')}, not recorded before.\n"
+    commit = gitrepo.commit_paths(root, changed, message)
+    tag = tag_champion(root)
     note = f"committed {len(changed)} file(s)" + (f", tagged {tag}" if tag else "")
     return Recorded(commit, tag, changed, others, note)
+
+
+def _champion_pointer() -> str:
+    return f"{Paths(Path('.')).champion}.dvc"
+
+
+def _champion_record(root: Path) -> dict | None:
+    from gan.champion import read_record
+
+    return read_record(Paths(root).champion)
+
+
+def tag_champion(root: Path) -> str | None:
+    """Tag the commit that last changed the champion's pointer, unless a champion tag is on it already; returns
+    the new tag (None: nothing to tag). Run after every commit, so a tag that failed once is made by the next run."""
+    pointer = _champion_pointer()
+    if gitrepo.changes(root, [pointer]):
+        return None  # the champion in the work tree is not committed yet
+    commit = gitrepo.git(["log", "-1", "--format=%H", "--", pointer], root).stdout.strip()
+    record = _champion_record(root)
+    if not commit or record is None or gitrepo.champion_tags(root, points_at=commit):
+        return None
+    try:
+        return gitrepo.tag(root, champion_tag_name(record), champion_tag_message(record), commit)
+    except gitrepo.GitError as err:
+        raise gitrepo.GitError(f"committed {commit[:10]}, but tagging its champion failed: {err}. The next run "
+                               "tries again.") from err  # fmt: skip
 
 
 # ---- the DVC remote
@@ -234,11 +270,13 @@ def default_remote(root: Path) -> Remote | None:
 
 def ensure_remote(root: Path) -> Remote:
     """The default DVC remote; where none is configured, a local one beside the work tree (in .dvc/config.local,
-    so the tracked config is untouched): `<repo>-dvc-remote` next to the repository folder."""
+    so the tracked config is untouched, and other clones do not see it): `<repo>-dvc-remote` next to the git
+    repository's folder."""
     remote = default_remote(root)
     if remote is not None:
         return remote
-    url = str(root.resolve().parent / f"{root.resolve().name}-dvc-remote")
+    top = Path(gitrepo.toplevel(root) or root.resolve())  # outside the git work tree, also for a subfolder repo
+    url = str(top.parent / f"{top.name}-dvc-remote")
     dvcrun.dvc(["remote", "add", "--local", "--default", "--force", "local", url], root)
     return Remote("local", url, created=True)
 
