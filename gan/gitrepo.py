@@ -25,7 +25,8 @@ class GitError(PipelineError):
 def git(args: list[str], repo: str | Path, check: bool = True) -> subprocess.CompletedProcess:
     proc = subprocess.run(["git", *args], cwd=repo, capture_output=True, text=True)
     if check and proc.returncode != 0:
-        raise GitError(f"git {' '.join(args)} failed ({proc.returncode}): {(proc.stderr or proc.stdout).strip()}")
+        shown = " ".join(a if len(a) <= 60 and "\n" not in a else "…" for a in args)  # not a whole message
+        raise GitError(f"git {shown} failed ({proc.returncode}): {(proc.stderr or proc.stdout).strip()}")
     return proc
 
 

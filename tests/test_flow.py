@@ -398,3 +398,56 @@ def test_two_runs_at_once_do_not_corrupt_the_workspace(tmp_path, prefect_server)
     assert ran == [(), tuple(s for s in STAGES if s != "source")]
     assert dvcrun.is_current(None, repo)  # all but the `source` watcher, which always runs
     assert len(history(repo)) == 1
+
+
+def test_a_failed_push_or_a_refused_commit_fails_the_run_and_loses_nothing(completed_run, prefect_server, tmp_path):
+    repo, _, _ = completed_run
+    n_png = yaml.safe_load((repo / "params.yaml").read_text())["export"]["n_png"]
+    ident = ["-c", "user.name=t", "-c", "user.email=t@t"]
+
+    # ---- the remote is broken (for this clone only: .dvc/config.local): the run commits, then its push fails
+    blocker = tmp_path / "not-a-folder"
+    blocker.write_text("a file where the remote's folder should be")
+    run(["dvc", "remote", "modify", "--local", "local", "url", str(blocker / "remote")], repo)
+    proc = flow(repo, prefect_server, f"export.n_png={n_png + 1}", check=False)
+    out = proc.stdout + proc.stderr
+    assert proc.returncode == 1 and "dvc push to remote 'local'" in out and "Not a directory" in out
+    assert "the next run pushes what is missing" in out
+    run_id = history(repo)[-1]["flow_run_id"]
+    states = task_runs(prefect_server, run_id)
+    assert (states["export"], states["git-commit"], states["dvc-push"]) == ("COMPLETED", "COMPLETED", "FAILED")
+    assert f"({run_id})" in git(repo, "log", "-1", "--format=%B") and git(repo, "status", "--porcelain") == ""
+
+    # ---- fixed: the next run has nothing to retrain, and pushes what is missing
+    (repo / ".dvc/config.local").unlink()
+    assert json.loads(run(["dvc", "status", "--cloud", "--json"], repo).stdout)  # the new samples are not there
+    again = flow_result(flow(repo, prefect_server))
+    assert again["ran"] == [] and re.fullmatch(r"\d+ files? pushed", again["pushed"]["message"])
+    assert json.loads(run(["dvc", "status", "--cloud", "--json"], repo).stdout) == {}
+
+    # ---- switched off: nothing committed, nothing pushed
+    head = git(repo, "rev-parse", "HEAD")
+    off = flow_result(flow(repo, prefect_server, "promote.commit=false", "promote.push=false",
+                           f"export.n_png={n_png + 2}"))  # fmt: skip
+    assert off["ran"] == ["export"] and off["recorded"] is None and "pushed" not in off
+    assert "not committed (promote.commit: false); not pushed (promote.push: false)" in off["summary"]
+    assert git(repo, "rev-parse", "HEAD") == head
+    assert "M params.yaml" in git(repo, "status", "--porcelain")  # left for a later commit
+
+    # ---- uncommitted stage code: the commit is refused, the push still runs, the run fails
+    export = repo / "gan/export.py"
+    export.write_text(export.read_text() + "\n# a local tweak\n")
+    proc = flow(repo, prefect_server, "promote.commit=true", "promote.push=true", check=False)
+    out = proc.stdout + proc.stderr
+    assert proc.returncode == 1 and "uncommitted edits to files the stages depend on: gan/export.py" in out
+    run_id = history(repo)[-1]["flow_run_id"]
+    states = task_runs(prefect_server, run_id)
+    assert (states["export"], states["git-commit"], states["dvc-push"]) == ("COMPLETED", "FAILED", "COMPLETED")
+    assert "**Recorded:** NOT committed: uncommitted edits" in artifacts(prefect_server, run_id)["gan-report"].data
+    assert git(repo, "rev-parse", "HEAD") == head
+
+    # ---- the user commits the code: the next run retrains nothing and records what the refused one left
+    git(repo, *ident, "commit", "-qm", "a local tweak", "gan/export.py")
+    later = flow_result(flow(repo, prefect_server))
+    assert later["ran"] == [] and later["recorded"]["commit"] == git(repo, "rev-parse", "HEAD")
+    assert "params.yaml" in later["recorded"]["files"] and git(repo, "status", "--porcelain") == ""

@@ -186,6 +186,8 @@ def test_a_pipeline_in_a_subfolder_of_a_git_repository_commits_its_own_files(tmp
     assert committed == {"gan/dvc.lock", "gan/data/metrics/metrics.json", "gan/data/models/.gitignore",
                          "gan/data/.gitignore"}  # fmt: skip
     assert rec.left_uncommitted == ["../other.txt"]
+    # No remote configured: the one set up lands beside the git repository, not inside its work tree.
+    assert versions.push(repo).remote.url == str(tmp_path / "mono-dvc-remote")
 
 
 def test_commit_uses_a_fallback_identity_where_git_has_none(mini, monkeypatch):
@@ -248,8 +250,68 @@ def test_a_merge_conflict_in_params_stops_the_commit(mini):
     set_seed(mini, 4)
     git(mini, *ident, "commit", "-qam", "seed 4")
     assert run(["git", *ident, "merge", "other"], mini, check=False).returncode != 0  # conflict
+    index = (mini / ".git/index").read_bytes()
+    with pytest.raises(versions.CommitRefused, match="a git merge is in progress: finish or abort it"):
+        versions.record_run(mini, "r", None, ROW)
+    assert (mini / ".git/index").read_bytes() == index  # the user's merge is left exactly as it was
+    git(mini, "merge", "--abort")
+    # A conflict with no merge under way (`git stash pop` onto a changed file): the unmerged file is named.
+    set_seed(mini, 5)
+    git(mini, "stash", "-q")
+    set_seed(mini, 6)
+    git(mini, *ident, "commit", "-qam", "seed 6")
+    assert run(["git", "stash", "pop"], mini, check=False).returncode != 0
     with pytest.raises(versions.CommitRefused, match="merge conflict in params.yaml"):
         versions.record_run(mini, "r", None, ROW)
+
+
+def test_a_detached_head_is_not_committed_on(mini):
+    repro(mini)
+    versions.record_run(mini, "r1", versions.params_digest(mini), ROW)
+    git(mini, "checkout", "-q", "--detach")
+    set_seed(mini, 1)
+    repro(mini)
+    with pytest.raises(versions.CommitRefused, match=r"HEAD is detached .*: a commit here would be on no branch"):
+        versions.record_run(mini, "r2", versions.params_digest(mini), ROW)
+
+
+def test_a_tag_that_failed_is_made_by_the_next_run(mini):
+    repro(mini)
+    promote_champion(mini, 10.0, datetime(2026, 11, 27, 2, 0, 0, tzinfo=UTC))
+    git(mini, "config", "tag.gpgSign", "true")  # a worker whose signing key is missing: `git tag` fails
+    git(mini, "config", "gpg.program", "false")
+    failed = r"(?s)committed \w+, but tagging its champion failed: git tag -a .* … \w+ failed .*next run tries"
+    with pytest.raises(gitrepo.GitError, match=failed):
+        versions.record_run(mini, "r1", versions.params_digest(mini), ROW)
+    committed = git(mini, "rev-parse", "HEAD")
+    assert "data/models/champion.dvc" in git(mini, "show", "--name-only", "--format=", "HEAD").split()
+    assert gitrepo.champion_tags(mini) == []
+    git(mini, "config", "tag.gpgSign", "false")
+    rec = versions.record_run(mini, "r2", versions.params_digest(mini), None)  # nothing to commit
+    assert rec.commit is None and rec.tag == "champion-20261127-020000"
+    assert gitrepo.resolve(mini, "champion") == committed
+    assert versions.record_run(mini, "r3", versions.params_digest(mini), None).tag is None  # once
+
+
+def test_a_champion_whose_commit_was_refused_is_tagged_and_restored_as_itself(mini, tmp_path):
+    """Run A promotes but cannot commit (params edited mid-run); run B retrains and is not promoted. B's commit
+    carries A's champion: it gets the tag, and `restore champion` brings A's generator, not B's."""
+    digest = versions.params_digest(mini)
+    repro(mini)
+    promote_champion(mini, 10.0, datetime(2026, 11, 27, 2, 0, 0, tzinfo=UTC))  # A: seed 0
+    set_seed(mini, 1)
+    with pytest.raises(versions.CommitRefused):
+        versions.record_run(mini, "A", digest, ROW)
+    repro(mini)  # B: seed 1, not promoted
+    rec = versions.record_run(mini, "B", versions.params_digest(mini), {**ROW, "promoted": False, "flow_run_id": "B"})
+    assert rec.tag == "champion-20261127-020000"
+    message = git(mini, "log", "-1", "--format=%B")
+    assert "not promoted" in message and "Carries the champion promoted by flow run run-1" in message
+    done = restore(mini, "champion", tmp_path / "out")
+    assert done.champion and (tmp_path / "out/generator.pt").read_bytes()[:1] == bytes([0])  # A's
+    assert json.loads((tmp_path / "out/record.json").read_text())["flow_run_id"] == "run-1"
+    # That commit's run (B) did not make the champion: its samples and settings are not passed off as A's.
+    assert not (tmp_path / "out/samples").exists() and not (tmp_path / "out/params.yaml").exists()
 
 
 def test_not_a_git_repository_commits_nothing_and_says_so(tmp_path):
@@ -340,16 +402,19 @@ def test_restore_brings_back_any_version_from_the_remote_without_touching_the_wo
     out = tmp_path / "out-champion"
     assert (out / "generator.pt").read_bytes()[:1] == bytes([0])
     assert json.loads((out / "metrics.json").read_text()) == {"fid_classifier": 10.0}
+    assert done.champion and json.loads((out / "record.json").read_text())["flow_run_id"] == "run-1"
+    # That commit's run made the champion: its samples and settings come too.
     assert (out / "samples/MODEL_CARD.md").read_text() == "card 0"
     assert yaml.safe_load((out / "params.yaml").read_text()) == {"train": {"seed": 0}}
-    assert json.loads((out / "champion_record.json").read_text())["flow_run_id"] == "run-1"
     manifest = json.loads((out / "RESTORED.json").read_text())
-    assert manifest["commit"] == first.commit and manifest["tags"] == [first.tag]
+    assert manifest["commit"] == first.commit and manifest["tags"] == [first.tag] and manifest["champion"]
 
-    restore(clone, second.commit[:8], tmp_path / "out-second")
-    assert (tmp_path / "out-second/generator.pt").read_bytes()[:1] == bytes([1])
-    # At that commit the champion is still the first run's: its record says so.
-    assert json.loads((tmp_path / "out-second/champion_record.json").read_text())["flow_run_id"] == "run-1"
+    done = restore(clone, second.commit[:8], tmp_path / "out-second")
+    assert not done.champion and (tmp_path / "out-second/generator.pt").read_bytes()[:1] == bytes([1])
+    assert (tmp_path / "out-second/samples/MODEL_CARD.md").read_text() == "card 1"
+    # At that commit the champion is still the first run's: it comes beside the run's files.
+    assert json.loads((tmp_path / "out-second/champion/record.json").read_text())["flow_run_id"] == "run-1"
+    assert (tmp_path / "out-second/champion/generator.pt").read_bytes()[:1] == bytes([0])
     assert git(clone, "status", "--porcelain") == status_before  # work tree untouched
     assert not (clone / "data/models/generator.pt").exists()
 
