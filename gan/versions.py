@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -257,15 +258,20 @@ class Remote:
 
 
 def default_remote(root: Path) -> Remote | None:
-    proc = dvcrun.dvc(["remote", "default"], root, check=False)
-    name = proc.stdout.strip() if proc.returncode == 0 else ""
+    """The default remote and its URL, from one `dvc config --list --show-origin` (every level, the later one
+    winning; `dvc remote list` wraps long URLs). A relative path is resolved from its config file's folder."""
+    values: dict[str, tuple[str, str]] = {}
+    for line in dvcrun.dvc(["config", "--list", "--show-origin"], root).stdout.splitlines():
+        origin, _, setting = line.partition("\t")
+        key, _, value = setting.partition("=")
+        values[key.strip()] = (origin.strip(), value.strip())
+    name = values.get("core.remote", ("", ""))[1]
     if not name:
         return None
-    for line in dvcrun.dvc(["remote", "list"], root).stdout.splitlines():
-        parts = line.split()
-        if parts and parts[0] == name:
-            return Remote(name, parts[1] if len(parts) > 1 else "")
-    return Remote(name, "")
+    origin, url = values.get(f"remote.{name}.url", ("", ""))
+    if url and "://" not in url and not Path(url).is_absolute():
+        url = os.path.normpath((Path(root) / origin).resolve().parent / url)
+    return Remote(name, url)
 
 
 def ensure_remote(root: Path) -> Remote:
