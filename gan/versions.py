@@ -55,10 +55,13 @@ def _entries(stage: dict, kinds: tuple[str, ...]) -> list[tuple[str, dict]]:
 
 
 def _ignored(root: Path, paths: list[str]) -> set[str]:
+    """Those of `paths` git ignores, whether or not they exist yet (a folder pattern such as `/data/checkpoints/`
+    matches a path git cannot see as a folder only when asked with the trailing slash)."""
     if not paths:
         return set()
-    proc = gitrepo.git(["check-ignore", "--no-index", "--", *paths], root, check=False)
-    return set(proc.stdout.split())
+    asked = [*paths, *(f"{p.rstrip('/')}/" for p in paths)]
+    proc = gitrepo.git(["check-ignore", "--no-index", "--", *asked], root, check=False)
+    return {p.rstrip("/") for p in proc.stdout.split()}
 
 
 def pipeline_files(root: Path) -> list[str]:

@@ -24,8 +24,11 @@ def sha(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
-def gan(repo: Path, *args: str) -> str:
-    return run([sys.executable, "-m", "gan", *args], repo).stdout
+def gan(repo: Path, *args: str) -> None:
+    """`python -m gan ARGS` in `repo`, in this process (the same `main`; saves a torch import per call)."""
+    from gan.cli import main
+
+    assert main([*args, "--repo", str(repo)]) == 0
 
 
 def test_two_recorded_runs_come_back_on_another_clone(tmp_path, prefect_server):
