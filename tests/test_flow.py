@@ -403,7 +403,6 @@ def test_two_runs_at_once_do_not_corrupt_the_workspace(tmp_path, prefect_server)
 def test_a_failed_push_or_a_refused_commit_fails_the_run_and_loses_nothing(completed_run, prefect_server, tmp_path):
     repo, _, _ = completed_run
     n_png = yaml.safe_load((repo / "params.yaml").read_text())["export"]["n_png"]
-    ident = ["-c", "user.name=t", "-c", "user.email=t@t"]
 
     # ---- the remote is broken (for this clone only: .dvc/config.local): the run commits, then its push fails
     blocker = tmp_path / "not-a-folder"
@@ -445,9 +444,3 @@ def test_a_failed_push_or_a_refused_commit_fails_the_run_and_loses_nothing(compl
     assert (states["export"], states["git-commit"], states["dvc-push"]) == ("COMPLETED", "FAILED", "COMPLETED")
     assert "**Recorded:** NOT committed: uncommitted edits" in artifacts(prefect_server, run_id)["gan-report"].data
     assert git(repo, "rev-parse", "HEAD") == head
-
-    # ---- the user commits the code: the next run retrains nothing and records what the refused one left
-    git(repo, *ident, "commit", "-qm", "a local tweak", "gan/export.py")
-    later = flow_result(flow(repo, prefect_server))
-    assert later["ran"] == [] and later["recorded"]["commit"] == git(repo, "rev-parse", "HEAD")
-    assert "params.yaml" in later["recorded"]["files"] and git(repo, "status", "--porcelain") == ""
