@@ -252,7 +252,6 @@ def sample(
     check_out(out)
     G = _load(generator_path, device)
     check_label(G, label)
-    check_out(out, G.image_shape[0])
     if interpolate:
         images = interpolation_strip(G, interpolate, seed, label)
         labels = draw_labels(G, interpolate, 0 if label is None else label)

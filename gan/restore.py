@@ -54,11 +54,6 @@ def champion_tag(root: Path, rev: str) -> str | None:
     return rev if rev in tags else None
 
 
-def default_target(root: Path, rev: str) -> Path:
-    """`restored/REV` in the repository (git-ignored); `champion` is named by the tag it resolves to."""
-    return Path(root) / "restored" / (champion_tag(Path(root), rev) or rev).replace("/", "-")
-
-
 def _get(fs, rev: str, commit: str, src: str, dest: Path) -> None:
     try:
         fs.get(src, str(dest), recursive=fs.isdir(src))
@@ -111,8 +106,9 @@ def _fetch(fs, rev: str, commit: str, tmp: Path, champion: bool) -> list[str]:
 def fetch_generator(root: str | Path, rev: str, dest: str | Path, remote: str | None = None) -> str:
     """The generator of version `rev` to `dest` (a champion revision: the champion's); returns the commit."""
     root = Path(root)
-    commit = gitrepo.resolve(root, rev)
-    src = f"{CHAMPION}/generator.pt" if champion_tag(root, rev) else str(_P.generator)
+    tag = champion_tag(root, rev)
+    commit = gitrepo.resolve(root, tag or rev)
+    src = f"{CHAMPION}/generator.pt" if tag else str(_P.generator)
     _get(_open(root, commit, remote), rev, commit, src, Path(dest))
     return commit
 
@@ -125,9 +121,10 @@ def restore(root: str | Path, rev: str, to: str | Path | None = None, remote: st
     made it); any other revision the run's generator, metrics, params.yaml and samples, and the champion of
     that time in `champion/`. `remote`: a DVC remote other than the revision's default."""
     root = Path(root)
-    commit = gitrepo.resolve(root, rev)
-    champion = champion_tag(root, rev) is not None
-    to = Path(to) if to is not None else default_target(root, rev)
+    tag = champion_tag(root, rev)
+    commit = gitrepo.resolve(root, tag or rev)  # `champion` with no champion tag: resolve says so
+    champion = tag is not None
+    to = Path(to) if to is not None else root / "restored" / (tag or rev).replace("/", "-")  # git-ignored
     if to.exists() and (not to.is_dir() or any(to.iterdir())):
         raise RestoreError(f"--to {to}: exists and is not an empty folder; name a new one (nothing was changed)")
     try:

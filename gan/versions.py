@@ -16,7 +16,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -28,6 +28,7 @@ from gan.paths import Paths
 
 PARAMS_FILE = "params.yaml"
 LOCK_FILE = "dvc.lock"
+CHAMPION_POINTER = f"{Paths(Path('.')).champion}.dvc"  # `dvc add`ed by the flow's gate
 
 
 class CommitRefused(PipelineError):
@@ -68,7 +69,7 @@ def pipeline_files(root: Path) -> list[str]:
     """The files a run writes that git tracks: params.yaml, dvc.lock, the `.dvc` files the flow maintains, the
     metrics DVC leaves to git (`cache: false`) and the `.gitignore`s DVC keeps beside its outputs."""
     paths = Paths(Path("."))
-    added = [paths.champion, paths.history.parent]  # `dvc add`ed by the flow
+    added = [paths.champion, paths.history.parent]  # `dvc add`ed by the flow (CHAMPION_POINTER, history's)
     outs = [p for s in _dvc_yaml(root).values() for p in _entries(s, ("outs", "metrics", "plots"))]
     uncached = [path for path, opts in outs if opts.get("cache") is False]
     ignored = _ignored(root, uncached)
@@ -103,8 +104,7 @@ class Recorded:
     note: str = ""
 
     def as_dict(self) -> dict:
-        return {"commit": self.commit, "tag": self.tag, "files": self.files,
-                "left_uncommitted": self.left_uncommitted, "note": self.note}  # fmt: skip
+        return asdict(self)
 
 
 def commit_message(run: dict, flow_run: str, later: bool = False) -> str:
@@ -152,8 +152,10 @@ def champion_tag_name(record: dict) -> str:
     return gitrepo.CHAMPION_TAG_PREFIX + when.astimezone(UTC).strftime("%Y%m%d-%H%M%S")
 
 
-def _refuse_if_inconsistent(root: Path, pending: list[gitrepo.Change], digest: str | None) -> None:
-    """The reasons a commit would record something other than what the run made."""
+def _refuse_if_inconsistent(
+    root: Path, pending: list[gitrepo.Change], changed: list[gitrepo.Change], digest: str | None
+) -> None:
+    """The reasons a commit would record something other than what the run made (`changed`: the whole tree's)."""
     keep = "Nothing was committed and nothing is lost: the run's outputs are in place; the next run commits them."
     busy = gitrepo.operation_in_progress(root)
     if busy:
@@ -172,7 +174,8 @@ def _refuse_if_inconsistent(root: Path, pending: list[gitrepo.Change], digest: s
             f"holds, so committing it would record a half-edit. Finish the edit and rerun (the run trains on "
             f"it). {keep}"
         )
-    code = [c.path for c in gitrepo.changes(root, stage_inputs(root))]
+    inputs = stage_inputs(root)
+    code = [c.path for c in changed if any(c.path == i or c.path.startswith(i + "/") for i in inputs)]
     if code:
         raise CommitRefused(
             f"uncommitted edits to files the stages depend on: {', '.join(code)}. dvc.lock records their "
@@ -195,14 +198,15 @@ def record_run(root: Path, flow_run: str, params_sha: str | None = None, run: di
     root = Path(root)
     if not gitrepo.is_repo(root):
         return Recorded(note=f"{root} is not a git repository: nothing committed (git init, or promote.commit: false)")
-    files = pipeline_files(root)
-    pending = gitrepo.changes(root, files)
-    others = sorted(c.path for c in gitrepo.changes(root) if c.path not in files)
+    files = set(pipeline_files(root))
+    changed = gitrepo.changes(root)
+    pending = [c for c in changed if c.path in files]
+    others = sorted(c.path for c in changed if c.path not in files)
     if not pending:
         tag = tag_champion(root)  # one an earlier run could not make
         note = "the pipeline's files are as committed: nothing to commit" + (f"; tagged {tag}" if tag else "")
         return Recorded(tag=tag, left_uncommitted=others, note=note)
-    _refuse_if_inconsistent(root, pending, params_sha)
+    _refuse_if_inconsistent(root, pending, changed, params_sha)
 
     paths = Paths(root)
     later = run is None
@@ -211,20 +215,15 @@ def record_run(root: Path, flow_run: str, params_sha: str | None = None, run: di
 
         runs = read_runs(paths.history)
         run = runs[-1] if runs else {"metric": "none", "value": "nan", "flow_run_id": flow_run}
-    changed = [c.path for c in pending]
-    champion_changed = _champion_pointer() in changed
+    paths_changed = [c.path for c in pending]
     message = commit_message(run, flow_run, later)
-    record = _champion_record(root) if champion_changed else None
+    record = _champion_record(root) if CHAMPION_POINTER in paths_changed else None
     if record is not None and record.get("flow_run_id") != run.get("flow_run_id"):
         message += f"Carries the champion promoted by flow run {record.get('flow_run_id')}, not recorded before.\n"
-    commit = gitrepo.commit_paths(root, changed, message)
+    commit = gitrepo.commit_paths(root, paths_changed, message)
     tag = tag_champion(root)
-    note = f"committed {len(changed)} file(s)" + (f", tagged {tag}" if tag else "")
-    return Recorded(commit, tag, changed, others, note)
-
-
-def _champion_pointer() -> str:
-    return f"{Paths(Path('.')).champion}.dvc"
+    note = f"committed {len(paths_changed)} file(s)" + (f", tagged {tag}" if tag else "")
+    return Recorded(commit, tag, paths_changed, others, note)
 
 
 def _champion_record(root: Path) -> dict | None:
@@ -236,7 +235,7 @@ def _champion_record(root: Path) -> dict | None:
 def tag_champion(root: Path) -> str | None:
     """Tag the commit that last changed the champion's pointer, unless a champion tag is on it already; returns
     the new tag (None: nothing to tag). Run after every commit, so a tag that failed once is made by the next run."""
-    pointer = _champion_pointer()
+    pointer = CHAMPION_POINTER
     if gitrepo.changes(root, [pointer]):
         return None  # the champion in the work tree is not committed yet
     commit = gitrepo.git(["log", "-1", "--format=%H", "--", pointer], root).stdout.strip()
