@@ -78,6 +78,12 @@ def decide(
     def verdict(promote: bool, reason: str) -> Decision:
         return Decision(promote, reason, metric, value, champ, margin)
 
+    extractor = metric.split("_", 1)[1]
+    if candidate.get(f"separates_{extractor}") is False:
+        why = candidate.get(f"soundness_{extractor}", {}).get("reason", "")
+        return verdict(False, f"{metric} is not able to separate on this data: the {extractor} scores degraded real "
+                              f"images like real ones ({why}); a model it ranks cannot be trusted, so none is "
+                              "promoted (more images, or a longer classifier/judge training, would help)")  # fmt: skip
     if not math.isfinite(value):
         return verdict(False, f"candidate {metric} is {value}")
     covered, total = candidate.get("classes_covered"), candidate.get("num_classes")

@@ -20,9 +20,10 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm import tqdm
 
-from gan import atomic
+from gan import atomic, soundness
 from gan.config import ClassifierConfig
 from gan.errors import PipelineError
+from gan.length import classifier_steps
 from gan.splits import LEGACY_IMAGE_SHAPE, UNLABELED, Split, load_split, shape_text
 from gan.tensors import ImageShapeError, epoch_permutation, from_uint8, resolve_device
 
@@ -138,37 +139,46 @@ def train_classifier(
     x = torch.from_numpy(train.images).to(dev)
     y = torch.from_numpy(train.labels).to(dev)
     n, bs = len(x), min(cfg.batch_size, len(x))
-    steps = -(-n // bs)
+    per_epoch = -(-n // bs)  # the last batch of an epoch may be short
+    total = classifier_steps(cfg.steps, n, bs)
     t0 = time.perf_counter()
     model.train()
-    with tqdm(
-        total=steps * cfg.epochs, desc="classifier", unit="step", disable=not progress_bar, mininterval=0.5
-    ) as bar:
-        for epoch in range(cfg.epochs):
-            perm = epoch_permutation(n, cfg.seed, epoch).to(dev)
-            for b in range(steps):
-                idx = perm[b * bs : (b + 1) * bs]
-                loss = F.cross_entropy(model(from_uint8(x[idx])), y[idx])
-                opt.zero_grad(set_to_none=True)
-                loss.backward()
-                opt.step()
-                bar.update(1)
-            bar.set_postfix(loss=f"{loss.item():.3f}")
+    with tqdm(total=total, desc="classifier", unit="step", disable=not progress_bar, mininterval=0.5) as bar:
+        perm = None
+        for step in range(total):
+            epoch, b = divmod(step, per_epoch)
+            if b == 0:
+                perm = epoch_permutation(n, cfg.seed, epoch).to(dev)
+            idx = perm[b * bs : (b + 1) * bs]
+            loss = F.cross_entropy(model(from_uint8(x[idx])), y[idx])
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            bar.update(1)
+            if b == per_epoch - 1 or step == total - 1:
+                bar.set_postfix(loss=f"{loss.item():.3f}")
+    seconds = time.perf_counter() - t0
     _, probs = predict(model, from_uint8(torch.from_numpy(test.images).to(dev)))
     acc = (probs.argmax(1).numpy() == test.labels).mean().item() if len(test.labels) else float("nan")
+    sound = soundness.check(lambda u8: predict(model, from_uint8(u8.to(dev)))[0].numpy(), train.images,
+                            test.images, cfg.seed)  # fmt: skip
     metrics = {
         "test_accuracy": round(acc, 5),
         "n_train": n,
         "n_test": len(test.labels),
-        "epochs": cfg.epochs,
-        "seconds": round(time.perf_counter() - t0, 2),
+        "steps": total,
+        "epochs": round(total / per_epoch, 2),
+        "seconds": round(seconds, 2),
+        "soundness": sound,
     }
-    log.info("domain classifier (%s) test accuracy %.4f", shape_text(train.shape), acc)
+    log.info("domain classifier (%s) test accuracy %.4f after %d steps; soundness: %s", shape_text(train.shape),
+             acc, total, sound["reason"])  # fmt: skip
     state = {k: v.cpu() for k, v in model.state_dict().items()}
     atomic.save_torch(
         out_model,
-        {"state_dict": state, "num_classes": num_classes, "image_shape": list(train.shape), "test_accuracy": acc},
-    )
+        {"state_dict": state, "num_classes": num_classes, "image_shape": list(train.shape), "test_accuracy": acc,
+         "soundness": json.dumps(sound)},
+    )  # fmt: skip
     atomic.write_text(out_metrics, json.dumps(metrics, indent=2) + "\n")
     return metrics
 

@@ -93,14 +93,20 @@ def _extractor_files(p: Params):
 def stage_train(p: Params) -> None:
     from gan.train import TrainOutputs, train
 
-    probe = None
-    if p.train.eval_every:  # best-checkpoint tracking: G scored in the domain's features during training
-        from gan.probe import build_probe
+    probe, note = None, ""
+    if p.train.eval_every != 0:  # best-checkpoint tracking: G scored in the domain's features during training
+        from gan.probe import NoSoundExtractor, build_probe
         from gan.tensors import resolve_device
 
-        probe = build_probe(_extractor_files(p), PATHS.test_split, p.train.eval_samples, resolve_device(p.train.device))
+        try:
+            probe = build_probe(_extractor_files(p), PATHS.test_split, p.train.eval_samples,
+                                resolve_device(p.train.device))  # fmt: skip
+            note = f"FD in the {probe.extractor_name}'s features, which passed its soundness test"
+        except NoSoundExtractor as err:  # train without it: the last G is kept, no early stop
+            note = str(err)
+            logging.getLogger("gan.train").warning("no quality probe: %s", err)
     train(p.model, p.train, PATHS.train_split, TrainOutputs(PATHS.generator, PATHS.checkpoints, PATHS.train_log),
-          probe=probe)  # fmt: skip
+          probe=probe, probe_note=note)  # fmt: skip
 
 
 def stage_reference(p: Params) -> None:

@@ -12,10 +12,11 @@ import hashlib
 import io
 import json
 from pathlib import Path
-from typing import Any, Literal, get_args
+from typing import Annotated, Any, Literal, get_args
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic.functional_validators import PlainValidator
 
 from gan import atomic
 from gan.datasets import DATASETS
@@ -91,9 +92,36 @@ class ModelConfig(_Section):
     )
 
 
+AUTO = "auto"
+
+
+def _auto_or(what: str, minimum: float, integer: bool):
+    """A validator for settings that are 'auto' or a number >= `minimum` (an int where `integer`): one clear error."""
+
+    def check(value: Any) -> Any:
+        ok = value == AUTO or (
+            not isinstance(value, bool) and isinstance(value, int if integer else int | float) and value >= minimum
+        )
+        if not ok:
+            raise ValueError(f"expected 'auto' or {what}")
+        return value
+
+    return PlainValidator(check)
+
+
+Steps = Annotated[int | str, _auto_or("a number of steps >= 1", 1, integer=True)]
+Kimg = Annotated[float | str, _auto_or("a number of thousands of images > 0 (e.g. 300)", 1e-3, integer=False)]
+EvalEvery = Annotated[int | str, _auto_or("0 (never) or a number of steps", 0, integer=True)]
+
+
 class TrainConfig(_Section):
     seed: int = Field(0, ge=0)
-    epochs: int = Field(5, ge=1, le=10000)
+    kimg: Kimg = Field(
+        AUTO,
+        description="Training length in thousands of real images shown to D (as StyleGAN counts). auto: sized to "
+        "the data (gan.length); train.epochs is the alternative.",
+    )
+    epochs: int = Field(0, ge=0, le=100_000, description="Training length in passes over the data (0 = use kimg).")
     batch_size: int = Field(128, ge=1, le=65536)
     lr_g: float = Field(1e-3, gt=0, le=1)
     lr_d: float = Field(5e-4, gt=0, le=1)
@@ -141,16 +169,24 @@ class TrainConfig(_Section):
         "promoted; warm-up min(decay, (1+t)/(10+t)).",
     )
 
-    eval_every: int = Field(
-        0,
-        ge=0,
-        description="Score G every N steps during training (0 = never): Fréchet distance in the domain's features "
-        "(classifier, else judge) to the real test images, logged to data/train/quality.tsv.",
+    eval_every: EvalEvery = Field(
+        AUTO,
+        description="Score G every N steps during training (0 = never; auto: 20 times over the planned length): "
+        "Fréchet distance in the features of an extractor that passed its soundness test (classifier, else judge) "
+        "to the real test images, logged to data/train/quality.tsv.",
     )
     eval_samples: int = Field(2000, ge=10, le=100_000, description="Images per side for train.eval_every's score.")
     keep: Literal["last", "best"] = Field(
-        "last", description="The generator the stage keeps: the last one, or the best-scoring snapshot (eval_every)."
+        "best", description="The generator the stage keeps: the last one, or the best-scoring snapshot (eval_every)."
     )
+    patience: int = Field(
+        5,
+        ge=0,
+        le=100_000,
+        description="Stop after this many scores in a row without a relative improvement of train.min_delta over "
+        "the best (0 = never stop early).",
+    )
+    min_delta: float = Field(0.02, ge=0, lt=1, description="Relative improvement that resets train.patience.")
 
     @field_validator("augment")
     @classmethod
@@ -170,14 +206,22 @@ class TrainConfig(_Section):
 
 class ClassifierConfig(_Section):
     seed: int = Field(0, ge=0)
-    epochs: int = Field(2, ge=1, le=1000)
+    steps: Steps = Field(
+        AUTO,
+        description="Training steps (auto: 2 epochs, at least gan.length.CLASSIFIER_MIN_STEPS, so a small folder "
+        "gets a classifier good enough to judge with).",
+    )
     batch_size: int = Field(128, ge=1, le=65536)
     lr: float = Field(1e-3, gt=0, le=1)
 
 
 class JudgeConfig(_Section):
     seed: int = Field(0, ge=0)
-    epochs: int = Field(1, ge=1, le=1000)
+    steps: Steps = Field(
+        AUTO,
+        description="Training steps (auto: 1 epoch, at least gan.length.JUDGE_MIN_STEPS, so a small folder gets a "
+        "judge that can tell blurred images from real ones).",
+    )
     batch_size: int = Field(256, ge=2, le=65536, description="Images per step; the other 2N-2 views are the negatives.")
     lr: float = Field(1e-3, gt=0, le=1)
     temperature: float = Field(0.5, gt=0, le=10, description="NT-Xent temperature (SimCLR: 0.5 for small batches).")
@@ -222,9 +266,12 @@ AUTO_METRIC = "auto"
 
 
 def auto_metric(metrics: dict) -> str:
-    """What promote.metric = auto compares: the classifier's FID where metrics.json has it (labelled data), else
-    the judge's."""
-    return "fid_classifier" if "fid_classifier" in metrics else "fid_judge"
+    """What promote.metric = auto compares: the classifier's FID where metrics.json has it (labelled data) and the
+    classifier passed its soundness test on this data (`separates_classifier`), else the judge's. Where neither
+    separates, the one present (the gate then refuses, saying why)."""
+    present = [m for m in ("fid_classifier", "fid_judge") if m in metrics]
+    sound = [m for m in present if metrics.get(f"separates_{m.split('_', 1)[1]}", True)]
+    return (sound or present or ["fid_judge"])[0]
 
 
 class PromoteConfig(_Section):
@@ -365,10 +412,15 @@ def _train_problems(p: Params) -> list[str]:
             "train.compile with R1 (train.r1_gamma > 0) or train.loss = 'wgan-gp': both differentiate D's gradient "
             "(a double backward), which torch.compile does not support; turn train.compile off"
         )
-    if t.keep == "best" and not t.eval_every:
+    if t.keep == "best" and t.eval_every == 0:
         problems.append(
             "train.keep = 'best' with train.eval_every = 0: the best snapshot needs scores during training; set "
-            "train.eval_every (e.g. 500), or train.keep = 'last'"
+            "train.eval_every (e.g. auto or 500), or train.keep = 'last'"
+        )
+    if t.epochs and t.kimg != AUTO:
+        problems.append(
+            f"train.epochs = {t.epochs} and train.kimg = {t.kimg}: both set the length of training; keep one (set "
+            "train.epochs = 0 to use kimg, or train.kimg = auto to use epochs)"
         )
     if t.cuda_graph and t.loss == "wgan-gp":
         problems.append(

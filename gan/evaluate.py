@@ -188,6 +188,10 @@ def _score(
         f_fake, p_fake = ex(fake_u8)
         metrics[f"extractor_{name}_sha256"] = ex.weights_sha256
         metrics[f"feature_dim_{name}"] = info["feature_dim"]
+        record = getattr(ex, "soundness", None)  # its soundness test on this data (gan.soundness)
+        if record is not None:
+            metrics[f"separates_{name}"] = record["separates"]
+            metrics[f"soundness_{name}"] = record
         metrics.update(_extractor_metrics(name, cfg, ref, f_fake, p_fake))
         if name == "classifier":
             metrics["classifier_test_accuracy"] = ex.test_accuracy

@@ -84,13 +84,30 @@ def export_torchscript(G: torch.nn.Module, path: Path) -> None:
 RECIPE_SECTIONS = ("data", "model", "train")  # the export stage declares these params in dvc.yaml
 
 
-def _epochs_trained(train_summary: dict) -> str:
-    """Epochs trained, and whether the time budget (train.max_seconds) stopped training before train.epochs."""
-    epochs = train_summary.get("epochs")
-    text = f"{epochs:g}" if isinstance(epochs, int | float) else str(epochs)
-    if train_summary.get("stopped_by_time_budget"):
-        text += f" of {train_summary.get('epochs_planned')} planned (stopped by train.max_seconds)"
+def _length_trained(train_summary: dict) -> str:
+    """Steps, images shown and epochs trained, against the plan, and why training ended."""
+    t = train_summary
+
+    def num(v) -> str:
+        return f"{v:g}" if isinstance(v, int | float) else str(v)
+
+    text = f"{t.get('steps')} steps"
+    if t.get("steps_planned"):
+        text += f" of {t['steps_planned']} planned ({t.get('length', '')})"
+    text += f", {num(t.get('kimg'))} kimg shown to D, epochs: {num(t.get('epochs'))}"
+    if t.get("stop"):
+        text += f"; {t['stop']}"
+    elif t.get("stopped_by_time_budget"):
+        text += f" of {num(t.get('epochs_planned'))} planned (stopped by train.max_seconds)"
     return text
+
+
+def _kept(train_summary: dict) -> str:
+    kept = train_summary.get("kept") or {}
+    if kept.get("generator") == "best":
+        return (f"- kept: the best-scoring snapshot, step {kept.get('step')} (FD {kept.get('fd')} in the "
+                f"{kept.get('extractor')}'s features); scored during training: {train_summary.get('probe')}")
+    return f"- kept: the last generator; scored during training: {train_summary.get('probe') or 'no'}"
 
 
 def _data_source(params: Params, data_summary: dict) -> str:
@@ -134,8 +151,9 @@ def model_card(
         ),
         "",
         "## Training",
-        f"- steps: {train_summary.get('steps')}, epochs: {_epochs_trained(train_summary)}, "
-        f"wall time: {train_summary.get('seconds')} s, {train_summary.get('images_per_second')} images/s",
+        f"- length: {_length_trained(train_summary)}",
+        f"- wall time: {train_summary.get('seconds')} s, {train_summary.get('images_per_second')} images/s",
+        _kept(train_summary),
         "",
         "## Metrics (FID/KID: lower is better; the floor: n real train images in place of the generated ones)",
         "| metric | generated | real-vs-real floor |",

@@ -27,6 +27,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from gan import soundness
 from gan.classifier import NoClassifier, load_classifier, predict
 from gan.config import ConfigError
 from gan.hashing import sha256_file
@@ -59,6 +60,7 @@ class ClassifierExtractor:
         self.dim = self.model.head.in_features
         self.num_classes = self.model.head.out_features
         self.input_shape = self.model.image_shape  # the prepared data's shape when it was trained
+        self.soundness = soundness.recorded(classifier_path)  # can it tell worse images from real ones here?
 
     def __call__(self, images_u8: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
         check_image_shape(images_u8, self.input_shape, "the domain classifier was trained on this shape")
@@ -79,6 +81,7 @@ class JudgeExtractor:
         self.weights_sha256 = sha256_file(judge_path)
         self.dim = self.model.body[-1].out_features
         self.input_shape = self.model.image_shape
+        self.soundness = soundness.recorded(judge_path)
 
     def __call__(self, images_u8: torch.Tensor) -> tuple[np.ndarray, None]:
         check_image_shape(images_u8, self.input_shape, "the judge was trained on this shape")

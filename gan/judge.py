@@ -26,10 +26,11 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm import tqdm
 
-from gan import atomic
+from gan import atomic, soundness
 from gan.classifier import check_same_shape, conv_blocks
 from gan.config import JudgeConfig
 from gan.errors import PipelineError
+from gan.length import judge_steps
 from gan.splits import UNLABELED, load_split, shape_text
 from gan.tensors import epoch_permutation, from_uint8, resolve_device
 
@@ -162,6 +163,7 @@ def train_judge(
     x = torch.from_numpy(train.images)
     bs = min(cfg.batch_size, n)
     steps_per_epoch = n // bs  # full batches only: NT-Xent's negatives are the rest of the batch
+    total = judge_steps(cfg.steps, n, bs)
 
     # --- model
     torch.manual_seed(cfg.seed)
@@ -169,33 +171,35 @@ def train_judge(
     opt = torch.optim.Adam(model.parameters(), lr=cfg.lr)
     g = torch.Generator().manual_seed(cfg.seed + 1)
 
-    # --- training
+    # --- training: `total` steps, a new permutation of the images each epoch
     t0 = time.perf_counter()
     losses: list[float] = []
     model.train()
-    with tqdm(total=steps_per_epoch * cfg.epochs, desc="judge", unit="step", disable=not progress_bar,
-              mininterval=0.5) as bar:  # fmt: skip
-        for epoch in range(cfg.epochs):
-            perm = epoch_permutation(n, cfg.seed, epoch)
-            total = 0.0
-            for b in range(steps_per_epoch):
-                batch = from_uint8(x[perm[b * bs : (b + 1) * bs]].to(dev))
-                z1 = model.projection(model(random_views(batch, g)))
-                z2 = model.projection(model(random_views(batch, g)))
-                loss = nt_xent(z1, z2, cfg.temperature)
-                opt.zero_grad(set_to_none=True)
-                loss.backward()
-                opt.step()
-                total += loss.item()
-                bar.update(1)
-            losses.append(total / max(steps_per_epoch, 1))
-            bar.set_postfix(loss=f"{losses[-1]:.3f}")
+    with tqdm(total=total, desc="judge", unit="step", disable=not progress_bar, mininterval=0.5) as bar:
+        running, count, perm = 0.0, 0, None
+        for step in range(total):
+            epoch, b = divmod(step, steps_per_epoch)
+            if b == 0:
+                perm = epoch_permutation(n, cfg.seed, epoch)
+            batch = from_uint8(x[perm[b * bs : (b + 1) * bs]].to(dev))
+            z1 = model.projection(model(random_views(batch, g)))
+            z2 = model.projection(model(random_views(batch, g)))
+            loss = nt_xent(z1, z2, cfg.temperature)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            running, count = running + loss.item(), count + 1
+            bar.update(1)
+            if b == steps_per_epoch - 1 or step == total - 1:  # the mean loss of each (last partial) epoch
+                losses.append(running / count)
+                running, count = 0.0, 0
+                bar.set_postfix(loss=f"{losses[-1]:.3f}")
     seconds = time.perf_counter() - t0
 
     # --- how good is it (held-out images; labels only where they exist, and only to report)
     probe = torch.from_numpy(test.images[:1000])
     metrics = {
-        "n_train": n, "epochs": cfg.epochs, "steps": steps_per_epoch * cfg.epochs, "loss_per_epoch": losses,
+        "n_train": n, "steps": total, "epochs": round(total / steps_per_epoch, 2), "loss_per_epoch": losses,
         "positive_retrieval_test": positive_retrieval(model, probe, cfg.seed, dev),
         "positive_retrieval_chance": 1 / max(len(probe), 1), "seconds": round(seconds, 2),
     }  # fmt: skip
@@ -205,13 +209,15 @@ def train_judge(
         f_tr = embed(model, torch.from_numpy(train.images[np.sort(k_train)]), dev)
         f_te = embed(model, torch.from_numpy(test.images), dev)
         metrics["knn_accuracy_test"] = knn_accuracy(f_tr, train.labels[np.sort(k_train)], f_te, test.labels, KNN_K)
-    log.info("judge (%s): %s", shape_text(train.shape),
-             ", ".join(f"{k} {v:.4g}" for k, v in metrics.items() if k.startswith(("positive", "knn"))))  # fmt: skip
+    metrics["soundness"] = soundness.check(lambda u8: embed(model, u8, dev), train.images, test.images, cfg.seed)
+    log.info("judge (%s) after %d steps: %s; soundness: %s", shape_text(train.shape), total,
+             ", ".join(f"{k} {v:.4g}" for k, v in metrics.items() if k.startswith(("positive", "knn"))),
+             metrics["soundness"]["reason"])  # fmt: skip
 
     # --- save
     state = {k: v.cpu() for k, v in model.state_dict().items()}
     atomic.save_torch(out_model, {"state_dict": state, "image_shape": list(train.shape), "feature_dim": FEATURE_DIM,
-                                  "method": "simclr"})  # fmt: skip
+                                  "method": "simclr", "soundness": json.dumps(metrics["soundness"])})  # fmt: skip
     metrics = {k: (round(v, 5) if isinstance(v, float) else v) for k, v in metrics.items()}
     metrics["loss_per_epoch"] = [round(v, 5) for v in losses]
     atomic.write_text(out_metrics, json.dumps(metrics, indent=2) + "\n")

@@ -2,7 +2,7 @@
 
 GAN quality often peaks and then degrades, so the trainer can score G every `train.eval_every` steps and keep the
 best snapshot. The score is the Fréchet distance, in the domain's own features (the classifier's where the data has
-labels, else the judge's), between `train.eval_samples` generated images and as many real *test* images: the same
+labels, else the judge's; only one that passed its soundness test, `gan.soundness`), between `train.eval_samples` generated images and as many real *test* images: the same
 kind of number as the evaluate stage's FID, on fewer images (so higher, by the small-sample bias, and noisier; it
 ranks snapshots, the evaluate stage reports the model). A class-conditional G is asked for every class equally
 often. The probe draws its own noise from a fixed seed: every call scores G on the same z, and training's random
@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from gan.errors import PipelineError
 from gan.features import ExtractorFiles, NoExtractor, build_extractors
 from gan.metrics import feature_stats, frechet_distance
 from gan.sampling import requested_labels, sample_batches
@@ -47,13 +48,29 @@ class QualityProbe:
         return frechet_distance(*feature_stats(features), self.real_mu, self.real_sigma)
 
 
+class NoSoundExtractor(ValueError):
+    """No extractor that applies to this data passed its soundness test: G cannot be scored during training."""
+
+
 def build_probe(files: ExtractorFiles, test_split: str | Path, n: int, device: torch.device) -> QualityProbe:
-    """The probe in the domain's features: the classifier where it applies (labelled data), else the judge."""
-    try:
-        extractors, _ = build_extractors(["classifier"], files, device, 500)
-    except NoExtractor:  # an unlabeled folder: the classifier is only a marker that says so
-        extractors, _ = build_extractors(["judge"], files, device, 500)
-    name = next(iter(extractors))
+    """The probe in the domain's features: the classifier where it applies (labelled data) and passed its soundness
+    test (`gan.soundness`), else the judge if it passed; NoSoundExtractor (with each one's reason) when neither."""
+    refused = []
+    for name in ("classifier", "judge"):
+        try:
+            extractors, _ = build_extractors([name], files, device, 500)
+        except NoExtractor:  # an unlabeled folder: the classifier is only a marker that says so
+            continue
+        except (FileNotFoundError, PipelineError):  # not trained in this workspace (e.g. only Inception is used)
+            refused.append(f"the {name} is not trained ({getattr(files, name)} missing)")
+            continue
+        record = extractors[name].soundness
+        if record is not None and not record["separates"]:
+            refused.append(f"the {name} cannot separate degraded images from real ones ({record['reason']})")
+            continue
+        break
+    else:
+        raise NoSoundExtractor("; ".join(refused) or "no extractor applies to this data")
     real = load_split(test_split).images
     if len(real) < 2:
         raise ValueError(f"{test_split}: train.eval_every needs real test images to compare with; it has {len(real)}")

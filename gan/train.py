@@ -36,6 +36,7 @@ from gan.codedeps import stage_code_files
 from gan.config import ConfigError, ModelConfig, TrainConfig, section_hash
 from gan.ema import EmaGenerator
 from gan.errors import PipelineError
+from gan.length import plan
 from gan.models import build_discriminator, build_generator, save_generator
 from gan.splits import load_split
 from gan.step import BASE_STATS, CudaGraphStep, GanStep, step_parts
@@ -43,6 +44,7 @@ from gan.tensors import epoch_permutation, from_uint8, resolve_device
 
 log = logging.getLogger(__name__)
 LOG_COLUMNS = ("step", "epoch", *BASE_STATS)  # the default algorithm's columns; R1 and GP add theirs
+MIN_STEPS_BETWEEN_SNAPSHOTS = 200  # a small folder's epochs are short: its checkpoints and grids every few epochs
 
 
 class DivergenceError(PipelineError):
@@ -58,20 +60,32 @@ class TrainOutputs:
 
 @dataclass
 class QualityTracker:
-    """Scores of G during training (`train.eval_every`): data/train/quality.tsv (step, fd) and the best snapshot so
-    far, held in memory and in every checkpoint, so a resumed run keeps the best of the steps before it."""
+    """Scores of G during training (`train.eval_every`): data/train/quality.tsv (step, fd), the best snapshot so far,
+    and the patience count (scores in a row without a relative improvement of `min_delta` over the best), held in
+    memory and in every checkpoint, so a resumed run keeps the best of the steps before it and stops where the
+    uninterrupted run would."""
 
     probe: Callable[[torch.nn.Module], float] | None
     path: Path
     leader: bool
+    patience: int = 0
+    min_delta: float = 0.0
     best_step: int = -1
     best_value: float = math.inf
     best_state: dict | None = None
     last_step: int = -1
+    last_value: float = math.nan
+    improved_step: int = -1  # the last score that improved on the best by min_delta (patience counts from it)
+    improved_value: float = math.inf
+    since: int = 0  # scores since then
 
     def start(self, resume_step: int, saved: dict | None) -> None:
         if saved:
             self.best_step, self.best_value, self.best_state = saved["step"], saved["value"], saved["state"]
+            self.improved_step = saved.get("improved_step", self.best_step)
+            self.improved_value = saved.get("improved_value", self.best_value)
+            self.since = saved.get("since", 0)
+            self.last_step, self.last_value = saved.get("last_step", -1), saved.get("last_value", math.nan)
         if not self.leader:
             return
         if resume_step == 0 or not self.path.exists():
@@ -85,28 +99,52 @@ class QualityTracker:
         if self.probe is None or not self.leader:
             return
         value = float(self.probe(G))
+        self.last_value = value
         with open(self.path, "a") as f:
             f.write(f"{step}\t{value:.6f}\n")
         if value < self.best_value:
             self.best_step, self.best_value = step, value
             self.best_state = {k: v.detach().cpu().clone() for k, v in G.state_dict().items()}
+        if value < self.improved_value * (1 - self.min_delta):
+            self.improved_step, self.improved_value, self.since = step, value, 0
+        else:
+            self.since += 1
         log.info("step %d: quality FD %.3f (best %.3f at step %d)", step, value, self.best_value, self.best_step)
+
+    @property
+    def exhausted(self) -> bool:
+        """train.patience scores in a row brought no improvement of train.min_delta."""
+        return bool(self.patience) and self.since >= self.patience
 
     def state_dict(self) -> dict | None:
         if self.best_state is None:
             return None
-        return {"step": self.best_step, "value": self.best_value, "state": self.best_state}
+        return {"step": self.best_step, "value": self.best_value, "state": self.best_state,
+                "improved_step": self.improved_step, "improved_value": self.improved_value, "since": self.since,
+                "last_step": self.last_step, "last_value": self.last_value}  # fmt: skip
+
+
+STOP_REASONS = {
+    "length": "stopped: length reached",
+    "time": "stopped: time budget (train.max_seconds)",
+    "patience": "stopped: no improvement since step {step}",
+}
 
 
 @dataclass
 class TrainResult:
     steps: int
-    epochs: float  # epochs trained (fractional when train.max_seconds stopped training mid-epoch)
-    epochs_planned: int  # train.epochs
-    stopped_by_time_budget: bool  # train.max_seconds ended training before train.epochs
+    epochs: float  # epochs trained (fractional when training stopped mid-epoch)
+    epochs_planned: float  # the planned length in epochs
+    stopped_by_time_budget: bool  # train.max_seconds ended training before the planned length
     resumed_from_step: int
     seconds: float
     images_per_second: float
+    steps_planned: int = 0
+    kimg: float = 0.0  # thousands of real images shown to D
+    length: str = ""  # how the planned length was decided (gan.length)
+    stop: str = ""  # why training ended: one of STOP_REASONS' texts
+    probe: str = ""  # the extractor that scored G during training, or why none did
     final: dict = field(default_factory=dict)
     kept: dict = field(default_factory=dict)  # which G the stage kept: last, or the best snapshot (step, fd)
 
@@ -270,13 +308,18 @@ def num_classes_of(labels: np.ndarray) -> int:
 
 class StepLog:
     """The per-step log (data/train/log.tsv): statistics stay on the device until a flush, which writes them,
-    checks every loss is finite (DivergenceError otherwise), and reports progress."""
+    checks every loss is finite (DivergenceError otherwise), and reports progress: the share of the run done,
+    counted toward whichever limit ends it first (the planned steps, or train.max_seconds), with the step and the
+    quality probe's latest and best scores."""
 
     def __init__(self, path: Path, columns: tuple[str, ...], ckpt_path: Path, where: Rank, resume_step: int,
-                 total_steps: int, on_progress: Callable[[dict], None] | None, progress_bar: bool):  # fmt: skip
+                 total_steps: int, budget: TimeBudget, on_progress: Callable[[dict], None] | None,
+                 progress_bar: bool):  # fmt: skip
         self.columns, self.ckpt_path, self.total_steps, self.on_progress = columns, ckpt_path, total_steps, on_progress
+        self.budget = budget
         self.pending: list[torch.Tensor] = []
         self.last: dict = {}
+        self.quality = ""  # the probe's latest and best, shown beside the bar
         if where.leader:  # the only rank that writes: another rank's late rewrite would orphan the log
             if resume_step == 0:
                 path.unlink(missing_ok=True)
@@ -289,12 +332,17 @@ class StepLog:
                 self.file.write("\t".join(columns) + "\n")
         else:
             self.file = open(os.devnull, "w")
-        self.bar = tqdm(total=total_steps, initial=resume_step, desc="train", unit="step",
-                        disable=not progress_bar or not where.leader, mininterval=0.5)  # fmt: skip
+        self.bar = tqdm(total=100, initial=int(100 * self.done(resume_step)), desc="train", unit="%",
+                        disable=not progress_bar or not where.leader, mininterval=0.5,
+                        bar_format="{desc}: {percentage:3.0f}%|{bar}| {n}/{total} [{elapsed}<{remaining}{postfix}]")  # fmt: skip
+
+    def done(self, step: int) -> float:
+        """The share of the run done: steps toward the plan, or time toward train.max_seconds, whichever is ahead."""
+        by_steps = step / max(self.total_steps, 1)
+        return min(1.0, max(by_steps, self.budget.fraction()))
 
     def add(self, stats: torch.Tensor) -> None:
         self.pending.append(stats)
-        self.bar.update(1)
 
     def flush(self, step: int, epoch: int) -> None:
         if not self.pending:
@@ -313,9 +361,14 @@ class StepLog:
             self.file.write("\t".join([str(first_step + k), str(epoch), *(f"{v:.6f}" for v in row)]) + "\n")
         self.file.flush()
         self.last = dict(zip(self.columns, [step, epoch, *rows[-1]], strict=True))
-        self.bar.set_postfix({k: f"{v:.3f}" for k, v in self.last.items() if k not in ("step", "epoch")})
+        self.show(step)
         if self.on_progress is not None:
-            self.on_progress({**self.last, "total_steps": self.total_steps})
+            self.on_progress({**self.last, "total_steps": self.total_steps, "progress": self.done(step)})
+
+    def show(self, step: int) -> None:
+        self.bar.n = int(100 * self.done(step))
+        losses = ", ".join(f"{k} {v:.3f}" for k, v in self.last.items() if k in ("loss_d", "loss_g"))
+        self.bar.set_postfix_str(f"step {step}/{self.total_steps}, {losses}{self.quality}")
 
     def close(self) -> None:
         self.bar.close()
@@ -330,6 +383,10 @@ class TimeBudget:
 
     def spent(self) -> bool:
         return _out_of_time(self.max_seconds, self.t0, self.where.world, self.where.device)
+
+    def fraction(self) -> float:
+        """The share of the budget used (0 without one)."""
+        return (time.perf_counter() - self.t0) / self.max_seconds if self.max_seconds else 0.0
 
 
 def save_epoch_grid(G: torch.nn.Module, fixed_z: torch.Tensor, fixed_y: torch.Tensor | None, path: Path) -> None:
@@ -351,6 +408,7 @@ def train(
     on_progress: Callable[[dict], None] | None = None,
     progress_bar: bool = True,
     probe: Callable[[torch.nn.Module], float] | None = None,
+    probe_note: str = "",
 ) -> TrainResult:
     """Train G and D on the prepared split; resume from `out.checkpoint_dir` if it matches.
 
@@ -383,11 +441,18 @@ def train(
             f"train.d_steps = {d_steps} × train.batch_size = {bs} needs {d_steps * bs} images per step, but "
             f"{train_split} has {n}: lower one of them"
         )
-    total_steps = steps_per_epoch * train_cfg.epochs
+    length = plan(train_cfg, n, split.shape, bs)
+    total_steps = length.steps
+    eval_every = length.eval_every if probe is not None else 0
     fingerprint = run_fingerprint(model_cfg, train_cfg, split.images)
     num_classes = num_classes_of(split.labels) if model_cfg.conditional else 0
-    if train_cfg.eval_every and probe is None:
+    if isinstance(train_cfg.eval_every, int) and train_cfg.eval_every and probe is None:
         raise ConfigError("train.eval_every > 0 needs a quality probe (gan.probe.build_probe) to score G with")
+    if rank == 0:
+        log.info("training %d steps (%.1f kimg, %.2f epochs of %d images): %s; %s", total_steps, length.kimg,
+                 length.epochs, n, length.why,
+                 f"scored every {eval_every} steps ({probe_note or 'quality probe'})" if eval_every
+                 else f"not scored during training ({probe_note or 'train.eval_every = 0'})")  # fmt: skip
     if model_cfg.conditional and num_classes < 2:
         raise ConfigError(
             f"model.conditional = true, but {train_split} has no class labels (an unlabeled folder?): "
@@ -409,7 +474,8 @@ def train(
     # --- resume ---
     checkpoints = Checkpoints(out.checkpoint_dir / "last.pt", fingerprint, model_cfg, where)
     step = epoch = batch = resumed_from = 0
-    quality = QualityTracker(probe if train_cfg.eval_every else None, out.log_dir / "quality.tsv", rank == 0)
+    quality = QualityTracker(probe if eval_every else None, out.log_dir / "quality.tsv", rank == 0,
+                             train_cfg.patience, train_cfg.min_delta)  # fmt: skip
     ckpt = checkpoints.load()
     if ckpt is not None:
         models.load_state_dict(ckpt, graphed, device)
@@ -439,8 +505,10 @@ def train(
     parts = step_parts(model_cfg, train_cfg)
     gan_step = GanStep(G_step, D_step, models.opt_g, models.opt_d, parts, noise, amp)
     step_fn = CudaGraphStep(gan_step) if graphed else gan_step
+    budget = TimeBudget(train_cfg.max_seconds, where)
     step_log = StepLog(out.log_dir / "log.tsv", ("step", "epoch", *parts.stat_names), checkpoints.path, where,
-                       step, total_steps, on_progress, progress_bar)  # fmt: skip
+                       step, total_steps, budget, on_progress, progress_bar)  # fmt: skip
+    snapshot_epochs = max(1, math.ceil(MIN_STEPS_BETWEEN_SNAPSHOTS / steps_per_epoch))  # checkpoints and grids
 
     def next_batch(b: int, perm: torch.Tensor) -> tuple:
         """Step b's real images (d_steps×B×C×H×W), noise and labels for this rank."""
@@ -453,17 +521,31 @@ def train(
         y_fake = torch.randint(num_classes, (d_steps, per_rank), generator=noise, device=device)
         return x, z, labels[idx].view(d_steps, per_rank), y_fake
 
-    def final_probe(at: int) -> None:
-        """The last G is a candidate too: scored before the last checkpoint, which then holds the final best."""
-        if train_cfg.eval_every and quality.last_step != at:
-            quality.record(at, models.G_out)
+    def score(at: int) -> None:
+        """Score G at step `at` (rank 0) and show it beside the progress bar."""
+        quality.record(at, models.G_out)
+        if quality.probe is not None and rank == 0:
+            step_log.quality = (f", FD {quality.last_value:.3g} (best {quality.best_value:.3g} at step "
+                                f"{quality.best_step})")  # fmt: skip
 
-    # --- the loop: epochs of steps; log flushes, checkpoints, the time budget ---
-    budget = TimeBudget(train_cfg.max_seconds, where)
+    def why_stop() -> str:
+        """'' to go on, else a key of STOP_REASONS (rank 0 decides; every rank gets its answer)."""
+        out_of_time = budget.spent()  # on every rank: under DDP it is itself a collective
+        reason = ""
+        if step >= total_steps:
+            reason = "length"
+        elif eval_every and quality.exhausted:
+            reason = "patience"
+        elif out_of_time:
+            reason = "time"
+        return _agree(reason, where)
+
+    # --- the loop: epochs of steps until the plan, the time budget or the patience ends it ---
+    stop = why_stop()
     try:
         models.G.train()
         models.D.train()
-        while epoch < train_cfg.epochs and not (epoch > 0 and budget.spent()):
+        while not stop:
             perm = epoch_permutation(n, train_cfg.seed, epoch).to(device)
             for b in range(batch, steps_per_epoch):
                 regularise = bool(train_cfg.r1_gamma) and step % train_cfg.r1_every == 0
@@ -471,29 +553,31 @@ def train(
                 if models.ema is not None:
                     models.ema.update(models.G)
                 step += 1
-                if train_cfg.eval_every and step % train_cfg.eval_every == 0:
-                    quality.record(step, models.G_out)
+                if eval_every and step % eval_every == 0:
+                    score(step)
                 if len(step_log.pending) >= train_cfg.log_flush_every:
                     step_log.flush(step, epoch)
+                stop = why_stop()
+                if stop:
+                    break
                 if train_cfg.checkpoint_every and step % train_cfg.checkpoint_every == 0 and b + 1 < steps_per_epoch:
                     step_log.flush(step, epoch)
                     checkpoints.save(models, noise, step, epoch, b + 1, quality.state_dict())
-                if budget.spent():
-                    break
             step_log.flush(step, epoch)
-            if budget.spent() and b + 1 < steps_per_epoch:
-                log.info("train.max_seconds = %s reached at step %d: stopping", train_cfg.max_seconds, step)
-                final_probe(step)
-                checkpoints.save(models, noise, step, epoch, b + 1, quality.state_dict())
-                break
-            epoch += 1
-            batch = 0
-            if rank == 0:
-                save_epoch_grid(models.G_out, fixed_z, fixed_y, sample_dir / f"epoch_{epoch:03d}.png")
-            if epoch == train_cfg.epochs or budget.spent():
-                final_probe(step)
-            checkpoints.save(models, noise, step, epoch, 0, quality.state_dict())
-            log.info("epoch %d/%d done at step %d", epoch, train_cfg.epochs, step)
+            epoch, batch = (epoch + 1, 0) if b + 1 == steps_per_epoch else (epoch, b + 1)
+            if stop:
+                if eval_every and quality.last_step != step:  # the last G is a candidate too
+                    score(step)
+                if rank == 0:
+                    shown = epoch if batch == 0 else epoch + 1  # a stop mid-epoch: the grid of that epoch
+                    save_epoch_grid(models.G_out, fixed_z, fixed_y, sample_dir / f"epoch_{shown:03d}.png")
+                checkpoints.save(models, noise, step, epoch, batch, quality.state_dict())
+            elif epoch % snapshot_epochs == 0:
+                if rank == 0:
+                    save_epoch_grid(models.G_out, fixed_z, fixed_y, sample_dir / f"epoch_{epoch:03d}.png")
+                checkpoints.save(models, noise, step, epoch, 0, quality.state_dict())
+                log.info("epoch %d done at step %d of %d", epoch, step, total_steps)
+        step_log.show(step)
         in_sync = _ranks_in_sync(models.G, models.D) if world > 1 else None
     finally:
         step_log.close()
@@ -503,17 +587,26 @@ def train(
     # --- finalisation: the result, the generator (the EMA one when on; the raw one beside it) ---
     seconds = time.perf_counter() - budget.t0
     trained = step - resumed_from
+    stop_text = STOP_REASONS[stop].format(step=quality.improved_step)
     result = TrainResult(
         steps=step,
         epochs=math.floor(100 * step / steps_per_epoch) / 100,  # trained, never rounded up to a full epoch
-        epochs_planned=train_cfg.epochs,
-        stopped_by_time_budget=epoch < train_cfg.epochs,  # only train.max_seconds ends the loop early
+        epochs_planned=round(length.epochs, 2),
+        stopped_by_time_budget=stop == "time",
         resumed_from_step=resumed_from,
         seconds=round(seconds, 3),
         images_per_second=round(trained * bs * d_steps / seconds, 1) if seconds > 0 else 0.0,
+        steps_planned=total_steps,
+        kimg=round(step * length.images_per_step / 1000, 1),
+        length=length.why,
+        stop=stop_text,
+        probe=(f"{getattr(probe, 'extractor_name', 'probe')} every {eval_every} steps" if eval_every
+               else probe_note or "off (train.eval_every = 0)"),  # fmt: skip
         final=step_log.last,
     )
     if rank == 0:
+        log.info("%s after %d steps (%.1f kimg, %.2f epochs) in %.0f s", stop_text, step, result.kimg, result.epochs,
+                 seconds)  # fmt: skip
         meta = {"steps": step, "fingerprint": fingerprint, "device": str(device), "processes": world}
         result.final["processes"] = world
         result.final["ranks_in_sync"] = in_sync
@@ -534,6 +627,16 @@ def train(
             raw_path.unlink(missing_ok=True)
         atomic.write_text(out.log_dir / "summary.json", json.dumps(result.__dict__, indent=2) + "\n")
     return result
+
+
+def _agree(reason: str, where: Rank) -> str:
+    """Rank 0's stop reason on every rank (one broadcast under DDP; nothing to do alone)."""
+    if where.world == 1:
+        return reason
+    keys = ["", *STOP_REASONS]
+    flag = torch.tensor([keys.index(reason) if where.leader else 0], device=where.device)
+    torch.distributed.broadcast(flag, src=0)
+    return keys[int(flag.item())]
 
 
 def _out_of_time(max_seconds: float, t0: float, world: int, device: torch.device) -> bool:

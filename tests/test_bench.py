@@ -105,7 +105,7 @@ def test_ablation_bench_scores_every_variant_at_every_budget(tmp_path):
                              "prdc_samples": 20, "prdc_k": 3, "extractors": ["classifier"]}}  # fmt: skip
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(settings))
     p = load_params(tmp_path / "params.yaml")
-    train_classifier(ClassifierConfig(epochs=1, batch_size=32), paths.train_split, paths.test_split, paths.classifier,
+    train_classifier(ClassifierConfig(steps=8, batch_size=32), paths.train_split, paths.test_split, paths.classifier,
                      paths.classifier_metrics, num_classes=4, device="cpu", progress_bar=False)  # fmt: skip
     build_reference(p.evaluate, ExtractorFiles(paths.classifier, paths.judge), paths.train_split, paths.test_split,
                     paths.reference, device="cpu")  # fmt: skip

@@ -72,7 +72,7 @@ def data(tmp_path_factory) -> dict:
     root = tmp_path_factory.mktemp("conditional")
     train, test = _split(root / "train.npz", 64, 0), _split(root / "test.npz", 48, 1)
     classifier = root / "classifier.pt"
-    train_classifier(ClassifierConfig(epochs=1, batch_size=32), train, test, classifier, root / "c.json",
+    train_classifier(ClassifierConfig(steps=2, batch_size=32), train, test, classifier, root / "c.json",
                      num_classes=K, device="cpu", progress_bar=False)  # fmt: skip
     torch.manual_seed(0)
     judge = root / "judge.pt"  # untrained, saved as train_judge saves it: features are all the tests need

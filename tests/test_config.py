@@ -26,7 +26,14 @@ def test_repo_params_valid_and_complete():
 @pytest.mark.parametrize(
     "text, key, fragments",
     [
-        ("train:\n  epochs: 0\n", "train.epochs", ["= 0", "greater than or equal to 1"]),
+        ("train:\n  epochs: -1\n", "train.epochs", ["= -1", "greater than or equal to 0"]),
+        ("train:\n  epochs: 5\n  kimg: 300\n", "train.epochs = 5", ["train.kimg = 300", "both set the length"]),
+        ("train:\n  kimg: 0\n", "train.kimg", ["= 0", "'auto' or a number of thousands of images > 0"]),
+        ("train:\n  kimg: lots\n", "train.kimg", ["'lots'"]),
+        ("train:\n  eval_every: -5\n", "train.eval_every", ["= -5"]),
+        ("classifier:\n  steps: 0\n", "classifier.steps", ["= 0", "'auto' or a number of steps >= 1"]),
+        ("judge:\n  steps: many\n", "judge.steps", ["'many'"]),
+        ("judge:\n  epochs: 1\n", "judge.epochs", ["unknown key", "steps"]),
         ("train:\n  epochs: 2.5\n", "train.epochs", ["= 2.5", "integer"]),
         ("train:\n  epochs: '5'\n", "train.epochs", ["= '5'", "integer"]),
         ("train:\n  lr_g: -1\n", "train.lr_g", ["= -1", "greater than 0"]),
@@ -57,7 +64,7 @@ def test_invalid_values_name_key_value_and_rule(tmp_path, text, key, fragments):
 
 def test_all_errors_reported_at_once(tmp_path):
     with pytest.raises(ConfigError) as info:
-        load_params(write(tmp_path, "train:\n  epochs: 0\n  batch_size: 0\nmodel:\n  z_dim: x\n"))
+        load_params(write(tmp_path, "train:\n  epochs: -1\n  batch_size: 0\nmodel:\n  z_dim: x\n"))
     assert "3 invalid setting(s)" in str(info.value)
 
 
@@ -95,7 +102,8 @@ def test_cli_check_exits_2_without_running(tmp_path, capsys):
         (["train.cuda_graph=true", "train.loss=wgan-gp"], "the penalty's random interpolation"),
         (["model.arch=resnet", "data.resolution=128"], "model.arch = 'resnet' is built for 28, 32, 64 px"),
         (["train.compile=true", "train.r1_gamma=1.0"], "which torch.compile does not support"),
-        (["train.keep=best"], "the best snapshot needs scores during training"),
+        (["train.eval_every=0"], "the best snapshot needs scores during training"),
+        (["train.epochs=3", "train.kimg=100"], "both set the length of training"),
     ],
 )
 def test_parts_that_cannot_run_together_are_refused_before_any_stage(overrides, fragment):

@@ -21,7 +21,7 @@ from gan.splits import load_split
 from .conftest import REPO, TINY, require_debian_fashion_mnist, run
 
 SMALL_EVAL = [*TINY, "evaluate.n_samples=500", "evaluate.bootstrap=10", "evaluate.kid_subsets=10",
-              "evaluate.kid_subset_size=200", "evaluate.prdc_samples=500", "classifier.epochs=2"]  # fmt: skip
+              "evaluate.kid_subset_size=200", "evaluate.prdc_samples=500", "classifier.steps=48"]  # fmt: skip
 
 
 @pytest.fixture(scope="module")

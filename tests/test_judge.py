@@ -290,7 +290,7 @@ def test_random_views_of_flat_and_half_bright_images_behave_as_documented():
 
 # ---------------------------------------------------------------- training: labels unused, determinism, errors
 
-TINY_JUDGE = JudgeConfig(seed=0, epochs=1, batch_size=16)
+TINY_JUDGE = JudgeConfig(seed=0, steps=3, batch_size=16)
 
 
 def tiny_splits(root: Path, shape: Sequence[int] = (1, 28, 28), n: int = 48) -> tuple[Path, Path, np.ndarray]:
@@ -520,7 +520,7 @@ def fmnist_judge(fmnist, tmp_path_factory) -> TrainedJudge:
     train_split = write_split(root / "train.npz", fmnist.train_images[:FMNIST_JUDGE_IMAGES])
     test_split = write_split(root / "test.npz", fmnist.test_images)
     t0 = time.perf_counter()
-    metrics = train_judge(JudgeConfig(seed=0, epochs=1), train_split, test_split, root / "judge.pt",
+    metrics = train_judge(JudgeConfig(seed=0, steps=46), train_split, test_split, root / "judge.pt",
                           root / "judge.json", device="cpu", progress_bar=False)  # fmt: skip
     seconds = time.perf_counter() - t0
     return TrainedJudge(root / "judge.pt", load_judge(root / "judge.pt"), metrics, seconds)
@@ -649,7 +649,7 @@ def emoji(emoji_tgz, tmp_path_factory) -> Emoji:
     return Emoji(categories, x[~test], y[~test], x[test], y[test])
 
 
-EMOJI_JUDGE = JudgeConfig(seed=0, epochs=4, batch_size=64)  # 176 steps; the default (1 epoch of 256) makes 11 here
+EMOJI_JUDGE = JudgeConfig(seed=0, steps=176, batch_size=64)  # 4 epochs here
 NOT_MODES = ("component", "people-and-body")  # 5 skin-tone swatches; 60 % of the images (n would not fit without it)
 
 
@@ -776,7 +776,7 @@ def fmnist_classifier(fmnist_labelled, tmp_path_factory) -> Path:
     """The established, labelled judge: the domain classifier trained on the same 12,000 images with labels."""
     root = tmp_path_factory.mktemp("fmnist-classifier")
     train_split, test_split = fmnist_labelled
-    train_classifier(ClassifierConfig(seed=0, epochs=1), train_split, test_split, root / "classifier.pt",
+    train_classifier(ClassifierConfig(seed=0, steps=94), train_split, test_split, root / "classifier.pt",
                      root / "classifier.json", num_classes=10, device="cpu", progress_bar=False)  # fmt: skip
     return root / "classifier.pt"
 

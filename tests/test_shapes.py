@@ -29,7 +29,7 @@ from gan.train import TrainOutputs, load_checkpoint, run_fingerprint, train
 CLASSES = ("zero", "one", "two", "three")
 MODEL = ModelConfig(arch="dcgan", channels=4, z_dim=8)
 TRAIN = TrainConfig(epochs=1, batch_size=16, device="cpu")
-CLASSIFIER = ClassifierConfig(epochs=1, batch_size=32)
+CLASSIFIER = ClassifierConfig(steps=2, batch_size=32)
 
 
 def _files(classifier) -> ExtractorFiles:

@@ -47,11 +47,14 @@ def test_outputs_log_samples_and_rebuildable_generator(tiny_split, tmp_path):
     rows = (out.log_dir / "log.tsv").read_text().splitlines()
     assert rows[0].split("\t") == ["step", "epoch", "loss_d", "loss_g", "d_real", "d_fake"]
     assert [int(r.split("\t")[0]) for r in rows[1:]] == list(range(1, 17))
-    assert sorted(p.name for p in (out.log_dir / "samples").iterdir()) == ["epoch_001.png", "epoch_002.png"]
+    # 8-step epochs: grids (and checkpoints) every ceil(200 / 8) epochs, and at the end
+    assert sorted(p.name for p in (out.log_dir / "samples").iterdir()) == ["epoch_002.png"]
     G, cfg = load_generator(out.generator)
     assert cfg == MODEL and G(torch.randn(3, 16)).shape == (3, 1, 28, 28)
     summary = json.loads((out.log_dir / "summary.json").read_text())
     assert summary["steps"] == 16 and summary["images_per_second"] > 0
+    assert (summary["steps_planned"], summary["kimg"], summary["stop"]) == (16, 0.5, "stopped: length reached")
+    assert summary["length"] == "train.epochs = 2" and summary["probe"] == "off (train.eval_every = 0)"
 
 
 class Interrupt(Exception):
@@ -284,7 +287,8 @@ def test_summary_and_model_card_report_the_epochs_trained(tiny_split, tmp_path):
     train(MODEL, CFG.model_copy(update={"epochs": 1}), tiny_split, full, progress_bar=False)
     s = summary(full)
     assert (s["epochs"], s["epochs_planned"], s["stopped_by_time_budget"]) == (1, 1, False)
-    assert "- steps: 8, epochs: 1, wall time:" in card(s)
+    assert ("- length: 8 steps of 8 planned (train.epochs = 1), 0.3 kimg shown to D, epochs: 1; stopped: length "
+            "reached\n- wall time:") in card(s)
 
     budget = outputs(tmp_path / "budget")
     r = train(MODEL, CFG.model_copy(update={"epochs": 1000, "max_seconds": 1.0}), tiny_split, budget,
@@ -293,7 +297,8 @@ def test_summary_and_model_card_report_the_epochs_trained(tiny_split, tmp_path):
     assert 0 < r.steps < 1000 * 8
     assert r.steps / 8 - 0.01 < s["epochs"] <= r.steps / 8  # 8 steps per epoch; never rounded up
     assert (s["epochs_planned"], s["stopped_by_time_budget"]) == (1000, True)
-    assert f"- steps: {r.steps}, epochs: {s['epochs']:g} of 1000 planned (stopped by train.max_seconds), " in card(s)
+    assert (f"- length: {r.steps} steps of 8000 planned (train.epochs = 1000), {s['kimg']:g} kimg shown to D, "
+            f"epochs: {s['epochs']:g}; stopped: time budget (train.max_seconds)") in card(s)
 
 
 # Every part of the algorithm at once, in two groups that cannot share a run (hinge vs wgan-gp).
