@@ -86,8 +86,8 @@ def _run_stage(stage: str, repo: str, all_current: bool = False, watch: bool = F
         if now - last["t"] >= 2 or n == total:
             update_progress_artifact(progress_id, 100.0 * n / max(total, 1))
             last["t"] = now
-        if now - last["log"] >= 30 or n == total:
-            logger.info("train: step %d/%d (%.0f%%)", n, total, 100.0 * n / max(total, 1))
+        if now - last["log"] >= 30 or n == total:  # the share of the run: toward its planned length or time budget
+            logger.info("train: %.0f%% of the run done", 100.0 * n / max(total, 1))
             last["log"] = now
 
     t0 = time.perf_counter()
@@ -196,6 +196,10 @@ def history_row(gate: dict, params: Params, ran: list[str], train_summary: dict)
         "dataset": params.data.dataset,
         "arch": params.model.arch,
         "epochs": train_summary.get("epochs"),
+        "steps": train_summary.get("steps"),
+        "kimg": train_summary.get("kimg"),
+        "stop": train_summary.get("stop"),
+        "kept_step": (train_summary.get("kept") or {}).get("step"),
         "stopped_by_time_budget": train_summary.get("stopped_by_time_budget"),
         "stages_run": " ".join(ran),
         "metric": metric,
@@ -273,7 +277,8 @@ def _pictures(paths: Paths, cand: dict) -> str:
         parts += ["## Samples by class (one row per class, as the domain classifier sees them)",
                   _png(paths.class_grid, "samples by class")]  # fmt: skip
     if paths.training_curves.exists():
-        parts += ["## Training curves (losses, D's outputs; the quality score when train.eval_every is on)",
+        parts += ["## Training curves (losses, D's outputs; the quality score during training, the snapshot kept "
+                  "ringed)",
                   _png(paths.training_curves, "training curves")]  # fmt: skip
     return "\n\n".join(parts) + "\n"
 

@@ -238,7 +238,9 @@ def export(
     atomic.write_text(out_dir / "MODEL_CARD.md", card)
     curves_png = out_dir / "training_curves.png"
     if train_log_dir is not None and (Path(train_log_dir) / "log.tsv").exists():
-        training_curves(Path(train_log_dir) / "log.tsv", Path(train_log_dir) / "quality.tsv", curves_png)
+        kept = json.loads(Path(train_summary_path).read_text()).get("kept") or {}
+        training_curves(Path(train_log_dir) / "log.tsv", Path(train_log_dir) / "quality.tsv", curves_png,
+                        kept_step=kept.get("step") if kept.get("generator") == "best" else None)  # fmt: skip
     else:
         curves_png.unlink(missing_ok=True)
     pictures = _pictures(G, cfg, out_dir, classifier_path, pairs_path,

@@ -94,9 +94,12 @@ def _binned(x: np.ndarray, y: np.ndarray, bins: int) -> tuple[np.ndarray, np.nda
 
 
 def curves_picture(panels: list[tuple[str, dict[str, tuple[np.ndarray, np.ndarray]]]], path: str | Path,
-                   bins: int = 400) -> None:  # fmt: skip
+                   bins: int = 400, marks: dict[str, tuple[float, float, str]] | None = None) -> None:  # fmt: skip
     """Line charts, one panel per (title, {series name: (x, y)}), stacked; each panel's y range fits its series and
-    is labelled with its min and max, the x axis with the first and last step. Drawn with PIL: it shows offline."""
+    is labelled with its min and max, the x axis with the first and last step. `marks`: {panel title: (x, y, label)}
+    draws a ringed point and a labelled vertical line there (e.g. the snapshot kept). Drawn with PIL: it shows
+    offline."""
+    marks = marks or {}
     canvas = Image.new("RGB", (PANEL_W + 2 * MARGIN, len(panels) * (PANEL_H + 2 * MARGIN)), "white")
     draw = ImageDraw.Draw(canvas)
     for i, (title, series) in enumerate(panels):
@@ -130,6 +133,13 @@ def curves_picture(panels: list[tuple[str, dict[str, tuple[np.ndarray, np.ndarra
                 draw.ellipse((pts[0][0] - 2, pts[0][1] - 2, pts[0][0] + 2, pts[0][1] + 2), fill=colour)
             elif pts:
                 draw.line(pts, fill=colour, width=2)
+        if title in marks:
+            mx, my, label = marks[title]
+            px = MARGIN + (mx - x0) / (x1 - x0) * PANEL_W
+            py = top + PANEL_H - (min(max(my, lo), hi) - lo) / (hi - lo) * PANEL_H
+            draw.line([(px, top), (px, top + PANEL_H)], fill=(150, 150, 150), width=1)
+            draw.ellipse((px - 6, py - 6, px + 6, py + 6), outline=(200, 0, 0), width=3)
+            draw.text((min(px + 8, MARGIN + PANEL_W - 6 * len(label)), top + 4), label, fill=(200, 0, 0))
     _save(canvas, path)
 
 
@@ -142,9 +152,14 @@ def read_tsv_columns(path: str | Path) -> dict[str, np.ndarray]:
     return {name: np.array([float(r[i]) for r in rows], dtype=float) for i, name in enumerate(header)}
 
 
-def training_curves(log_tsv: str | Path, quality_tsv: str | Path | None, path: str | Path) -> None:
+QUALITY_PANEL = "quality during training: FD to real test images (lower is better)"
+
+
+def training_curves(log_tsv: str | Path, quality_tsv: str | Path | None, path: str | Path,
+                    kept_step: int | None = None) -> None:  # fmt: skip
     """data/train/log.tsv's losses and D's outputs per step, and the quality score of train.eval_every when there
-    is one, as one picture (the DVC plots' data, drawn without the CDN `dvc plots show` needs)."""
+    is one, with the snapshot kept (`kept_step`) marked, as one picture (the DVC plots' data, drawn without the CDN
+    `dvc plots show` needs)."""
     log_cols = read_tsv_columns(log_tsv)
     step = log_cols.get("step", np.zeros(0))
     panels = [
@@ -155,7 +170,10 @@ def training_curves(log_tsv: str | Path, quality_tsv: str | Path | None, path: s
     if extra:
         panels.append(("penalties", extra))
     quality = read_tsv_columns(quality_tsv) if quality_tsv is not None and Path(quality_tsv).exists() else {}
+    marks = {}
     if len(quality.get("step", ())):
-        panels.append(("quality during training: FD to real test images (lower is better)",
-                       {"fd": (quality["step"], quality["fd"])}))  # fmt: skip
-    curves_picture(panels, path)
+        panels.append((QUALITY_PANEL, {"fd": (quality["step"], quality["fd"])}))
+        at = np.flatnonzero(quality["step"] == kept_step) if kept_step is not None else []
+        if len(at):
+            marks[QUALITY_PANEL] = (float(kept_step), float(quality["fd"][at[0]]), f"kept: step {kept_step}")
+    curves_picture(panels, path, marks=marks)

@@ -6,12 +6,15 @@ extractor is tested on the data it was trained for, right after its training: re
 generated ones and are scored against real *test* images, as evaluation scores samples:
 
 - the floor: the real train images unchanged (with its 95 % bootstrap interval);
-- `blurred`: the same images under a Gaussian blur of radius (sigma) 1.5 px;
+- `faint`: a Gaussian blur of radius (sigma) 0.5 px, a softness a person barely sees;
+- `blurred`: the same images under a Gaussian blur of radius 1.5 px;
 - `blobs`: a radius-4 blur, which leaves palette-coloured blobs — what an undertrained generator makes;
 - `noise`: uniform random pixels.
 
-The extractor *separates* when each of them scores at least `CLEAR_RATIO` times the upper end of the floor's
-interval, and the blur ranks in order (blurred < blobs). Noise is held to the first rule only: random pixels are a
+The extractor *separates* when each of them scores beyond the upper end of the floor's interval, all but the faint
+blur at least `CLEAR_RATIO` times it, and the blurs rank in order (faint < blurred < blobs). The faint blur is what
+catches a ruler that is too coarse: on 3,390 emoji at 32 px a classifier trained for 26 steps scored it within its
+floor (and a generator's blurry emoji below the floor), the default 800-step one 1.7x above it. Noise is held to the first rule only: random pixels are a
 different kind of wrong, off the data's manifold, where a trained classifier's (ReLU) features can sit closer to the
 real ones than a blob's do; requiring noise > blobs failed a good classifier (blurred 31x its floor). Only an extractor that
 separates is used to choose snapshots during training (`gan.probe`) and by the champion gate; where none does, the
@@ -30,9 +33,11 @@ import torchvision.transforms.functional as TF
 
 from gan.metrics import bootstrap_fid, fid_from_features
 
+FAINT_RADIUS = 0.5  # px: a softness a person barely sees
 BLUR_RADIUS = 1.5  # px: sharpness lost, shapes kept
 BLOB_RADIUS = 4.0  # px: shapes lost, the palette kept
-LEVELS = ("blurred", "blobs", "noise")  # in the order they must score worse
+LEVELS = ("faint", "blurred", "blobs", "noise")
+CLEAR = ("blurred", "blobs", "noise")  # the levels that must score clearly worse than the floor
 CLEAR_RATIO = 2.0  # the mild blur must score at least this many times the floor's upper end
 MAX_IMAGES = 2000  # per side: enough for a stable floor, cheap on a CPU
 BOOTSTRAP_ROUNDS = 50
@@ -50,6 +55,8 @@ def blur(images_u8: torch.Tensor, radius: float) -> torch.Tensor:
 
 def degraded(images_u8: torch.Tensor, level: str, seed: int = 0) -> torch.Tensor:
     """The images made worse in one of `LEVELS`."""
+    if level == "faint":
+        return blur(images_u8, FAINT_RADIUS)
     if level == "blurred":
         return blur(images_u8, BLUR_RADIUS)
     if level == "blobs":
@@ -67,13 +74,14 @@ def verdict(floor_hi: float, distances: dict[str, float]) -> tuple[bool, str]:
     if below:
         return False, (f"{' and '.join(below)} images score within the real-vs-real floor (upper end {floor_hi:.4g}; "
                        f"{scores}): it cannot tell them from real ones")  # fmt: skip
-    unclear = [level for level in LEVELS if distances[level] < CLEAR_RATIO * floor_hi]
+    unclear = [level for level in CLEAR if distances[level] < CLEAR_RATIO * floor_hi]
     if unclear:
         return False, (f"{' and '.join(unclear)} images score less than {CLEAR_RATIO:g}x the floor's upper end "
                        f"{floor_hi:.4g} ({scores}): not clearly worse")  # fmt: skip
-    if not distances["blurred"] < distances["blobs"]:
+    if not distances["faint"] < distances["blurred"] < distances["blobs"]:
         return False, f"a heavier blur does not score worse ({scores})"
-    return True, f"{scores}: each at least {CLEAR_RATIO:g}x the floor's upper end {floor_hi:.4g}"
+    return True, (f"{scores}: each beyond the floor's upper end {floor_hi:.4g}, all but the faint blur by "
+                  f"{CLEAR_RATIO:g}x or more")  # fmt: skip
 
 
 def check(extract: Extract, train_u8: np.ndarray, test_u8: np.ndarray, seed: int = 0,

@@ -44,6 +44,7 @@ from gan.tensors import epoch_permutation, from_uint8, resolve_device
 
 log = logging.getLogger(__name__)
 LOG_COLUMNS = ("step", "epoch", *BASE_STATS)  # the default algorithm's columns; R1 and GP add theirs
+WARMUP_STEPS = 20  # steps timed for the estimate of the run's duration logged before it goes on
 MIN_STEPS_BETWEEN_SNAPSHOTS = 200  # a small folder's epochs are short: its checkpoints and grids every few epochs
 
 
@@ -414,7 +415,8 @@ def train(
 
     `probe(G)` -> a distance (lower is better; `gan.probe.QualityProbe`) scores the G that is kept (the EMA one
     when on) every `train.eval_every` steps and at the end; with `train.keep = best` the best-scoring snapshot is
-    the stage's generator.
+    the stage's generator, and `train.patience` scores without improvement end the run. Without a probe,
+    `probe_note` says why (e.g. no extractor passed its soundness test): the run then goes on unscored.
 
     Under `torchrun` (WORLD_SIZE > 1) this is DistributedDataParallel training: NCCL on
     GPUs, gloo on CPUs; `train.batch_size` is the global batch, each rank takes its own
@@ -446,7 +448,7 @@ def train(
     eval_every = length.eval_every if probe is not None else 0
     fingerprint = run_fingerprint(model_cfg, train_cfg, split.images)
     num_classes = num_classes_of(split.labels) if model_cfg.conditional else 0
-    if isinstance(train_cfg.eval_every, int) and train_cfg.eval_every and probe is None:
+    if isinstance(train_cfg.eval_every, int) and train_cfg.eval_every and probe is None and not probe_note:
         raise ConfigError("train.eval_every > 0 needs a quality probe (gan.probe.build_probe) to score G with")
     if rank == 0:
         log.info("training %d steps (%.1f kimg, %.2f epochs of %d images): %s; %s", total_steps, length.kimg,
@@ -553,6 +555,8 @@ def train(
                 if models.ema is not None:
                     models.ema.update(models.G)
                 step += 1
+                if step == resumed_from + WARMUP_STEPS and rank == 0:
+                    _log_estimate(budget, step - resumed_from, total_steps - resumed_from, train_cfg.max_seconds)
                 if eval_every and step % eval_every == 0:
                     score(step)
                 if len(step_log.pending) >= train_cfg.log_flush_every:
@@ -572,7 +576,7 @@ def train(
                     shown = epoch if batch == 0 else epoch + 1  # a stop mid-epoch: the grid of that epoch
                     save_epoch_grid(models.G_out, fixed_z, fixed_y, sample_dir / f"epoch_{shown:03d}.png")
                 checkpoints.save(models, noise, step, epoch, batch, quality.state_dict())
-            elif epoch % snapshot_epochs == 0:
+            elif epoch % snapshot_epochs == 0 or (train_cfg.checkpoint_every and step % train_cfg.checkpoint_every == 0):
                 if rank == 0:
                     save_epoch_grid(models.G_out, fixed_z, fixed_y, sample_dir / f"epoch_{epoch:03d}.png")
                 checkpoints.save(models, noise, step, epoch, 0, quality.state_dict())
@@ -601,7 +605,8 @@ def train(
         length=length.why,
         stop=stop_text,
         probe=(f"{getattr(probe, 'extractor_name', 'probe')} every {eval_every} steps" if eval_every
-               else probe_note or "off (train.eval_every = 0)"),  # fmt: skip
+               else "off (train.eval_every = 0)" if train_cfg.eval_every == 0
+               else f"off ({probe_note or 'no quality probe'})"),  # fmt: skip
         final=step_log.last,
     )
     if rank == 0:
@@ -627,6 +632,16 @@ def train(
             raw_path.unlink(missing_ok=True)
         atomic.write_text(out.log_dir / "summary.json", json.dumps(result.__dict__, indent=2) + "\n")
     return result
+
+
+def _log_estimate(budget: TimeBudget, done: int, planned: int, max_seconds: float) -> None:
+    """After the first steps (the warm-up), how long the planned steps will take on this machine."""
+    per_step = (time.perf_counter() - budget.t0) / done
+    need = per_step * planned
+    limit = (f"; train.max_seconds = {max_seconds:g} s will stop it at about step {int(max_seconds / per_step)}"
+             if max_seconds and need > max_seconds else "")  # fmt: skip
+    log.info("timed over the first %d steps: %.3f s/step, so about %.0f min for the %d steps planned (early "
+             "stopping may end it sooner)%s", done, per_step, need / 60, planned, limit)  # fmt: skip
 
 
 def _agree(reason: str, where: Rank) -> str:

@@ -64,6 +64,11 @@ def test_training_curves_draw_a_panel_per_group_with_each_series_colour(tmp_path
     panel = PANEL_H + 2 * MARGIN
     quality_panel = img[3 * panel + MARGIN : 3 * panel + MARGIN + PANEL_H]
     assert (quality_panel == CURVE_COLOURS[0]).all(axis=2).any()  # the fd curve is drawn
+    assert not (quality_panel == (200, 0, 0)).all(axis=2).any()  # no snapshot marked: none was kept
+    training_curves(log, quality, out, kept_step=100)
+    img = np.asarray(Image.open(out).convert("RGB"))
+    ring = np.argwhere((img[3 * panel + MARGIN : 3 * panel + MARGIN + PANEL_H] == (200, 0, 0)).all(axis=2))
+    assert len(ring) and ring[:, 1].max() >= MARGIN + 0.9 * (img.shape[1] - 2 * MARGIN)  # at the last step (100)
     # without quality scores (train.eval_every off: a header only) the panel is left out
     quality.write_text("step\tfd\n")
     training_curves(log, quality, out)

@@ -70,16 +70,38 @@ def logged_steps(log: Path) -> list[int]:
     return [int(r.split("\t", 1)[0]) for r in rows]
 
 
-def test_kill_9_mid_training_then_rerun_resumes_bit_identically(tmp_path):
-    ref = workspace(tmp_path / "uninterrupted", TRAIN)
+def with_probe(ws: Path) -> Path:
+    """Add what the quality probe needs: real test images and a trained domain classifier (tested for soundness)."""
+    from gan.classifier import train_classifier
+    from gan.config import ClassifierConfig
+
+    prepared = ws / "data/prepared"
+    for name, n, seed in (("train", 2000, 0), ("test", 200, 1)):  # a bar whose row is the label, on faint noise
+        rng = np.random.default_rng(seed)
+        labels = rng.integers(0, 8, n)
+        images = rng.integers(0, 40, (n, 1, 28, 28)).astype(np.uint8)
+        for i, k in enumerate(labels):
+            images[i, 0, 3 * k + 2 : 3 * k + 4, 2:26] = 220
+        np.savez(prepared / f"{name}.npz", images=images, labels=labels)
+    (ws / "data/models").mkdir(parents=True, exist_ok=True)
+    train_classifier(ClassifierConfig(steps=20), prepared / "train.npz", prepared / "test.npz",
+                     ws / "data/models/classifier.pt", ws / "data/metrics/classifier.json", num_classes=8,
+                     device="cpu", progress_bar=False)  # fmt: skip
+    return ws
+
+
+def kill_mid_epoch_then_rerun(tmp_path: Path, overrides: list[str], setup=lambda ws: ws) -> tuple[Path, Path, dict]:
+    """Train once uninterrupted; train again, kill -9 just after a mid-epoch checkpoint (rows logged past it), leave
+    half-written files in every output, and rerun. Returns (uninterrupted, rerun workspace, the checkpoint left)."""
+    ref = setup(workspace(tmp_path / "uninterrupted", overrides))
     run([sys.executable, "-m", "gan", "train"], ref)
 
-    ws = workspace(tmp_path / "killed", TRAIN)
+    ws = setup(workspace(tmp_path / "killed", overrides))
     env = {**os.environ, "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}"}
     proc = subprocess.Popen([sys.executable, "-m", "gan", "train"], cwd=ws, env=env,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
     ckpt, log = ws / "data/checkpoints/last.pt", ws / "data/train/log.tsv"
-    per_epoch = 2000 // 64  # 31 steps; checkpoints every 20 steps and at each epoch's end, log rows every 5
+    per_epoch = 2000 // 64  # 31 steps; checkpoints every 20 steps, log rows every 5
     deadline = time.monotonic() + 120
     seen = None
     while time.monotonic() < deadline and proc.poll() is None:
@@ -102,17 +124,37 @@ def test_kill_9_mid_training_then_rerun_resumes_bit_identically(tmp_path):
     assert not (ws / f"data/train/samples/epoch_{left['epoch'] + 1:03d}.png").exists()
     assert not (ws / "data/models/generator.pt").exists()
     # A kill can land inside any write; leave what such kills leave, in every output of the stage.
-    killed_mid_write(ws, "data/train/log.tsv", f"data/train/samples/epoch_{left['epoch'] + 1:03d}.png",
-                     "data/checkpoints/last.pt", "data/models/generator.pt")  # fmt: skip
+    killed_mid_write(ws, "data/train/log.tsv", "data/train/quality.tsv",
+                     f"data/train/samples/epoch_{left['epoch'] + 1:03d}.png", "data/checkpoints/last.pt",
+                     "data/models/generator.pt")  # fmt: skip
 
     run([sys.executable, "-m", "gan", "train"], ws)
     summary = yaml.safe_load((ws / "data/train/summary.json").read_text())
-    assert summary["resumed_from_step"] == left["step"] and summary["steps"] == 6 * per_epoch
+    assert summary["resumed_from_step"] == left["step"]
     a = torch.load(ref / "data/models/generator.pt", weights_only=True)["state_dict"]
     b = torch.load(ws / "data/models/generator.pt", weights_only=True)["state_dict"]
     assert all(torch.equal(a[k], b[k]) for k in a), "resumed weights differ from an uninterrupted run"
     assert (ref / "data/train/log.tsv").read_text() == (ws / "data/train/log.tsv").read_text()
     assert not list((ws / "data").rglob("*.tmp")), "a half-written file was left behind"
+    return ref, ws, left
+
+
+def test_kill_9_mid_training_then_rerun_resumes_bit_identically(tmp_path):
+    _, ws, _ = kill_mid_epoch_then_rerun(tmp_path, TRAIN)
+    assert yaml.safe_load((ws / "data/train/summary.json").read_text())["steps"] == 6 * (2000 // 64)
+
+
+def test_kill_9_with_the_quality_probe_best_snapshot_and_patience(tmp_path):
+    """The probe's scores, the best snapshot and the patience count survive kill -9: the rerun keeps the same
+    snapshot and stops at the same step, for the same reason, as the uninterrupted run."""
+    probed = [*TRAIN, "train.eval_every=10", "train.eval_samples=200", "train.keep=best", "train.patience=3"]
+    ref, ws, left = kill_mid_epoch_then_rerun(tmp_path, probed, with_probe)
+    assert "best" in left  # the checkpoint the rerun resumed from carried the probe's state
+    ref_summary, summary = (yaml.safe_load((w / "data/train/summary.json").read_text()) for w in (ref, ws))
+    assert summary["probe"] == "classifier every 10 steps"
+    for key in ("steps", "stop", "kept"):
+        assert summary[key] == ref_summary[key], key
+    assert (ref / "data/train/quality.tsv").read_text() == (ws / "data/train/quality.tsv").read_text()
 
 
 def test_a_stage_removes_only_its_own_stale_temps_when_it_starts(tmp_path, monkeypatch):

@@ -54,7 +54,7 @@ def test_outputs_log_samples_and_rebuildable_generator(tiny_split, tmp_path):
     summary = json.loads((out.log_dir / "summary.json").read_text())
     assert summary["steps"] == 16 and summary["images_per_second"] > 0
     assert (summary["steps_planned"], summary["kimg"], summary["stop"]) == (16, 0.5, "stopped: length reached")
-    assert summary["length"] == "train.epochs = 2" and summary["probe"] == "off (train.eval_every = 0)"
+    assert summary["length"] == "train.epochs = 2" and summary["probe"] == "off (no quality probe)"
 
 
 class Interrupt(Exception):
@@ -446,10 +446,71 @@ def test_the_best_snapshot_survives_an_interruption(tiny_split, tmp_path, monkey
     assert (full.log_dir / "quality.tsv").read_text() == (out.log_dir / "quality.tsv").read_text()
 
 
+PATIENT = CFG.model_copy(update={"eval_every": 4, "keep": "best", "patience": 2, "min_delta": 0.02,
+                                 "checkpoint_every": 5})  # fmt: skip
+PATIENCE_SCORES = {4: 10.0, 8: 9.9, 12: 9.95, 16: 5.0}  # 9.9 is better, but not by 2 %: two scores without
+
+
+def test_patience_stops_the_run_and_keeps_the_best(tiny_split, tmp_path, monkeypatch):
+    probe = ScriptedProbe(PATIENCE_SCORES)
+    _probe_at_steps(monkeypatch, probe)
+    out = outputs(tmp_path)
+    r = train(MODEL, PATIENT, tiny_split, out, progress_bar=False, probe=probe)
+    assert (r.steps, r.steps_planned, r.stop) == (12, 16, "stopped: no improvement since step 4")
+    assert r.kept["step"] == 8  # the best score, though not a 2 % improvement
+    assert_identical(weights(out.generator), probe.seen[8])
+    summary = json.loads((out.log_dir / "summary.json").read_text())
+    assert summary["stop"] == r.stop and summary["probe"] == "probe every 4 steps"
+    # without patience the same scores train to the planned length
+    full = train(MODEL, PATIENT.model_copy(update={"patience": 0}), tiny_split, outputs(tmp_path / "all"),
+                 progress_bar=False, probe=probe)  # fmt: skip
+    assert (full.steps, full.stop, full.kept["step"]) == (16, "stopped: length reached", 16)
+
+
+def test_patience_survives_an_interruption(tiny_split, tmp_path, monkeypatch):
+    """The patience count is in the checkpoint: a run resumed after step 10 stops at step 12, as the whole run does,
+    with the same generator, scores and log."""
+    probe = ScriptedProbe(PATIENCE_SCORES)
+    _probe_at_steps(monkeypatch, probe)
+    full = outputs(tmp_path / "full")
+    train(MODEL, PATIENT, tiny_split, full, progress_bar=False, probe=probe)
+
+    def crash_at_11(stats):
+        if stats["step"] == 11:
+            raise Interrupt
+
+    out = outputs(tmp_path / "resumed")
+    with pytest.raises(Interrupt):
+        train(MODEL, PATIENT, tiny_split, out, on_progress=crash_at_11, progress_bar=False, probe=probe)
+    assert load_checkpoint(out.checkpoint_dir / "last.pt")["best"]["since"] == 1
+    r = train(MODEL, PATIENT, tiny_split, out, progress_bar=False, probe=probe)
+    assert (r.resumed_from_step, r.steps, r.stop) == (10, 12, "stopped: no improvement since step 4")
+    assert_identical(weights(full.generator), weights(out.generator))
+    for name in ("quality.tsv", "log.tsv"):
+        assert (full.log_dir / name).read_text() == (out.log_dir / name).read_text()
+    # run again after the stop: nothing more is trained
+    again = train(MODEL, PATIENT, tiny_split, out, progress_bar=False, probe=probe)
+    assert (again.resumed_from_step, again.steps) == (12, 12)
+
+
+def test_length_in_kimg_and_the_auto_plan(tiny_split, tmp_path):
+    from gan.length import auto_kimg, plan
+
+    r = train(MODEL, CFG.model_copy(update={"epochs": 0, "kimg": 0.5}), tiny_split, outputs(tmp_path),
+              progress_bar=False)  # fmt: skip
+    assert (r.steps, r.kimg, r.length) == (16, 0.5, "train.kimg = 0.5")  # 500 images / 32 a step = 15.6 -> 16
+    assert auto_kimg((1, 28, 28)) == 300.0  # Fashion-MNIST's 5 epochs
+    fashion = plan(TrainConfig(), 60_000, (1, 28, 28), 128)
+    assert (fashion.steps, fashion.eval_every) == (2344, 118)
+    small = plan(TrainConfig(), 3_000, (3, 32, 32), 128)
+    assert small.steps > fashion.steps and small.epochs > 50  # a small folder trains longer than 5 epochs
+    assert plan(TrainConfig(epochs=3), 3_000, (3, 32, 32), 128).steps == 3 * 23
+
+
 def test_scoring_during_training_needs_a_probe(tiny_split, tmp_path):
     from gan.config import ConfigError
 
-    with pytest.raises(ConfigError, match="train.eval_every > 0 needs a quality probe"):
+    with pytest.raises(ConfigError, match="train.eval_every > 0 needs a quality probe"):  # auto: runs without
         train(MODEL, CFG.model_copy(update={"eval_every": 5}), tiny_split, outputs(tmp_path), progress_bar=False)
 
 
