@@ -44,7 +44,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "examples"))
 
-from gan.config import load_params  # noqa: E402
+from gan.config import apply_overrides, load_params  # noqa: E402
 from gan.evaluate import score_images  # noqa: E402
 from gan.features import ExtractorFiles  # noqa: E402
 from gan.models import build_generator  # noqa: E402
@@ -60,8 +60,14 @@ CANDIDATES: dict[str, list[str]] = {
     "ema-0.99": ["train.ema_decay=0.99"],
     "r1": ["train.r1_gamma=0.1"],
     "diffaugment": ["train.augment=color,translation,cutout"],
-    "sn-hinge-ttur": ["model.spectral_norm=true", "train.loss=hinge", "train.lr_g=0.0005", "train.lr_d=0.002",
-                      "train.beta1=0.0", "train.beta2=0.9"],  # fmt: skip
+    "sn-hinge-ttur": [
+        "model.spectral_norm=true",
+        "train.loss=hinge",
+        "train.lr_g=0.0005",
+        "train.lr_d=0.002",
+        "train.beta1=0.0",
+        "train.beta2=0.9",
+    ],  # fmt: skip
 }
 FOLDERS = ("emoji32", "emoji64", "emoji32-flat", "emoji32-1k", "fashion28")
 FASHION_IDX = Path("/usr/share/datasets/fashion-mnist")
@@ -115,10 +121,10 @@ def _fashion(dest: Path, n: int) -> Path:
     return dest
 
 
-def folder_source(name: str, root: Path, tgz: Path | None) -> tuple[Path, int]:
+def folder_source(name: str, root: Path, tgz: Path | None, fashion_images: int = FASHION_IMAGES) -> tuple[Path, int]:
     """(the folder, the resolution to prepare it at)."""
     if name == "fashion28":
-        return _fashion(root / "sources" / "fashion28", FASHION_IMAGES), 28
+        return _fashion(root / "sources" / f"fashion28-{fashion_images}", fashion_images), 28
     if tgz is None:
         raise SystemExit(f"{name}: needs --tgz (an `npm pack emoji-datasource-google@16.0.0` file)")
     emoji = _emoji(root, tgz)
@@ -129,21 +135,26 @@ def folder_source(name: str, root: Path, tgz: Path | None) -> tuple[Path, int]:
     return emoji, int(name.removeprefix("emoji"))
 
 
-def workspace(name: str, root: Path, tgz: Path | None, device: str) -> Path:
-    """A workspace with the folder prepared and its classifier, judge and reference, by the stage commands."""
+def workspace(name: str, root: Path, tgz: Path | None, device: str, overrides: list[str] = (),
+              fashion_images: int = FASHION_IMAGES) -> Path:  # fmt: skip
+    """A workspace with the folder prepared and its classifier, judge and reference, by the stage commands (the
+    default settings, and `overrides`)."""
     ws = root / name
     paths = Paths(ws)
     if (paths.reference / "meta.json").exists():
         return ws
-    src, resolution = folder_source(name, root, tgz)
+    src, resolution = folder_source(name, root, tgz, fashion_images)
     ws.mkdir(parents=True, exist_ok=True)
     params = {"data": {"dataset": "folder", "source": str(src), "resolution": resolution},
               "train": {"device": device}}  # fmt: skip
+    params = apply_overrides(params, list(overrides))
     (ws / "params.yaml").write_text(yaml.safe_dump(params))
     env = {**os.environ, "PYTHONPATH": str(REPO)}
     for stage in ("source", "download", "prepare", "classifier", "judge", "reference"):
         t0 = time.perf_counter()
-        subprocess.run([sys.executable, "-m", "gan", stage], cwd=ws, env=env, check=True, capture_output=True)
+        proc = subprocess.run([sys.executable, "-m", "gan", stage], cwd=ws, env=env, capture_output=True, text=True)
+        if proc.returncode:
+            raise SystemExit(f"{name}: stage {stage} failed:\n{proc.stderr[-3000:]}")
         print(f"{name}: {stage} {time.perf_counter() - t0:.1f} s", flush=True)
     return ws
 
@@ -206,6 +217,9 @@ def main() -> None:
     ap.add_argument("--snapshot-every", type=int, default=25)
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--out", type=Path, default=REPO / "bench-output" / "recipes.json")
+    ap.add_argument("--fashion-images", type=int, default=FASHION_IMAGES)
+    ap.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                    help="a setting for every folder's workspace (its classifier, judge, evaluation)")  # fmt: skip
     args = ap.parse_args()
     from ablation import machine_name  # the bench scripts' one CPU description
 
@@ -214,7 +228,7 @@ def main() -> None:
 
     results, verdicts = [], {}
     for folder in args.folders:
-        ws = workspace(folder, args.root, args.tgz, args.device)
+        ws = workspace(folder, args.root, args.tgz, args.device, args.overrides, args.fashion_images)
         paths = Paths(ws)
         split = load_split(paths.train_split)
         verdicts[folder] = judge_verdict(ws)

@@ -40,6 +40,7 @@ from gan import dvcrun, gitrepo, versions
 from gan.champion import FILES as CHAMPION_FILES
 from gan.champion import Decision, decide, metric_value, promote, read_record, summary_lines
 from gan.config import AUTO_METRIC, ConfigError, Params, auto_metric, load_params, save_overrides
+from gan.length import describe_trained
 from gan.paths import PATHS, Paths
 from gan.splits import read_summary, shape_text
 
@@ -436,7 +437,8 @@ def gan_pipeline(overrides: list[str] | None = None, repo: str | None = None, lo
             history = append_run(Path(repo) / HISTORY, row)
             dvcrun.dvc(["add", str(HISTORY.parent)], repo)
             changes = _changes_since_champion(repo, gate["decision"]["metric"], logger)
-            summary = summary_lines(Decision(**gate["decision"]), gate["candidate"]) + _files_lines(Path(repo))
+            summary = [f"training: {describe_trained(train_summary)}", *summary_lines(Decision(**gate["decision"]),
+                       gate["candidate"]), *_files_lines(Path(repo))]  # fmt: skip
             result = {"ran": ran, "promoted": gate["decision"]["promote"], "decision": gate["decision"],
                       "summary": summary}  # fmt: skip
         # ---- record: a git commit of the pipeline's files (a tag for a new champion), then `dvc push`

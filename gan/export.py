@@ -27,6 +27,7 @@ from gan import atomic
 from gan.classifier import NoClassifier, load_classifier, predict
 from gan.config import ExportConfig, Params
 from gan.evaluate import summary_rows
+from gan.length import describe_trained
 from gan.models import load_generator
 from gan.pictures import class_grid, closest_pairs_picture, training_curves
 from gan.sampling import requested_labels, sample_batches
@@ -84,30 +85,10 @@ def export_torchscript(G: torch.nn.Module, path: Path) -> None:
 RECIPE_SECTIONS = ("data", "model", "train")  # the export stage declares these params in dvc.yaml
 
 
-def _length_trained(train_summary: dict) -> str:
-    """Steps, images shown and epochs trained, against the plan, and why training ended."""
-    t = train_summary
-
-    def num(v) -> str:
-        return f"{v:g}" if isinstance(v, int | float) else str(v)
-
-    text = f"{t.get('steps')} steps"
-    if t.get("steps_planned"):
-        text += f" of {t['steps_planned']} planned ({t.get('length', '')})"
-    text += f", {num(t.get('kimg'))} kimg shown to D, epochs: {num(t.get('epochs'))}"
-    if t.get("stop"):
-        text += f"; {t['stop']}"
-    elif t.get("stopped_by_time_budget"):
-        text += f" of {num(t.get('epochs_planned'))} planned (stopped by train.max_seconds)"
-    return text
-
-
 def _kept(train_summary: dict) -> str:
     kept = train_summary.get("kept") or {}
-    if kept.get("generator") == "best":
-        return (f"- kept: the best-scoring snapshot, step {kept.get('step')} (FD {kept.get('fd')} in the "
-                f"{kept.get('extractor')}'s features); scored during training: {train_summary.get('probe')}")
-    return f"- kept: the last generator; scored during training: {train_summary.get('probe') or 'no'}"
+    fd = f" (the kept snapshot's FD {kept.get('fd')} in the {kept.get('extractor')}'s features)" if "fd" in kept else ""
+    return f"- scored during training: {train_summary.get('probe') or 'no'}{fd}"
 
 
 def _data_source(params: Params, data_summary: dict) -> str:
@@ -151,7 +132,7 @@ def model_card(
         ),
         "",
         "## Training",
-        f"- length: {_length_trained(train_summary)}",
+        f"- length: {describe_trained(train_summary)}",
         f"- wall time: {train_summary.get('seconds')} s, {train_summary.get('images_per_second')} images/s",
         _kept(train_summary),
         "",

@@ -2,11 +2,11 @@
 
 GAN quality often peaks and then degrades, so the trainer can score G every `train.eval_every` steps and keep the
 best snapshot. The score is the Fréchet distance, in the domain's own features (the classifier's where the data has
-labels, else the judge's; only one that passed its soundness test, `gan.soundness`), between `train.eval_samples` generated images and as many real *test* images: the same
-kind of number as the evaluate stage's FID, on fewer images (so higher, by the small-sample bias, and noisier; it
-ranks snapshots, the evaluate stage reports the model). A class-conditional G is asked for every class equally
-often. The probe draws its own noise from a fixed seed: every call scores G on the same z, and training's random
-stream is untouched, so probing never changes what training does.
+labels, else the judge's; only one that passed its soundness test, `gan.soundness`), between `train.eval_samples`
+generated images and as many real *test* images: the same kind of number as the evaluate stage's FID, on fewer
+images (so higher, by the small-sample bias, and noisier; it ranks snapshots, the evaluate stage reports the model).
+A class-conditional G is asked for every class equally often. The probe draws its own noise from a fixed seed: every
+call scores G on the same z, and training's random stream is untouched, so probing never changes what training does.
 """
 
 from __future__ import annotations

@@ -12,13 +12,14 @@ generated ones and are scored against real *test* images, as evaluation scores s
 - `noise`: uniform random pixels.
 
 The extractor *separates* when each of them scores beyond the upper end of the floor's interval, all but the faint
-blur at least `CLEAR_RATIO` times it, and the blurs rank in order (faint < blurred < blobs). The faint blur is what
-catches a ruler that is too coarse: on 3,390 emoji at 32 px a classifier trained for 26 steps scored it within its
-floor (and a generator's blurry emoji below the floor), the default 800-step one 1.7x above it. Noise is held to the first rule only: random pixels are a
-different kind of wrong, off the data's manifold, where a trained classifier's (ReLU) features can sit closer to the
-real ones than a blob's do; requiring noise > blobs failed a good classifier (blurred 31x its floor). Only an extractor that
-separates is used to choose snapshots during training (`gan.probe`) and by the champion gate; where none does, the
-metrics say "not able to separate" and the gate refuses to promote.
+blur at least `CLEAR_RATIO` times it, and the blurs rank in order (faint < blurred < blobs). The faint blur catches a
+ruler that is too coarse: on 3,390 emoji at 32 px a classifier trained for 26 steps scored it within its floor (and
+a generator's blurry emoji below the floor), the default 800-step one 1.7x above it. Noise is held to the first two
+rules only: random pixels are a different kind of wrong, off the data's manifold, where a trained classifier's (ReLU)
+features can sit closer to the real ones than a blob's do (requiring noise > blobs failed a good classifier whose
+blur scored 31x its floor). Only an extractor that separates is used to choose snapshots during training
+(`gan.probe`) and by the champion gate; where none does, the metrics say "not able to separate" and the gate refuses
+to promote.
 """
 
 from __future__ import annotations

@@ -333,9 +333,9 @@ class StepLog:
                 self.file.write("\t".join(columns) + "\n")
         else:
             self.file = open(os.devnull, "w")
+        bar = "{desc}: {percentage:3.0f}%|{bar}| {n}/{total} [{elapsed}<{remaining}{postfix}]"
         self.bar = tqdm(total=100, initial=int(100 * self.done(resume_step)), desc="train", unit="%",
-                        disable=not progress_bar or not where.leader, mininterval=0.5,
-                        bar_format="{desc}: {percentage:3.0f}%|{bar}| {n}/{total} [{elapsed}<{remaining}{postfix}]")  # fmt: skip
+                        disable=not progress_bar or not where.leader, mininterval=0.5, bar_format=bar)  # fmt: skip
 
     def done(self, step: int) -> float:
         """The share of the run done: steps toward the plan, or time toward train.max_seconds, whichever is ahead."""
@@ -511,6 +511,7 @@ def train(
     step_log = StepLog(out.log_dir / "log.tsv", ("step", "epoch", *parts.stat_names), checkpoints.path, where,
                        step, total_steps, budget, on_progress, progress_bar)  # fmt: skip
     snapshot_epochs = max(1, math.ceil(MIN_STEPS_BETWEEN_SNAPSHOTS / steps_per_epoch))  # checkpoints and grids
+    every = train_cfg.checkpoint_every
 
     def next_batch(b: int, perm: torch.Tensor) -> tuple:
         """Step b's real images (d_steps×B×C×H×W), noise and labels for this rank."""
@@ -564,7 +565,7 @@ def train(
                 stop = why_stop()
                 if stop:
                     break
-                if train_cfg.checkpoint_every and step % train_cfg.checkpoint_every == 0 and b + 1 < steps_per_epoch:
+                if every and step % every == 0 and b + 1 < steps_per_epoch:
                     step_log.flush(step, epoch)
                     checkpoints.save(models, noise, step, epoch, b + 1, quality.state_dict())
             step_log.flush(step, epoch)
@@ -576,7 +577,7 @@ def train(
                     shown = epoch if batch == 0 else epoch + 1  # a stop mid-epoch: the grid of that epoch
                     save_epoch_grid(models.G_out, fixed_z, fixed_y, sample_dir / f"epoch_{shown:03d}.png")
                 checkpoints.save(models, noise, step, epoch, batch, quality.state_dict())
-            elif epoch % snapshot_epochs == 0 or (train_cfg.checkpoint_every and step % train_cfg.checkpoint_every == 0):
+            elif epoch % snapshot_epochs == 0 or (every and step % every == 0):
                 if rank == 0:
                     save_epoch_grid(models.G_out, fixed_z, fixed_y, sample_dir / f"epoch_{epoch:03d}.png")
                 checkpoints.save(models, noise, step, epoch, 0, quality.state_dict())
@@ -604,9 +605,13 @@ def train(
         kimg=round(step * length.images_per_step / 1000, 1),
         length=length.why,
         stop=stop_text,
-        probe=(f"{getattr(probe, 'extractor_name', 'probe')} every {eval_every} steps" if eval_every
-               else "off (train.eval_every = 0)" if train_cfg.eval_every == 0
-               else f"off ({probe_note or 'no quality probe'})"),  # fmt: skip
+        probe=(
+            f"{getattr(probe, 'extractor_name', 'probe')} every {eval_every} steps"
+            if eval_every
+            else "off (train.eval_every = 0)"
+            if train_cfg.eval_every == 0
+            else f"off ({probe_note or 'no quality probe'})"
+        ),  # fmt: skip
         final=step_log.last,
     )
     if rank == 0:

@@ -60,8 +60,12 @@ def test_the_levels_keep_the_palette_and_lose_the_shapes():
     [
         (10.0, {"faint": 12.0, "blurred": 30.0, "blobs": 60.0, "noise": 500.0}, True, "each beyond the floor's"),
         (10.0, {"faint": 12.0, "blurred": 30.0, "blobs": 60.0, "noise": 40.0}, True, "2x or more"),  # noise < blobs
-        (10.0, {"faint": 9.0, "blurred": 30.0, "blobs": 60.0, "noise": 500.0}, False,
-         "faint images score within the real-vs-real floor"),  # too coarse a ruler
+        (
+            10.0,
+            {"faint": 9.0, "blurred": 30.0, "blobs": 60.0, "noise": 500.0},
+            False,
+            "faint images score within the real-vs-real floor",
+        ),  # too coarse a ruler
         (10.0, {"faint": 12.0, "blurred": 30.0, "blobs": 8.0, "noise": 500.0}, False, "blobs images score within"),
         (10.0, {"faint": 12.0, "blurred": 15.0, "blobs": 60.0, "noise": 500.0}, False, "blurred images score less"),
         (10.0, {"faint": 40.0, "blurred": 30.0, "blobs": 60.0, "noise": 500.0}, False, "a heavier blur does not"),
@@ -87,7 +91,8 @@ def test_a_palette_ruler_fails_and_an_image_ruler_passes():
                                                       "reason": "too few real images to test it (n = 1)"}  # fmt: skip
 
 
-UNSOUND = {"faint": 1.0, "blurred": 1.0, "blobs": 1.0, "noise": 9.0, "separates": False, "reason": "blobs score like real images"}
+UNSOUND = {"faint": 1.0, "blurred": 1.0, "blobs": 1.0, "noise": 9.0, "separates": False,
+           "reason": "blobs score like real images"}  # fmt: skip
 
 
 def test_the_gate_refuses_what_an_unsound_ruler_ranks_and_auto_takes_a_sound_one():

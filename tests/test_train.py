@@ -287,8 +287,10 @@ def test_summary_and_model_card_report_the_epochs_trained(tiny_split, tmp_path):
     train(MODEL, CFG.model_copy(update={"epochs": 1}), tiny_split, full, progress_bar=False)
     s = summary(full)
     assert (s["epochs"], s["epochs_planned"], s["stopped_by_time_budget"]) == (1, 1, False)
-    assert ("- length: 8 steps of 8 planned (train.epochs = 1), 0.3 kimg shown to D, epochs: 1; stopped: length "
-            "reached\n- wall time:") in card(s)
+    assert (
+        "- length: 8 steps of 8 planned (train.epochs = 1), 0.3 kimg shown to D, epochs: 1; stopped: length "
+        "reached\n- wall time:"
+    ) in card(s)
 
     budget = outputs(tmp_path / "budget")
     r = train(MODEL, CFG.model_copy(update={"epochs": 1000, "max_seconds": 1.0}), tiny_split, budget,
@@ -297,8 +299,10 @@ def test_summary_and_model_card_report_the_epochs_trained(tiny_split, tmp_path):
     assert 0 < r.steps < 1000 * 8
     assert r.steps / 8 - 0.01 < s["epochs"] <= r.steps / 8  # 8 steps per epoch; never rounded up
     assert (s["epochs_planned"], s["stopped_by_time_budget"]) == (1000, True)
-    assert (f"- length: {r.steps} steps of 8000 planned (train.epochs = 1000), {s['kimg']:g} kimg shown to D, "
-            f"epochs: {s['epochs']:g}; stopped: time budget (train.max_seconds)") in card(s)
+    assert (
+        f"- length: {r.steps} steps of 8000 planned (train.epochs = 1000), {s['kimg']:g} kimg shown to D, "
+        f"epochs: {s['epochs']:g}; stopped: time budget (train.max_seconds)"
+    ) in card(s)
 
 
 # Every part of the algorithm at once, in two groups that cannot share a run (hinge vs wgan-gp).
