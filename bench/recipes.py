@@ -60,6 +60,7 @@ CANDIDATES: dict[str, list[str]] = {
     "ema-0.99": ["train.ema_decay=0.99"],
     "r1": ["train.r1_gamma=0.1"],
     "diffaugment": ["train.augment=color,translation,cutout"],
+    "ada": ["train.augment=color,translation,cutout", "train.ada_target=0.6"],  # augment only as D overfits
     "sn-hinge-ttur": [
         "model.spectral_norm=true",
         "train.loss=hinge",

@@ -161,6 +161,16 @@ class TrainConfig(_Section):
         f"{', '.join(AUGMENTS)} ('' = none).",
     )
     d_steps: int = Field(1, ge=1, le=100, description="D updates (each on its own batch) per G update.")
+    ada_target: float = Field(
+        0.0,
+        ge=0,
+        lt=1,
+        description="Adaptive augmentation (StyleGAN2-ADA): each image D sees is augmented (train.augment) with a "
+        "probability p moved toward keeping E[sign(D(real))] at this target (paper: 0.6; 0 = off, every image).",
+    )
+    ada_kimg: float = Field(
+        100.0, gt=0, le=1e6, description="ADA: thousands of images over which p can move from 0 to 1 (paper: 500)."
+    )
     ema_decay: float = Field(
         0.0,
         ge=0,
@@ -411,6 +421,11 @@ def _train_problems(p: Params) -> list[str]:
         problems.append(
             "train.compile with R1 (train.r1_gamma > 0) or train.loss = 'wgan-gp': both differentiate D's gradient "
             "(a double backward), which torch.compile does not support; turn train.compile off"
+        )
+    if t.ada_target and not t.augment:
+        problems.append(
+            f"train.ada_target = {t.ada_target} with train.augment = '': adaptive augmentation needs policies to "
+            "apply; set train.augment (e.g. color,translation,cutout), or train.ada_target = 0"
         )
     if t.keep == "best" and t.eval_every == 0:
         problems.append(

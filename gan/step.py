@@ -5,6 +5,13 @@ its loss and augmentation pipe): the loss (`gan.losses.LOSSES`), an augmentation
 real and fake, in D's and in G's update (DiffAugment, `gan.augment`), R1 on real images every `train.r1_every`
 steps, and the WGAN gradient penalty when the loss asks for it.
 
+With `train.ada_target` > 0 the augmentation is adaptive, as in StyleGAN2-ADA (Karras et al. 2020, "Training
+Generative Adversarial Networks with Limited Data"; their training_loop.py): each image D sees is augmented with
+probability p, and every `ADA_INTERVAL` steps p moves by batch × interval / (`train.ada_kimg` × 1000) up when D's
+overfitting signal r = E[sign(D(real))] is above the target, down when below (clamped to [0, 1]). p starts at 0, so
+a run that does not overfit is never augmented; p, and the signal gathered since the last adjustment, are in every
+checkpoint (`GanStep.state_dict`).
+
 Each D update takes its own real batch and noise; G's update then reuses the fakes of the last D update -- made by
 the current G, which has not changed since -- scored by the updated D. With one D step and no penalty or
 augmentation this is the textbook update exactly, op for op (the default's results are bit-identical to the loop
@@ -26,6 +33,7 @@ from gan.config import ModelConfig, TrainConfig
 from gan.losses import LOSSES, GanLoss
 from gan.regularisers import gradient_penalty, r1_penalty
 
+ADA_INTERVAL = 4  # steps between adjustments of p (StyleGAN2-ADA's ada_interval)
 # d_real/d_fake: the mean of sigmoid(D's logits) on real/fake images -- D's probability for the ns loss, for the
 # hinge and Wasserstein losses a monotone indicator of the same thing (their D outputs a score, not a logit).
 BASE_STATS = ("loss_d", "loss_g", "d_real", "d_fake")
@@ -42,10 +50,13 @@ class StepParts:
     gp_weight: float = 0.0
     d_steps: int = 1
     conditional: bool = False
+    ada_target: float = 0.0  # > 0: adaptive augmentation probability toward this E[sign(D(real))]
+    ada_kimg: float = 100.0  # images (thousands) for p to go from 0 to 1
 
     @property
     def stat_names(self) -> tuple[str, ...]:
-        return BASE_STATS + (("r1",) if self.r1_gamma else ()) + (("gp",) if self.loss.gradient_penalty else ())
+        extra = (("r1",) if self.r1_gamma else ()) + (("gp",) if self.loss.gradient_penalty else ())
+        return BASE_STATS + extra + (("augment_p", "real_sign") if self.ada_target else ())
 
 
 def step_parts(model_cfg: ModelConfig, train_cfg: TrainConfig) -> StepParts:
@@ -58,6 +69,8 @@ def step_parts(model_cfg: ModelConfig, train_cfg: TrainConfig) -> StepParts:
         gp_weight=train_cfg.gp_weight if loss.gradient_penalty else 0.0,
         d_steps=train_cfg.d_steps,
         conditional=model_cfg.conditional,
+        ada_target=train_cfg.ada_target,
+        ada_kimg=train_cfg.ada_kimg,
     )
 
 
@@ -80,12 +93,44 @@ class GanStep:
         # computes and throws away (bench/train_throughput.py: about 9% of a 64x64 DCGAN step on the CPU).
         self.g_params = [p for group in opt_g.param_groups for p in group["params"]]
         self.stat_names = parts.stat_names
+        device = next(iter(self.g_params)).device
+        # ADA's state, on the device (no host sync): p, and the sum of sign(D(real)) since the last adjustment
+        self.augment_p = torch.zeros((), device=device)
+        self.sign_sum = torch.zeros((), device=device)
+        self.ada_steps = 0
 
     def run_d(self, D: torch.nn.Module, images: torch.Tensor, labels: torch.Tensor | None) -> torch.Tensor:
-        """D's logits for `images`, augmented first: every image D sees goes through here."""
+        """D's logits for `images`, augmented first: every image D sees goes through here (with ADA, each image
+        with probability p)."""
         if self.parts.augment:
-            images = diff_augment(images, self.parts.augment, self.rng)
+            augmented = diff_augment(images, self.parts.augment, self.rng)
+            if self.parts.ada_target:
+                chosen = torch.rand(len(images), generator=self.rng, device=images.device) < self.augment_p
+                augmented = torch.where(chosen.view(-1, 1, 1, 1), augmented, images)
+            images = augmented
         return _call(D, images, labels)
+
+    def _adapt(self, real_logits: torch.Tensor) -> None:
+        """ADA: gather D's overfitting signal; every ADA_INTERVAL steps move p toward the target."""
+        self.sign_sum += torch.sign(real_logits.detach().float()).mean()
+        self.ada_steps += 1
+        if self.ada_steps % ADA_INTERVAL == 0:
+            signal = self.sign_sum / ADA_INTERVAL
+            rate = len(real_logits) * ADA_INTERVAL / (self.parts.ada_kimg * 1000)
+            self.augment_p = (self.augment_p + torch.sign(signal - self.parts.ada_target) * rate).clamp(0, 1)
+            self.sign_sum = torch.zeros_like(self.sign_sum)
+
+    def state_dict(self) -> dict:
+        """What a resumed run needs to replay the step exactly (ADA's p and signal; nothing without ADA)."""
+        if not self.parts.ada_target:
+            return {}
+        return {"augment_p": self.augment_p.cpu(), "sign_sum": self.sign_sum.cpu(), "ada_steps": self.ada_steps}
+
+    def load_state_dict(self, state: dict) -> None:
+        if state:
+            self.augment_p = state["augment_p"].to(self.augment_p.device)
+            self.sign_sum = state["sign_sum"].to(self.sign_sum.device)
+            self.ada_steps = state["ada_steps"]
 
     def __call__(self, x, z, y_real=None, y_fake=None, regularise: bool = False) -> torch.Tensor:
         # No autocast weight cache: D is updated in place mid-step, and a cached bf16 copy of D's weights would
@@ -119,6 +164,8 @@ class GanStep:
             self.opt_d.zero_grad(set_to_none=True)
             total.backward()
             self.opt_d.step()
+        if parts.ada_target:
+            self._adapt(real_logits)
         # --- G: the last fakes, scored by the updated D; D's own module, so no DDP reducer waits for D ---
         loss_g = parts.loss.g(self.run_d(getattr(D, "module", D), fake, yf))
         self.opt_g.zero_grad(set_to_none=True)
@@ -130,6 +177,8 @@ class GanStep:
                 extra.append(r1_value.detach().float() if r1_value is not None else torch.full_like(loss_d, math.nan))
             if parts.loss.gradient_penalty:
                 extra.append(gp.detach().float())
+            if parts.ada_target:
+                extra += [self.augment_p.float(), torch.sign(real_logits.detach().float()).mean()]
             d_real, d_fake = torch.sigmoid(real_logits.float()).mean(), torch.sigmoid(fake_logits.float()).mean()
             return torch.stack([loss_d.detach().float(), loss_g.detach().float(), d_real, d_fake, *extra])
 

@@ -215,7 +215,7 @@ class Checkpoints:
         return ckpt
 
     def save(self, models: Models, noise: torch.Generator, step: int, epoch: int, batch: int,
-             best: dict | None = None) -> None:  # fmt: skip
+             best: dict | None = None, step_state: dict | None = None) -> None:  # fmt: skip
         _check_finite(models.G, "generator", step)
         _check_finite(models.D, "discriminator", step)
         noise_state = noise.get_state()
@@ -236,6 +236,7 @@ class Checkpoints:
                 "batch": batch,
                 **models.state_dict(),
                 **({"best": best} if best is not None else {}),
+                **({"step_state": step_state} if step_state else {}),
                 "noise_rng": noise_state,
                 "model_config": json.dumps(self.model_cfg.model_dump()),
             },
@@ -506,6 +507,8 @@ def train(
         G_step, D_step = torch.compile(G_step), torch.compile(D_step)
     parts = step_parts(model_cfg, train_cfg)
     gan_step = GanStep(G_step, D_step, models.opt_g, models.opt_d, parts, noise, amp)
+    if ckpt is not None:
+        gan_step.load_state_dict(ckpt.get("step_state", {}))
     step_fn = CudaGraphStep(gan_step) if graphed else gan_step
     budget = TimeBudget(train_cfg.max_seconds, where)
     step_log = StepLog(out.log_dir / "log.tsv", ("step", "epoch", *parts.stat_names), checkpoints.path, where,
@@ -531,20 +534,19 @@ def train(
             step_log.quality = (f", FD {quality.last_value:.3g} (best {quality.best_value:.3g} at step "
                                 f"{quality.best_step})")  # fmt: skip
 
-    def why_stop() -> str:
-        """'' to go on, else a key of STOP_REASONS (rank 0 decides; every rank gets its answer)."""
+    def why_stop(scored: bool) -> str:
+        """'' to go on, else a key of STOP_REASONS. The same answer on every rank: the step count is shared, the
+        budget is rank 0's clock (broadcast), and the patience, which only a score changes, is rank 0's (broadcast
+        after a score)."""
         out_of_time = budget.spent()  # on every rank: under DDP it is itself a collective
-        reason = ""
         if step >= total_steps:
-            reason = "length"
-        elif eval_every and quality.exhausted:
-            reason = "patience"
-        elif out_of_time:
-            reason = "time"
-        return _agree(reason, where)
+            return "length"
+        if scored and _agree(eval_every > 0 and quality.exhausted, where):
+            return "patience"
+        return "time" if out_of_time else ""
 
     # --- the loop: epochs of steps until the plan, the time budget or the patience ends it ---
-    stop = why_stop()
+    stop = why_stop(scored=True)  # a resumed run may have stopped already
     try:
         models.G.train()
         models.D.train()
@@ -558,16 +560,17 @@ def train(
                 step += 1
                 if step == resumed_from + WARMUP_STEPS and rank == 0:
                     _log_estimate(budget, step - resumed_from, total_steps - resumed_from, train_cfg.max_seconds)
-                if eval_every and step % eval_every == 0:
+                scored = bool(eval_every) and step % eval_every == 0
+                if scored:
                     score(step)
                 if len(step_log.pending) >= train_cfg.log_flush_every:
                     step_log.flush(step, epoch)
-                stop = why_stop()
+                stop = why_stop(scored)
                 if stop:
                     break
                 if every and step % every == 0 and b + 1 < steps_per_epoch:
                     step_log.flush(step, epoch)
-                    checkpoints.save(models, noise, step, epoch, b + 1, quality.state_dict())
+                    checkpoints.save(models, noise, step, epoch, b + 1, quality.state_dict(), gan_step.state_dict())
             step_log.flush(step, epoch)
             epoch, batch = (epoch + 1, 0) if b + 1 == steps_per_epoch else (epoch, b + 1)
             if stop:
@@ -576,11 +579,11 @@ def train(
                 if rank == 0:
                     shown = epoch if batch == 0 else epoch + 1  # a stop mid-epoch: the grid of that epoch
                     save_epoch_grid(models.G_out, fixed_z, fixed_y, sample_dir / f"epoch_{shown:03d}.png")
-                checkpoints.save(models, noise, step, epoch, batch, quality.state_dict())
+                checkpoints.save(models, noise, step, epoch, batch, quality.state_dict(), gan_step.state_dict())
             elif epoch % snapshot_epochs == 0 or (every and step % every == 0):
                 if rank == 0:
                     save_epoch_grid(models.G_out, fixed_z, fixed_y, sample_dir / f"epoch_{epoch:03d}.png")
-                checkpoints.save(models, noise, step, epoch, 0, quality.state_dict())
+                checkpoints.save(models, noise, step, epoch, 0, quality.state_dict(), gan_step.state_dict())
                 log.info("epoch %d done at step %d of %d", epoch, step, total_steps)
         step_log.show(step)
         in_sync = _ranks_in_sync(models.G, models.D) if world > 1 else None
@@ -649,14 +652,13 @@ def _log_estimate(budget: TimeBudget, done: int, planned: int, max_seconds: floa
              "stopping may end it sooner)%s", done, per_step, need / 60, planned, limit)  # fmt: skip
 
 
-def _agree(reason: str, where: Rank) -> str:
-    """Rank 0's stop reason on every rank (one broadcast under DDP; nothing to do alone)."""
+def _agree(flag: bool, where: Rank) -> bool:
+    """Rank 0's flag on every rank (one broadcast under DDP; nothing to do alone)."""
     if where.world == 1:
-        return reason
-    keys = ["", *STOP_REASONS]
-    flag = torch.tensor([keys.index(reason) if where.leader else 0], device=where.device)
-    torch.distributed.broadcast(flag, src=0)
-    return keys[int(flag.item())]
+        return flag
+    value = torch.tensor([float(flag) if where.leader else 0.0], device=where.device)
+    torch.distributed.broadcast(value, src=0)
+    return bool(value.item())
 
 
 def _out_of_time(max_seconds: float, t0: float, world: int, device: torch.device) -> bool:

@@ -104,6 +104,7 @@ def test_cli_check_exits_2_without_running(tmp_path, capsys):
         (["train.compile=true", "train.r1_gamma=1.0"], "which torch.compile does not support"),
         (["train.eval_every=0"], "the best snapshot needs scores during training"),
         (["train.epochs=3", "train.kimg=100"], "both set the length of training"),
+        (["train.ada_target=0.6"], "adaptive augmentation needs policies to apply"),
     ],
 )
 def test_parts_that_cannot_run_together_are_refused_before_any_stage(overrides, fragment):

@@ -307,7 +307,7 @@ def test_summary_and_model_card_report_the_epochs_trained(tiny_split, tmp_path):
 
 # Every part of the algorithm at once, in two groups that cannot share a run (hinge vs wgan-gp).
 PART_COMBOS = {
-    "hinge+sn+ema+diffaugment+lazy-r1": (
+    "hinge+sn+ema+ada-diffaugment+lazy-r1": (
         MODEL.model_copy(update={"spectral_norm": True}),
         CFG.model_copy(
             update={
@@ -316,6 +316,8 @@ PART_COMBOS = {
                 "augment": "color,translation,cutout",
                 "r1_gamma": 1.0,
                 "r1_every": 3,
+                "ada_target": 0.6,  # adaptive augmentation: p and its signal must survive the interruption
+                "ada_kimg": 0.5,
             }
         ),  # fmt: skip
     ),
@@ -324,6 +326,24 @@ PART_COMBOS = {
         CFG.model_copy(update={"loss": "wgan-gp", "d_steps": 2, "ema_decay": 0.5, "batch_size": 16}),
     ),
 }
+
+
+def test_adaptive_augmentation_moves_p_with_ds_overfitting_signal(tiny_split, tmp_path):
+    """ADA: p starts at 0 and moves by batch × 4 / (ada_kimg × 1000) every 4 steps, up while E[sign(D(real))] is
+    above the target, down (not below 0) while under; logged per step."""
+    from gan.pictures import read_tsv_columns
+
+    cfg = CFG.model_copy(update={"augment": "translation", "ada_target": 0.6, "ada_kimg": 0.64})  # 0.2 a move
+    out = outputs(tmp_path)
+    train(MODEL, cfg, tiny_split, out, progress_bar=False)
+    log = read_tsv_columns(out.log_dir / "log.tsv")
+    p, signs = log["augment_p"], log["real_sign"]
+    assert (p[:3] == 0).all() and set(np.round(p, 6)) <= {0.0, 0.2, 0.4, 0.6, 0.8, 1.0}
+    for k in range(3, len(p) - 4, 4):  # after each 4th step: the move the last 4 signs ask for
+        expected = np.clip(p[k - 4] + 0.2 * np.sign(signs[k - 3 : k + 1].mean() - 0.6), 0, 1) if k >= 4 else None
+        if expected is not None:
+            assert p[k] == pytest.approx(expected, abs=1e-6), (k, p, signs)
+    assert p.max() > 0, "D on 256 images should look overfitted at least once"
 
 
 @pytest.mark.parametrize("combo", list(PART_COMBOS))
@@ -349,7 +369,7 @@ def test_every_part_trains_deterministically_and_resumes_bit_identically(combo, 
     assert_identical(weights(full.log_dir / "generator_raw.pt"), weights(out.log_dir / "generator_raw.pt"))
     assert (full.log_dir / "log.tsv").read_text() == (out.log_dir / "log.tsv").read_text()
     header = (out.log_dir / "log.tsv").read_text().splitlines()[0].split("\t")
-    extra = ["r1"] if cfg.r1_gamma else ["gp"]
+    extra = ["r1", "augment_p", "real_sign"] if cfg.r1_gamma else ["gp"]
     assert header == ["step", "epoch", "loss_d", "loss_g", "d_real", "d_fake", *extra]
 
 
