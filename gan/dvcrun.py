@@ -18,7 +18,18 @@ from pathlib import Path
 import yaml
 
 ALWAYS_CHANGED = "always changed"  # how `dvc status --json` reports an always_changed stage
-_PROGRESS = re.compile(r"^(?P<desc>[\w-]+):\s+\d+%\|.*\|\s*(?P<n>\d+)/(?P<total>\d+)")
+_PROGRESS = re.compile(r"^(?P<desc>[\w-]+):\s+\d+%\|.*?\|\s*(?P<n>\d+)/(?P<total>\d+)(?: \[[^\]]*\])?")
+
+
+def split_progress(line: str) -> tuple[tuple[int, int] | None, str]:
+    """A captured output line -> ((n, total) of a tqdm bar at its start, or None; the text after the bar).
+
+    A log line written while a bar is drawn ends up on the bar's line (the bar is redrawn after a carriage return,
+    the log line ends with a newline), so the text after the bar is kept as a line of its own."""
+    m = _PROGRESS.match(line)
+    if not m:
+        return None, line
+    return (int(m["n"]), int(m["total"])), line[m.end() :].strip()
 
 
 class StageFailed(RuntimeError):
@@ -95,11 +106,10 @@ def repro_stage(
             line = buf.strip()
             buf = ""
             if line:
-                m = _PROGRESS.match(line)
-                if m:
-                    if on_progress:
-                        on_progress(int(m["n"]), int(m["total"]))
-                else:
+                progress, line = split_progress(line)
+                if progress and on_progress:
+                    on_progress(*progress)
+                if line:
                     on_line(line)
                     tail = (tail + [line])[-30:]
             if ch == "":
