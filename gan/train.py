@@ -79,6 +79,7 @@ class QualityTracker:
     improved_step: int = -1  # the last score that improved on the best by min_delta (patience counts from it)
     improved_value: float = math.inf
     since: int = 0  # scores since then
+    seconds: float = 0.0  # time spent scoring in this process (the probe's cost)
 
     def start(self, resume_step: int, saved: dict | None) -> None:
         if saved:
@@ -99,7 +100,9 @@ class QualityTracker:
         self.last_step = step
         if self.probe is None or not self.leader:
             return
+        t0 = time.perf_counter()
         value = float(self.probe(G))
+        self.seconds += time.perf_counter() - t0
         self.last_value = value
         with open(self.path, "a") as f:
             f.write(f"{step}\t{value:.6f}\n")
@@ -146,6 +149,7 @@ class TrainResult:
     length: str = ""  # how the planned length was decided (gan.length)
     stop: str = ""  # why training ended: one of STOP_REASONS' texts
     probe: str = ""  # the extractor that scored G during training, or why none did
+    probe_seconds: float = 0.0  # of `seconds`, the time the probe took (this process)
     final: dict = field(default_factory=dict)
     kept: dict = field(default_factory=dict)  # which G the stage kept: last, or the best snapshot (step, fd)
 
@@ -615,11 +619,12 @@ def train(
             if train_cfg.eval_every == 0
             else f"off ({probe_note or 'no quality probe'})"
         ),  # fmt: skip
+        probe_seconds=round(quality.seconds, 2),
         final=step_log.last,
     )
     if rank == 0:
-        log.info("%s after %d steps (%.1f kimg, %.2f epochs) in %.0f s", stop_text, step, result.kimg, result.epochs,
-                 seconds)  # fmt: skip
+        log.info("%s after %d steps (%.1f kimg, %.2f epochs) in %.0f s (scoring %.0f s of it)", stop_text, step,
+                 result.kimg, result.epochs, seconds, quality.seconds)  # fmt: skip
         meta = {"steps": step, "fingerprint": fingerprint, "device": str(device), "processes": world}
         result.final["processes"] = world
         result.final["ranks_in_sync"] = in_sync
