@@ -152,7 +152,7 @@ def read_tsv_columns(path: str | Path) -> dict[str, np.ndarray]:
     return {name: np.array([float(r[i]) for r in rows], dtype=float) for i, name in enumerate(header)}
 
 
-QUALITY_PANEL = "quality during training: FD to real test images (lower is better)"
+QUALITY_PANEL = "quality during training: FD to real training images (lower is better)"
 
 
 def training_curves(log_tsv: str | Path, quality_tsv: str | Path | None, path: str | Path,
