@@ -148,7 +148,8 @@ def run_gate(root: Path, params: Params, flow_run_id: str, logger: logging.Logge
                                 rescored, classes=list(data.classes), device=params.train.device)  # fmt: skip
         rescored.unlink(missing_ok=True)
     p = params.promote
-    decision = decide(candidate, champion_now, p.margin, p.require_all_classes, metric=metric)
+    decision = decide(candidate, champion_now, p.margin, p.require_all_classes, metric=metric,
+                      require_sound=p.require_sound)  # fmt: skip
     logger.info("champion gate: %s", " | ".join(summary_lines(decision, candidate)))
     if decision.promote:
         summary = data.raw

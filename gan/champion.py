@@ -63,7 +63,7 @@ def metric_value(metrics: dict, metric: str, whose: str = "metrics.json") -> flo
 
 def decide(
     candidate: dict, champion: dict | None, margin: float, require_all_classes: bool = True,
-    metric: str = DEFAULT_METRIC,
+    metric: str = DEFAULT_METRIC, require_sound: bool = True,
 ) -> Decision:  # fmt: skip
     """`candidate`/`champion`: metrics.json dicts scored the same way. `margin`: relative improvement needed.
     `metric` = auto: fid_classifier where the candidate has it (labelled data), else fid_judge.
@@ -79,11 +79,14 @@ def decide(
         return Decision(promote, reason, metric, value, champ, margin)
 
     extractor = metric.split("_", 1)[1]
-    if candidate.get(f"separates_{extractor}") is False:
+    unsound = candidate.get(f"separates_{extractor}") is False
+    if unsound and require_sound:
         why = candidate.get(f"soundness_{extractor}", {}).get("reason", "")
         return verdict(False, f"{metric} is not able to separate on this data: the {extractor} scores degraded real "
                               f"images like real ones ({why}); a model it ranks cannot be trusted, so none is "
-                              "promoted (more images, or a longer classifier/judge training, would help)")  # fmt: skip
+                              "promoted (more images, or a longer classifier/judge training, would help; "
+                              "promote.require_sound: false promotes anyway)")  # fmt: skip
+    caveat = f" ({metric} cannot separate on this data; promote.require_sound is off)" if unsound else ""
     if not math.isfinite(value):
         return verdict(False, f"candidate {metric} is {value}")
     covered, total = candidate.get("classes_covered"), candidate.get("num_classes")
@@ -95,12 +98,12 @@ def decide(
             False, f"candidate covers only {covered}/{total} classes, real images {needed}/{total} (mode collapse)"
         )
     if champ is None:
-        return verdict(True, "no champion yet: the first successful run becomes the champion")
+        return verdict(True, "no champion yet: the first successful run becomes the champion" + caveat)
     if not math.isfinite(champ):
-        return verdict(True, f"the champion's {metric} is {champ}: a finite candidate replaces it")
+        return verdict(True, f"the champion's {metric} is {champ}: a finite candidate replaces it" + caveat)
     needed = champ * (1 - margin)
     if value < needed:
-        return verdict(True, f"{metric} {value:.4g} beats the champion's {champ:.4g} by more than {margin:.0%}")
+        return verdict(True, f"{metric} {value:.4g} beats the champion's {champ:.4g} by more than {margin:.0%}{caveat}")
     return verdict(
         False, f"{metric} {value:.4g} does not beat the champion's {champ:.4g} by {margin:.0%} (needs < {needed:.4g})"
     )

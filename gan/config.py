@@ -296,6 +296,11 @@ class PromoteConfig(_Section):
     require_all_classes: bool = Field(
         True, description="Refuse a challenger that drops any class (needs the classifier's class metrics)."
     )
+    require_sound: bool = Field(
+        True,
+        description="Refuse to promote on a metric whose extractor failed its soundness test on this data (it cannot "
+        "tell degraded images from real ones: too few images, or too short a training). Off: promote anyway, saying so",
+    )
     commit: bool = Field(
         True,
         description="After a run, commit the pipeline's own files (params.yaml, dvc.lock, the .dvc files and "

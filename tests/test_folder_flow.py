@@ -39,6 +39,9 @@ SMALL = [
     "evaluate.kid_subset_size=20",
     "export.n_png=4",
     "export.n_npz=50",
+    # ~35 test images are too few for any extractor to pass its soundness test (the faint blur stays within the
+    # floor's interval): these tests are about the flow on a folder, so the gate promotes anyway, saying so
+    "promote.require_sound=false",
 ]
 
 
@@ -96,6 +99,7 @@ def test_folder_runs_then_is_a_no_op_then_retrains_incrementally_when_it_grows(f
     first = flow_result(flow(repo, prefect_server))
     assert first["ran"] == ALL_STAGES
     assert first["promoted"] is True, first["decision"]
+    assert "cannot separate on this data; promote.require_sound is off" in first["decision"]["reason"]
     summary = json.loads((repo / "data/prepared/summary.json").read_text())
     assert summary["shape"] == [3, 32, 32] and summary["classes"] == ["bars", "disc"]
     skipped = (repo / "data/prepared/skipped.csv").read_text()

@@ -290,7 +290,7 @@ def test_random_views_of_flat_and_half_bright_images_behave_as_documented():
 
 # ---------------------------------------------------------------- training: labels unused, determinism, errors
 
-TINY_JUDGE = JudgeConfig(seed=0, steps=3, batch_size=16)
+TINY_JUDGE = JudgeConfig(seed=0, steps=2, batch_size=16)
 
 
 def tiny_splits(root: Path, shape: Sequence[int] = (1, 28, 28), n: int = 48) -> tuple[Path, Path, np.ndarray]:

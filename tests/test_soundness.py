@@ -104,6 +104,8 @@ def test_the_gate_refuses_what_an_unsound_ruler_ranks_and_auto_takes_a_sound_one
     assert d.promote and d.metric == "fid_judge"
     d = decide(candidate, None, margin=0.02, metric="fid_classifier")  # asked for explicitly: refused, with why
     assert not d.promote and "not able to separate" in d.reason and "blobs score like real images" in d.reason
+    anyway = decide(candidate, None, margin=0.02, metric="fid_classifier", require_sound=False)
+    assert anyway.promote and "promote.require_sound is off" in anyway.reason
     neither = {**candidate, "separates_judge": False, "soundness_judge": UNSOUND}
     assert auto_metric(neither) == "fid_classifier"
     d = decide(neither, {"fid_classifier": 50.0}, margin=0.02, metric="auto")
