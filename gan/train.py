@@ -45,7 +45,7 @@ from gan.tensors import epoch_permutation, from_uint8, resolve_device
 log = logging.getLogger(__name__)
 LOG_COLUMNS = ("step", "epoch", *BASE_STATS)  # the default algorithm's columns; R1 and GP add theirs
 WARMUP_STEPS = 20  # steps timed for the estimate of the run's duration logged before it goes on
-MIN_STEPS_BETWEEN_SNAPSHOTS = 200  # a small folder's epochs are short: its checkpoints and grids every few epochs
+MIN_STEPS_BETWEEN_GRIDS = 200  # a small folder's epochs are short: its sample grids every few epochs
 
 
 class DivergenceError(PipelineError):
@@ -517,7 +517,7 @@ def train(
     budget = TimeBudget(train_cfg.max_seconds, where)
     step_log = StepLog(out.log_dir / "log.tsv", ("step", "epoch", *parts.stat_names), checkpoints.path, where,
                        step, total_steps, budget, on_progress, progress_bar)  # fmt: skip
-    snapshot_epochs = max(1, math.ceil(MIN_STEPS_BETWEEN_SNAPSHOTS / steps_per_epoch))  # checkpoints and grids
+    grid_epochs = max(1, math.ceil(MIN_STEPS_BETWEEN_GRIDS / steps_per_epoch))
     every = train_cfg.checkpoint_every
 
     def next_batch(b: int, perm: torch.Tensor) -> tuple:
@@ -584,11 +584,12 @@ def train(
                     shown = epoch if batch == 0 else epoch + 1  # a stop mid-epoch: the grid of that epoch
                     save_epoch_grid(models.G_out, fixed_z, fixed_y, sample_dir / f"epoch_{shown:03d}.png")
                 checkpoints.save(models, noise, step, epoch, batch, quality.state_dict(), gan_step.state_dict())
-            elif epoch % snapshot_epochs == 0 or (every and step % every == 0):
-                if rank == 0:
+            else:  # an epoch's end: a checkpoint (benches and tests take snapshots from it), a grid every few
+                if rank == 0 and epoch % grid_epochs == 0:
                     save_epoch_grid(models.G_out, fixed_z, fixed_y, sample_dir / f"epoch_{epoch:03d}.png")
                 checkpoints.save(models, noise, step, epoch, 0, quality.state_dict(), gan_step.state_dict())
-                log.info("epoch %d done at step %d of %d", epoch, step, total_steps)
+                if epoch % grid_epochs == 0:
+                    log.info("epoch %d done at step %d of %d", epoch, step, total_steps)
         step_log.show(step)
         in_sync = _ranks_in_sync(models.G, models.D) if world > 1 else None
     finally:

@@ -47,7 +47,7 @@ def test_outputs_log_samples_and_rebuildable_generator(tiny_split, tmp_path):
     rows = (out.log_dir / "log.tsv").read_text().splitlines()
     assert rows[0].split("\t") == ["step", "epoch", "loss_d", "loss_g", "d_real", "d_fake"]
     assert [int(r.split("\t")[0]) for r in rows[1:]] == list(range(1, 17))
-    # 8-step epochs: grids (and checkpoints) every ceil(200 / 8) epochs, and at the end
+    # 8-step epochs: grids every ceil(200 / 8) epochs, and at the end
     assert sorted(p.name for p in (out.log_dir / "samples").iterdir()) == ["epoch_002.png"]
     G, cfg = load_generator(out.generator)
     assert cfg == MODEL and G(torch.randn(3, 16)).shape == (3, 1, 28, 28)
