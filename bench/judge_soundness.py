@@ -86,7 +86,7 @@ def judge_for(split_path: Path, test_path: Path, shape: tuple, p: Params, tmp: P
     t0 = time.perf_counter()
     m = train_judge(p.judge, unlabeled, test_path, tmp / "judge.pt", tmp / "judge.json", device=p.train.device,
                     progress_bar=False)  # fmt: skip
-    print(f"judge: trained on {m['n_train']} images without labels, {m['epochs']} epoch(s), {m['steps']} steps, "
+    print(f"judge: trained on {m['n_train']} images without labels, {m['epochs']:g} epoch(s), {m['steps']} steps, "
           f"{time.perf_counter() - t0:.1f} s; positive retrieval {m['positive_retrieval_test']:.3f} "
           f"(chance {m['positive_retrieval_chance']:.4f})")  # fmt: skip
     return tmp / "judge.pt"

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import shutil
 import subprocess
@@ -64,24 +65,25 @@ def weak_workspace(ws: Path, steps: tuple[int, int]) -> Path:
 
 
 def snapshots(ws: Path, steps: list[int], out: Path) -> dict[int, torch.nn.Module]:
-    """One default training run, G kept at each of `steps` (the checkpoint of that step, every 50 steps)."""
+    """One default training run, G kept at each of `steps` (the checkpoint of that step)."""
     p = load_params(ws / "params.yaml")
     split = load_split(Paths(ws).train_split)
+    every = math.gcd(*steps)  # a checkpoint at each wanted step; when step s + 1 is reported, last.pt holds step s
     cfg = p.train.model_copy(update={"kimg": max(steps) * p.train.batch_size / 1000, "epochs": 0, "eval_every": 0,
-                                     "keep": "last", "checkpoint_every": 50, "log_flush_every": 50})  # fmt: skip
+                                     "keep": "last", "checkpoint_every": every, "log_flush_every": 1})  # fmt: skip
     tmp = out / "train"
     shutil.rmtree(tmp, ignore_errors=True)
     o = TrainOutputs(tmp / "g.pt", tmp / "ckpt", tmp / "log")
     kept: dict[int, torch.nn.Module] = {}
 
-    def keep(_: dict) -> None:  # at a flush, last.pt holds the checkpoint of 50 steps before
-        ckpt_path = o.checkpoint_dir / "last.pt"
-        if ckpt_path.exists():
-            ckpt = load_checkpoint(ckpt_path)
-            if ckpt["step"] in steps and ckpt["step"] not in kept:
-                G = build_generator(p.model, split.shape)
-                G.load_state_dict(ckpt["G"])
-                kept[ckpt["step"]] = G.eval()
+    def keep(stats: dict) -> None:
+        step = stats["step"] - 1
+        if step in steps and step not in kept:
+            ckpt = load_checkpoint(o.checkpoint_dir / "last.pt")
+            assert ckpt["step"] == step, f"last.pt holds step {ckpt['step']}, expected {step}"
+            G = build_generator(p.model, split.shape)
+            G.load_state_dict(ckpt["G"])
+            kept[step] = G.eval()
 
     t0 = time.perf_counter()
     r = train(p.model, cfg, Paths(ws).train_split, o, on_progress=keep, progress_bar=False)

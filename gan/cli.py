@@ -99,7 +99,10 @@ def stage_train(p: Params) -> None:
         from gan.tensors import resolve_device
 
         try:
-            probe = build_probe(_extractor_files(p), PATHS.train_split, p.train.eval_samples,
+            from gan.features import ExtractorFiles
+
+            files = ExtractorFiles(PATHS.classifier, PATHS.judge)  # the probe uses these two, never Inception
+            probe = build_probe(files, PATHS.train_split, p.train.eval_samples,
                                 resolve_device(p.train.device))  # fmt: skip
             note = f"FD in the {probe.extractor_name}'s features, which passed its soundness test"
         except NoSoundExtractor as err:  # train without it: the last G is kept, no early stop

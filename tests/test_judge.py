@@ -838,7 +838,7 @@ def test_judge_soundness_bench_runs_end_to_end(fmnist, fmnist_classifier, tmp_pa
     (models / "classifier.pt").write_bytes(fmnist_classifier.read_bytes())
     out = run([sys.executable, str(REPO / "bench" / "judge_soundness.py"), "--epochs", "2,1", "--limit-train", "1000",
                "--n", "400", "--threads", "1", "--set", "model.arch=mlp", "--set", "train.batch_size=64",
-               "--set", "judge.batch_size=128"], cwd=tmp_path).stdout  # fmt: skip
+               "--set", "judge.batch_size=128", "--set", "judge.steps=7"], cwd=tmp_path).stdout  # fmt: skip
 
     lines = out.splitlines()
     assert lines[0].startswith("cpu: ") and len(lines[0]) > len("cpu: "), out
