@@ -73,7 +73,7 @@ def test_dvc_repro_end_to_end(tmp_path):
     samples = repo / "data/samples"
     assert Image.open(samples / "grid.png").size == (8 * 28 + 9 * 2, 8 * 28 + 9 * 2)
     assert Image.open(samples / "closest_pairs.png").mode == Image.open(samples / "class_grid.png").mode == "RGB"
-    assert Image.open(samples / "training_curves.png").height == 2 * (170 + 2 * 44)  # losses, D's outputs
+    assert Image.open(samples / "training_curves.png").height == 3 * (170 + 2 * 44)  # losses, D's outputs, quality
     assert len(list((samples / "png").glob("*.png"))) == 10
     with np.load(samples / "samples.npz") as z:
         assert z["images"].shape == (200, 28, 28, 1) and z["images"].dtype == np.uint8
