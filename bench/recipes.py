@@ -43,6 +43,9 @@ from PIL import Image
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "examples"))
+sys.path.insert(0, str(REPO / "bench"))
+
+from ablation import VARIANTS, machine_name  # noqa: E402
 
 from gan.config import apply_overrides, load_params  # noqa: E402
 from gan.evaluate import score_images  # noqa: E402
@@ -54,21 +57,14 @@ from gan.splits import load_split  # noqa: E402
 from gan.tensors import to_uint8  # noqa: E402
 from gan.train import TrainOutputs, load_checkpoint, train  # noqa: E402
 
-CANDIDATES: dict[str, list[str]] = {
-    "default": [],
+CANDIDATES: dict[str, list[str]] = {  # the ablation bench's variants where they are the same
+    "default": VARIANTS["default"],
     "ttur-d-fast": ["train.lr_g=0.0002", "train.lr_d=0.0008"],  # two time-scales the other way: D 4x faster
-    "ema-0.99": ["train.ema_decay=0.99"],
+    "ema-0.99": VARIANTS["ema-0.99"],
     "r1": ["train.r1_gamma=0.1"],
-    "diffaugment": ["train.augment=color,translation,cutout"],
-    "ada": ["train.augment=color,translation,cutout", "train.ada_target=0.6"],  # augment only as D overfits
-    "sn-hinge-ttur": [
-        "model.spectral_norm=true",
-        "train.loss=hinge",
-        "train.lr_g=0.0005",
-        "train.lr_d=0.002",
-        "train.beta1=0.0",
-        "train.beta2=0.9",
-    ],  # fmt: skip
+    "diffaugment": VARIANTS["diffaugment"],
+    "ada": [*VARIANTS["diffaugment"], "train.ada_target=0.6"],  # augment only as D overfits
+    "sn-hinge-ttur": VARIANTS["sn-hinge-ttur"],
 }
 FOLDERS = ("emoji32", "emoji64", "emoji32-flat", "emoji32-1k", "fashion28")
 FASHION_IDX = Path("/usr/share/datasets/fashion-mnist")
@@ -222,8 +218,6 @@ def main() -> None:
     ap.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                     help="a setting for every folder's workspace (its classifier, judge, evaluation)")  # fmt: skip
     args = ap.parse_args()
-    from ablation import machine_name  # the bench scripts' one CPU description
-
     machine = f"{machine_name(args.device)}, torch {torch.__version__} ({torch.get_num_threads()} threads)"
     print(f"machine: {machine}", flush=True)
 
