@@ -222,6 +222,17 @@ def main() -> None:
     print(f"machine: {machine}", flush=True)
 
     results, verdicts = [], {}
+    if args.out.exists():
+        kept = json.loads(args.out.read_text())
+        if kept.get("machine") != machine:
+            raise SystemExit(f"{args.out}: its rows come from another machine ({kept.get('machine')}); "
+                             "name another --out or delete it")  # fmt: skip
+        results, verdicts = kept["results"], kept["verdicts"]
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+
+    def save() -> None:
+        args.out.write_text(json.dumps({"machine": machine, "verdicts": verdicts, "results": results}, indent=1) + "\n")
+
     for folder in args.folders:
         ws = workspace(folder, args.root, args.tgz, args.device, args.overrides, args.fashion_images)
         paths = Paths(ws)
@@ -230,6 +241,9 @@ def main() -> None:
         print(f"{folder}: {len(split.images)} training images {split.shape}; judge soundness: "
               f"{verdicts[folder].get('reason')}", flush=True)  # fmt: skip
         for name in args.candidates:
+            if any((r["folder"], r["candidate"]) == (folder, name) for r in results):
+                print(f"{folder} {name}: in {args.out} already", flush=True)
+                continue
             p = load_params(ws / "params.yaml", [f"train.device={args.device}", *CANDIDATES[name]])
             with tempfile.TemporaryDirectory() as tmp:
                 for snap in train_with_snapshots(p, paths.train_split, args.minutes, Path(tmp), args.snapshot_every):
@@ -241,8 +255,8 @@ def main() -> None:
                            "fid_classifier": m.get("fid_classifier"), "metrics": m}  # fmt: skip
                     results.append(row)
                     print(json.dumps({k: v for k, v in row.items() if k != "metrics"}), flush=True)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps({"machine": machine, "verdicts": verdicts, "results": results}, indent=1) + "\n")
+            save()
+    save()
 
     # --- the table: one row per candidate and budget, the folders side by side ---
     print(f"\nmachine: {machine}\n\njudge FD / its real-vs-real floor (recall in the judge's features); lower is "
