@@ -326,7 +326,7 @@ def push_task(repo: str) -> dict:
     remote = pushed.remote
     if remote.created:
         logger.warning("no DVC remote was configured: set up %r at %s (in .dvc/config.local); for S3/GCS/SSH see "
-                       "the README (DVC remote)", remote.name, remote.url)  # fmt: skip
+                       "docs/versions.md (DVC remote)", remote.name, remote.url)  # fmt: skip
     logger.info("dvc push to %r (%s): %s", remote.name, remote.url, pushed.message)
     return {"remote": remote.name, "url": remote.url, "created": remote.created, "message": pushed.message}
 
