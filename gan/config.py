@@ -30,7 +30,10 @@ class _Section(BaseModel):
 
 DCGAN_RESOLUTIONS = (28, 32, 64, 128)  # what models.DCGANGenerator/Discriminator are built for
 RESNET_RESOLUTIONS = (28, 32, 64)  # what models.ResNetGenerator/Discriminator (SNGAN) are built for
-ARCH_RESOLUTIONS = {"dcgan": DCGAN_RESOLUTIONS, "resnet": RESNET_RESOLUTIONS}  # mlp: any size
+FASTGAN_RESOLUTIONS = (32, 64, 128)  # what gan.fastgan is built for
+# mlp: any size
+ARCH_RESOLUTIONS = {"dcgan": DCGAN_RESOLUTIONS, "resnet": RESNET_RESOLUTIONS, "fastgan": FASTGAN_RESOLUTIONS}
+RECONSTRUCTING_ARCHS = ("fastgan",)  # D is also an auto-encoder on real images: the step adds its loss
 AUGMENTS = ("color", "translation", "cutout")  # DiffAugment policies (gan.augment), applied in this order
 FOLDER_RESOLUTION = 64  # data.resolution = 0 with data.dataset = folder
 
@@ -77,12 +80,15 @@ class DataConfig(_Section):
 
 
 class ModelConfig(_Section):
-    arch: Literal["mlp", "dcgan", "resnet"] = Field(
-        "dcgan", description="mlp (textbook), dcgan (Radford et al.), resnet (SNGAN's ResNet G and D, Miyato et al.)."
+    arch: Literal["mlp", "dcgan", "resnet", "fastgan"] = Field(
+        "dcgan",
+        description="mlp (textbook), dcgan (Radford et al.), resnet (SNGAN's ResNet G and D, Miyato et al.), "
+        "fastgan (Liu et al. 2021: skip-layer excitation, self-supervised D; for small folders; always spectrally "
+        "normalised, unconditional).",
     )
     z_dim: int = Field(100, ge=1, le=4096)
     hidden: int = Field(128, ge=1, le=65536, description="mlp: hidden units (the textbook uses 128).")
-    channels: int = Field(64, ge=4, le=1024, description="dcgan/resnet: base channel count of G and D.")
+    channels: int = Field(64, ge=4, le=1024, description="dcgan/resnet/fastgan: base channel count of G and D.")
     spectral_norm: bool = Field(
         False, description="Spectral normalisation on every weight layer of D, whose BatchNorm is then dropped (SNGAN)."
     )
@@ -412,6 +418,11 @@ def _data_problems(p: Params) -> list[str]:
 def _train_problems(p: Params) -> list[str]:
     """Combinations of training parts that cannot run together."""
     t, problems = p.train, []
+    if p.model.arch == "fastgan" and p.model.conditional:
+        problems.append(
+            "model.arch = 'fastgan' with model.conditional = true: fastgan is unconditional; set model.conditional "
+            "= false, or model.arch = 'dcgan' or 'resnet' for a class-conditional model"
+        )
     if t.cuda_graph and t.augment:
         problems.append(
             f"train.cuda_graph with train.augment = {t.augment!r}: a captured graph would replay the same random "

@@ -1,9 +1,10 @@
 """Generators and discriminators for images N×C×H×W in [-1, 1] of any supported shape; D returns logits.
 
-Architectures (`model.arch`): mlp (the textbook GAN), dcgan (Radford et al. 2016) and resnet (the ResNet G and D
-of SNGAN, Miyato et al. 2018). Options: `model.spectral_norm` normalises every weight of D and drops its BatchNorm
-(SNGAN); `model.conditional` makes G(z, y) and D(x, y) class-conditional: conditional BatchNorm in G (de Vries et al.
-2017; Dumoulin et al. 2017) and the projection discriminator (Miyato & Koyama 2018).
+Architectures (`model.arch`): mlp (the textbook GAN), dcgan (Radford et al. 2016), resnet (the ResNet G and D
+of SNGAN, Miyato et al. 2018) and fastgan (Liu et al. 2021, `gan.fastgan`: for small folders). Options:
+`model.spectral_norm` normalises every weight of D and drops its BatchNorm (SNGAN); `model.conditional` makes G(z, y)
+and D(x, y) class-conditional: conditional BatchNorm in G (de Vries et al. 2017; Dumoulin et al. 2017) and the
+projection discriminator (Miyato & Koyama 2018).
 
 Every G has `z_dim`, `image_shape` and `num_classes` (0 = unconditional) and is called `G(z)` or `G(z, y)`; every D
 is called `D(x)` or `D(x, y)`. A conditional model needs y (a ValueError otherwise); an unconditional one ignores it.
@@ -23,6 +24,7 @@ from torch.nn.utils.parametrizations import spectral_norm as _spectral_norm
 
 from gan import atomic
 from gan.config import ARCH_RESOLUTIONS, ModelConfig
+from gan.fastgan import FastGANDiscriminator, FastGANGenerator
 from gan.splits import LEGACY_IMAGE_SHAPE
 
 # LEGACY_IMAGE_SHAPE: the shape every model had before shapes were recorded: the shape of generator files that do
@@ -467,8 +469,9 @@ def _num_classes(cfg: ModelConfig, num_classes: int) -> int:
 
 def apply_spectral_norm(module: nn.Module) -> nn.Module:
     """Spectral normalisation (Miyato et al. 2018) on the weight of every Conv2d, Linear and Embedding in `module`
-    (torch.nn.utils.parametrizations.spectral_norm: one power iteration per training-mode forward)."""
-    layers = [m for m in module.modules() if isinstance(m, (nn.Conv2d, nn.Linear, nn.Embedding))]
+    (torch.nn.utils.parametrizations.spectral_norm: one power iteration per training-mode forward; a transposed
+    conv is normalised over its output dimension, as that function does by default)."""
+    layers = [m for m in module.modules() if isinstance(m, (nn.Conv2d, nn.ConvTranspose2d, nn.Linear, nn.Embedding))]
     for layer in layers:
         _spectral_norm(layer)
     return module
@@ -478,13 +481,17 @@ def build_generator(
     cfg: ModelConfig, shape: tuple[int, int, int] = LEGACY_IMAGE_SHAPE, num_classes: int = 0
 ) -> nn.Module:
     """G for images of `shape` = (channels, height, width); square only (dcgan: 28/32/64/128, resnet: 28/32/64,
-    1 or 3 channels). `num_classes`: the classes of the labelled data, used (and needed, >= 2) when
+    fastgan: 32/64/128; 1 or 3 channels). `num_classes`: the classes of the labelled data, used (and needed, >= 2) when
     cfg.conditional, else ignored."""
     n = _num_classes(cfg, num_classes)
     if cfg.arch == "mlp":
         return MLPGenerator(cfg.z_dim, cfg.hidden, shape, n)
     if cfg.arch == "resnet":
         return ResNetGenerator(cfg.z_dim, cfg.channels, shape, n)
+    if cfg.arch == "fastgan":
+        g = FastGANGenerator(cfg.z_dim, cfg.channels, check_shape(shape, "fastgan"), n)
+        g.apply(dcgan_init)  # the authors' weights_init: N(0, 0.02) convs, N(1, 0.02) BatchNorm scales
+        return apply_spectral_norm(g)  # the authors normalise G's convs too
     g = DCGANGenerator(cfg.z_dim, cfg.channels, shape, n)
     g.apply(dcgan_init)
     return g
@@ -500,6 +507,10 @@ def build_discriminator(
         d: nn.Module = MLPDiscriminator(cfg.hidden, shape, n)
     elif cfg.arch == "resnet":
         d = ResNetDiscriminator(cfg.channels, shape, n)
+    elif cfg.arch == "fastgan":
+        d = FastGANDiscriminator(cfg.channels, check_shape(shape, "fastgan"), n)
+        d.apply(dcgan_init)
+        return apply_spectral_norm(d)  # always, with its BatchNorms (the authors' D)
     else:
         d = DCGANDiscriminator(cfg.channels, shape, n, batchnorm=not cfg.spectral_norm)
         d.apply(dcgan_init)

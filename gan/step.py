@@ -3,7 +3,9 @@
 The parts arrive from outside, built by name from the config (as stylegan2-ada-pytorch's training loop receives
 its loss and augmentation pipe): the loss (`gan.losses.LOSSES`), an augmentation applied to *every* image D sees,
 real and fake, in D's and in G's update (DiffAugment, `gan.augment`), R1 on real images every `train.r1_every`
-steps, and the WGAN gradient penalty when the loss asks for it.
+steps, the WGAN gradient penalty when the loss asks for it, and the self-supervised reconstruction loss of a D that
+is also an auto-encoder (FastGAN, `gan.fastgan`: D(real, quadrants=q) returns its logits and that loss; q, the
+quadrant each image rebuilds, drawn from the step's RNG).
 
 With `train.ada_target` > 0 the augmentation is adaptive, as in StyleGAN2-ADA (Karras et al. 2020, "Training
 Generative Adversarial Networks with Limited Data"; their training_loop.py): each image D sees is augmented with
@@ -29,7 +31,7 @@ from dataclasses import dataclass
 import torch
 
 from gan.augment import diff_augment
-from gan.config import ModelConfig, TrainConfig
+from gan.config import RECONSTRUCTING_ARCHS, ModelConfig, TrainConfig
 from gan.losses import LOSSES, GanLoss
 from gan.regularisers import gradient_penalty, r1_penalty
 
@@ -52,10 +54,12 @@ class StepParts:
     conditional: bool = False
     ada_target: float = 0.0  # > 0: adaptive augmentation probability toward this E[sign(D(real))]
     ada_kimg: float = 100.0  # images (thousands) for p to go from 0 to 1
+    reconstruct: bool = False  # D(real, quadrants=q) -> (logits, reconstruction loss), added to D's loss
 
     @property
     def stat_names(self) -> tuple[str, ...]:
         extra = (("r1",) if self.r1_gamma else ()) + (("gp",) if self.loss.gradient_penalty else ())
+        extra += ("reconstruction",) if self.reconstruct else ()
         return BASE_STATS + extra + (("augment_p", "real_sign") if self.ada_target else ())
 
 
@@ -71,6 +75,7 @@ def step_parts(model_cfg: ModelConfig, train_cfg: TrainConfig) -> StepParts:
         conditional=model_cfg.conditional,
         ada_target=train_cfg.ada_target,
         ada_kimg=train_cfg.ada_kimg,
+        reconstruct=model_cfg.arch in RECONSTRUCTING_ARCHS,
     )
 
 
@@ -99,15 +104,18 @@ class GanStep:
         self.sign_sum = torch.zeros((), device=device)
         self.ada_steps = 0
 
-    def run_d(self, D: torch.nn.Module, images: torch.Tensor, labels: torch.Tensor | None) -> torch.Tensor:
+    def run_d(self, D: torch.nn.Module, images: torch.Tensor, labels: torch.Tensor | None, rebuild: bool = False):
         """D's logits for `images`, augmented first: every image D sees goes through here (with ADA, each image
-        with probability p)."""
+        with probability p). `rebuild` (a reconstructing D, real images): (logits, D's reconstruction loss)."""
         if self.parts.augment:
             augmented = diff_augment(images, self.parts.augment, self.rng)
             if self.parts.ada_target:
                 chosen = torch.rand(len(images), generator=self.rng, device=images.device) < self.augment_p
                 augmented = torch.where(chosen.view(-1, 1, 1, 1), augmented, images)
             images = augmented
+        if rebuild:
+            quadrants = torch.randint(4, (len(images),), generator=self.rng, device=images.device)
+            return D(images, quadrants=quadrants)
         return _call(D, images, labels)
 
     def _adapt(self, real_logits: torch.Tensor) -> None:
@@ -151,10 +159,13 @@ class GanStep:
                 fake = _call(G, z[k], yf)
             r1 = parts.r1_gamma and regularise
             real = x[k].detach().requires_grad_(True) if r1 else x[k]
-            real_logits = self.run_d(D, real, yr)
+            if parts.reconstruct:
+                real_logits, reconstruction = self.run_d(D, real, yr, rebuild=True)
+            else:
+                real_logits = self.run_d(D, real, yr)
             fake_logits = self.run_d(D, fake.detach(), yf)
             loss_d = parts.loss.d(real_logits, fake_logits)
-            total = loss_d
+            total = loss_d + reconstruction if parts.reconstruct else loss_d
             if r1:
                 r1_value = r1_penalty(real_logits, real)
                 total = total + (parts.r1_gamma / 2 * parts.r1_every) * r1_value
@@ -177,6 +188,8 @@ class GanStep:
                 extra.append(r1_value.detach().float() if r1_value is not None else torch.full_like(loss_d, math.nan))
             if parts.loss.gradient_penalty:
                 extra.append(gp.detach().float())
+            if parts.reconstruct:
+                extra.append(reconstruction.detach().float())
             if parts.ada_target:
                 extra += [self.augment_p.float(), torch.sign(real_logits.detach().float()).mean()]
             d_real, d_fake = torch.sigmoid(real_logits.float()).mean(), torch.sigmoid(fake_logits.float()).mean()
