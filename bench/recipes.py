@@ -67,8 +67,15 @@ CANDIDATES: dict[str, list[str]] = {  # the ablation bench's variants where they
     "sn-hinge-ttur": VARIANTS["sn-hinge-ttur"],
     # FastGAN (gan/fastgan.py) with the authors' training recipe (train.py: hinge, DiffAugment color,translation,
     # lr 2e-4 for both, EMA 0.999); half our default width, which puts its step at 1.7x the default's on the CPU
-    "fastgan": ["model.arch=fastgan", "model.channels=32", "train.loss=hinge", "train.augment=color,translation",
-                "train.lr_g=0.0002", "train.lr_d=0.0002", "train.ema_decay=0.999"],  # fmt: skip
+    "fastgan": [
+        "model.arch=fastgan",
+        "model.channels=32",
+        "train.loss=hinge",
+        "train.augment=color,translation",
+        "train.lr_g=0.0002",
+        "train.lr_d=0.0002",
+        "train.ema_decay=0.999",
+    ],  # fmt: skip
 }
 FOLDERS = ("emoji32", "emoji64", "emoji32-flat", "emoji32-1k", "fashion28")
 FASHION_IDX = Path("/usr/share/datasets/fashion-mnist")
