@@ -283,7 +283,38 @@ def main() -> None:
                 cells.append(f"{fmt(r['ratio'])}× ({fmt(r['recall_judge'], '.2f')}), {r['steps']} steps" if r else "—")
             print(f"| {name} | {minutes:g} min | " + " | ".join(cells) + " |")
     print("\njudge soundness per folder: " + "; ".join(f"{k}: {v.get('separates')}" for k, v in verdicts.items()))
+    print("\n" + "\n".join(verdict_lines(results, args.folders, args.candidates, max(args.minutes))))
     print(f"written: {args.out}")
+
+
+def beats(a: dict, b: dict) -> bool:
+    """a's judge FD clearly below b's: a's 95 % bootstrap interval entirely below b's (the metric's sampling noise;
+    a second training seed would add its own)."""
+    return a["metrics"]["fid_judge_ci95"][1] < b["metrics"]["fid_judge_ci95"][0]
+
+
+def verdict_lines(results: list[dict], folders: list[str], candidates: list[str], minutes: float) -> list[str]:
+    """At the largest budget: each folder's best candidate, and per candidate the folders where it clearly beats
+    the default and where the default clearly beats it -- a default must win on most folders, not on one."""
+    at = {(r["folder"], r["candidate"]): r for r in results if r["minutes"] == minutes}
+    lines = [f"at {minutes:g} min:"]
+    for folder in folders:
+        rows = sorted((r for (f, _), r in at.items() if f == folder), key=lambda r: r["ratio"])
+        if rows:
+            lines.append(f"- {folder}: best {rows[0]['candidate']} ({fmt(rows[0]['ratio'])}× its floor), then "
+                         + ", ".join(f"{r['candidate']} {fmt(r['ratio'])}×" for r in rows[1:]))  # fmt: skip
+    for name in candidates:
+        if name == "default":
+            continue
+        pairs = [(f, at.get((f, name)), at.get((f, "default"))) for f in folders]
+        pairs = [(f, c, d) for f, c, d in pairs if c and d]
+        better = [f for f, c, d in pairs if beats(c, d)]
+        worse = [f for f, c, d in pairs if beats(d, c)]
+        mark = "wins on most folders" if len(better) > len(pairs) / 2 else "does not win on most folders"
+        lines.append(f"- {name} vs default: clearly better on {len(better)} of {len(pairs)} folders "
+                     f"({', '.join(better) or 'none'}), clearly worse on {len(worse)} ({', '.join(worse) or 'none'}): "
+                     f"{mark}")  # fmt: skip
+    return lines
 
 
 if __name__ == "__main__":

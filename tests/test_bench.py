@@ -142,6 +142,9 @@ def test_recipes_bench_trains_every_candidate_on_a_folder_and_prints_the_table(t
                                              ("ema-0.99", "0.04")], out  # fmt: skip
     assert all(float(ratio) > 0 and int(steps) > 0 for _, _, ratio, _, steps in rows), out
     assert "judge soundness per folder: fashion28: " in out and "machine: " in out
+    best = r"^- fashion28: best (default|ema-0.99) \([\d.]+× its floor\), then (default|ema-0.99) "
+    assert re.search(best, out, re.M), out
+    assert re.search(r"^- ema-0.99 vs default: clearly better on [01] of 1 folders", out, re.M), out
     written = json.loads((tmp_path / "recipes.json").read_text())
     assert len(written["results"]) == 4 and "separates" in written["verdicts"]["fashion28"]
     # a rerun with the same --out trains nothing it has and prints the same table
