@@ -9,7 +9,9 @@ The number compared is `promote.metric` (a distance in metrics.json: lower is be
 A promotion swaps folders with two renames (champion -> `.champion.old`, staging ->
 champion). A crash between them leaves no champion folder; `recover` (run by
 `read_record` and `promote`) puts the old one back, so a reader always finds a
-complete champion: the old one or the new one, never none and never a mix.
+complete champion: the old one or the new one, never none and never a mix. A reader that
+holds no workspace lock (`gan sample`) must not move folders; it reads `current` instead,
+which names the same champion without changing anything.
 """
 
 from __future__ import annotations
@@ -146,6 +148,14 @@ def recover(champion_dir: str | Path) -> None:
     shutil.rmtree(old, ignore_errors=True)
     for stale in champion_dir.parent.glob(f".{champion_dir.name}.{_STAGING}*"):
         shutil.rmtree(stale, ignore_errors=True)
+
+
+def current(champion_dir: str | Path) -> Path:
+    """The folder that holds the champion now, without moving anything (no lock needed): `champion_dir`, or
+    during or after an interrupted promotion the old champion (what `recover` would put back)."""
+    champion_dir = Path(champion_dir)
+    old = _old(champion_dir)
+    return old if not champion_dir.exists() and old.is_dir() else champion_dir
 
 
 def read_record(champion_dir: str | Path) -> dict | None:

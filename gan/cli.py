@@ -201,6 +201,7 @@ def command_sample(argv: list[str]) -> int:
     """`python -m gan sample ...`."""
     import tempfile
 
+    from gan import champion
     from gan.generate import sample
     from gan.restore import fetch_generator
 
@@ -226,7 +227,7 @@ def command_sample(argv: list[str]) -> int:
             elif args.generator:
                 generator = source = Path(args.generator)
             else:
-                generator = source = Path(args.repo) / PATHS.champion / "generator.pt"
+                generator = source = champion.current(Path(args.repo) / PATHS.champion) / "generator.pt"
                 if not generator.exists():
                     print(f"error: no champion in this workspace ({generator}): run the pipeline, `dvc pull` it, or "
                           "name a recorded one (--rev champion)", file=sys.stderr)  # fmt: skip

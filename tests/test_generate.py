@@ -294,3 +294,27 @@ def test_sample_strip_png_is_one_row(files, tmp_path):
     sample(files["cond"], tmp_path / "strip.npz", interpolate=4, seed=1)
     with np.load(tmp_path / "strip.npz") as z:
         assert z["images"].shape == (4, GREY[1], GREY[2], GREY[0]) and z["labels"].tolist() == [0] * 4
+
+
+def test_cli_sample_reads_the_champion_a_crashed_promotion_left_without_moving_it(files, tmp_path, capsys):
+    """A promotion interrupted between its two renames leaves `.champion.old` and no champion folder: `gan sample`
+    (which holds no workspace lock) draws from that champion, and leaves the folders as they are for the flow's
+    `recover`."""
+    import json
+    import shutil
+
+    from gan.cli import main
+    from gan.paths import PATHS
+
+    champion = tmp_path / PATHS.champion
+    old = champion.with_name(f".{champion.name}.old")
+    old.mkdir(parents=True)
+    shutil.copy(files["rgb"], old / "generator.pt")
+    assert main(["sample", "--repo", str(tmp_path), "--out", str(tmp_path / "s.npz"), "--n", "3"]) == 0
+    assert json.loads(capsys.readouterr().out.strip().splitlines()[-1])["generator"] == str(old / "generator.pt")
+    with np.load(tmp_path / "s.npz") as z:
+        assert z["images"].shape == (3, 32, 32, 3)
+    assert old.is_dir() and not champion.exists()  # nothing moved
+    old.rename(champion)  # the normal case: the champion folder itself
+    assert main(["sample", "--repo", str(tmp_path), "--out", str(tmp_path / "t.npz"), "--n", "3"]) == 0
+    assert json.loads(capsys.readouterr().out.strip().splitlines()[-1])["generator"] == str(champion / "generator.pt")
