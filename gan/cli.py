@@ -243,14 +243,30 @@ def command_sample(argv: list[str]) -> int:
 
 TOOLS = {"restore": command_restore, "sample": command_sample}  # commands that are not stages
 
+COMMANDS = {  # `gan --help`: every command, one line each
+    "source": "what the data source holds now (a folder's file list; every dvc repro runs it)",
+    "download": "fetch the dataset (mirrors, checksums) or the folder source into data/raw",
+    "prepare": "decode and resize to one shape, split train/test, list skipped files",
+    "classifier": "train the domain classifier (labelled data), with its soundness test",
+    "judge": "train the self-supervised judge (any data), with its soundness test",
+    "train": "train the GAN: data/models/generator.pt, the log, checkpoints (resumes after a crash)",
+    "reference": "the real test images' features for every extractor",
+    "evaluate": "score the generator: FID/KID/precision/recall/memorisation beside their floors",
+    "export": "sample grid, PNGs, NPZ, TorchScript, model card",
+    "check": "only validate params.yaml (and --set) and exit",
+    "restore": "a recorded version's generator, metrics and samples back (python -m gan restore -h)",
+    "sample": "new images from the champion, a version or a file (python -m gan sample -h)",
+}
+
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if argv and argv[0] in TOOLS:
         return TOOLS[argv[0]](argv[1:])
-    parser = argparse.ArgumentParser(prog="gan", description=__doc__.splitlines()[0],
-                                     epilog="Also: `python -m gan restore -h`, `python -m gan sample -h`.")  # fmt: skip
-    parser.add_argument("stage", choices=[*STAGES, "check"], help="stage to run ('check' only validates params)")
+    listing = "\n".join(f"  {name:<11} {what}" for name, what in COMMANDS.items())
+    parser = argparse.ArgumentParser(prog="gan", description=f"{__doc__.splitlines()[0]}\n\ncommands:\n{listing}",
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
+    parser.add_argument("stage", metavar="COMMAND", choices=list(COMMANDS), help="one of the commands above")
     parser.add_argument("--params", default="params.yaml", help="params file (default: params.yaml)")
     parser.add_argument(
         "--set",
@@ -269,6 +285,8 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--out", metavar="FILE", help="with --samples: also write the metrics JSON here")
     args = parser.parse_args(argv)
+    if args.stage in TOOLS:
+        parser.error(f"{args.stage} takes its own options: python -m gan {args.stage} -h")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
         params = load_params(args.params, args.overrides)

@@ -85,6 +85,21 @@ def test_overrides_are_validated_by_the_same_schema(tmp_path):
         load_params(p, ["train.epochs"])
 
 
+def test_cli_help_lists_every_command_with_one_line(capsys):
+    from gan.cli import COMMANDS, STAGES, TOOLS, main
+
+    assert list(COMMANDS) == [*STAGES, "check", *TOOLS]  # a new stage or tool needs its line
+    with pytest.raises(SystemExit) as done:
+        main(["--help"])
+    assert done.value.code == 0
+    out = capsys.readouterr().out
+    for name, what in COMMANDS.items():
+        assert f"  {name:<11} {what}\n" in out
+    with pytest.raises(SystemExit):
+        main(["--set", "train.epochs=1", "sample"])
+    assert "sample takes its own options: python -m gan sample -h" in capsys.readouterr().err
+
+
 def test_cli_check_exits_2_without_running(tmp_path, capsys):
     from gan.cli import main
 
