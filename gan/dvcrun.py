@@ -18,6 +18,11 @@ from pathlib import Path
 import yaml
 
 ALWAYS_CHANGED = "always changed"  # how `dvc status --json` reports an always_changed stage
+# DVC's advice after a repro, which the flow acts on itself (it commits dvc.lock and pushes): not logged per task
+_HINTS = re.compile(
+    r"^(To track the changes with git, run:|git add \S|To enable auto staging, run:|dvc config core\.autostage true$"
+    r"|Use `dvc push` to send your updates to remote storage\.)"
+)
 _PROGRESS = re.compile(r"^(?P<desc>[\w-]+):\s+\d+%\|.*?\|\s*(?P<n>\d+)/(?P<total>\d+)(?: \[[^\]]*\])?")
 
 
@@ -87,7 +92,8 @@ def out_hash(stage: str, repo: str | Path, path: str | Path | None = None) -> st
 def repro_stage(
     stage: str, repo: str | Path, on_line: Callable[[str], None], on_progress: Callable[[int, int], None] | None = None
 ) -> None:
-    """`dvc repro --single-item STAGE`, with each output line (and progress-bar state) reported."""
+    """`dvc repro --single-item STAGE`, with each output line (and progress-bar state) reported, but DVC's advice
+    to `git add` and `dvc push` (the flow does both)."""
     proc = subprocess.Popen(
         [sys.executable, "-m", "dvc", "repro", "--single-item", stage],
         cwd=repo,
@@ -109,7 +115,7 @@ def repro_stage(
                 progress, line = split_progress(line)
                 if progress and on_progress:
                     on_progress(*progress)
-                if line:
+                if line and not _HINTS.match(line):
                     on_line(line)
                     tail = (tail + [line])[-30:]
             if ch == "":

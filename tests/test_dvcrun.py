@@ -11,3 +11,30 @@ def test_a_log_line_written_while_a_bar_is_drawn_is_kept():
     classifier = "classifier:  10%|█         | 81/800 [00:24<04:59,  2.40step/s, loss=0.498]"
     assert split_progress(classifier) == ((81, 800), "")
     assert split_progress("stage 'train' done in 3.0 s") == (None, "stage 'train' done in 3.0 s")
+
+
+def test_a_stage_run_by_the_flow_logs_its_output_but_not_dvcs_git_and_push_advice(tmp_path):
+    """The flow commits dvc.lock and pushes itself: DVC's `git add` / autostage / `dvc push` hints, which plain
+    `dvc repro` prints after every stage, are not repeated in each task's log."""
+    import os
+    import subprocess
+    import sys
+
+    from gan.dvcrun import repro_stage
+
+    env = {**os.environ, "DVC_NO_ANALYTICS": "1"}
+    for cmd in (["git", "init", "-q"], [sys.executable, "-m", "dvc", "init", "-q"]):
+        subprocess.run(cmd, cwd=tmp_path, check=True, env=env)
+    say = "import pathlib; print('stage says hi'); pathlib.Path('{}').write_text('x')"
+    (tmp_path / "dvc.yaml").write_text(
+        "stages:\n"
+        f'  a:\n    cmd: python -c "{say.format("a.txt")}"\n    outs: [a.txt]\n'
+        f'  b:\n    cmd: python -c "{say.format("b.txt")}"\n    outs: [b.txt]\n'
+    )
+    plain = subprocess.run([sys.executable, "-m", "dvc", "repro", "b"], cwd=tmp_path, env=env, capture_output=True,
+                           text=True, check=True).stdout  # fmt: skip
+    assert "git add" in plain and "dvc push" in plain  # what DVC says after a stage
+    lines: list[str] = []
+    repro_stage("a", tmp_path, on_line=lines.append)
+    assert "stage says hi" in lines and (tmp_path / "a.txt").exists()
+    assert not [x for x in lines if "git add" in x or "autostage" in x or "dvc push" in x], lines
