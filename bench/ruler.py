@@ -32,7 +32,7 @@ sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "bench"))
 
 from ablation import machine_name  # noqa: E402
-from recipes import workspace  # noqa: E402
+from recipes import FASHION_IMAGES, FOLDERS, workspace  # noqa: E402
 
 from gan.config import load_params  # noqa: E402
 from gan.evaluate import score_images  # noqa: E402
@@ -56,7 +56,7 @@ def weak_workspace(ws: Path, steps: tuple[int, int]) -> Path:
     (weak / "data").mkdir(parents=True, exist_ok=True)
     shutil.copytree(Paths(ws).prepared, Paths(weak).prepared, dirs_exist_ok=True)
     params = yaml.safe_load((ws / "params.yaml").read_text())
-    params |= {"classifier": {"steps": steps[0]}, "judge": {"steps": steps[1]}}
+    params.setdefault("classifier", {})["steps"], params.setdefault("judge", {})["steps"] = steps
     (weak / "params.yaml").write_text(yaml.safe_dump(params))
     env = {**os.environ, "PYTHONPATH": str(REPO)}
     for stage in ("classifier", "judge", "reference"):
@@ -103,16 +103,20 @@ def score(G: torch.nn.Module, ws: Path) -> dict:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--tgz", type=Path, required=True)
-    ap.add_argument("--folder", default="emoji32")
+    ap.add_argument("--tgz", type=Path, default=None, help="emoji folders: the npm package's tarball")
+    ap.add_argument("--folder", default="emoji32", choices=FOLDERS)
     ap.add_argument("--root", type=Path, default=REPO / "bench-output" / "recipes")
     ap.add_argument("--weak", default="26,13", help="classifier,judge steps of the weak set")
     ap.add_argument("--steps", default="150,300,600,1000,1500,2000,3000,4000")
+    ap.add_argument("--out", type=Path, default=REPO / "bench-output" / "ruler", help="grids and ruler.json")
+    ap.add_argument("--fashion-images", type=int, default=FASHION_IMAGES)
+    ap.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                    help="a setting for the folder's workspace (both extractor sets and the generator)")  # fmt: skip
     args = ap.parse_args()
-    out = REPO / "bench-output" / "ruler"
+    out = args.out
     out.mkdir(parents=True, exist_ok=True)
     print(f"machine: {machine_name('cpu')}, torch {torch.__version__}", flush=True)
-    ws = workspace(args.folder, args.root, args.tgz, "cpu")
+    ws = workspace(args.folder, args.root, args.tgz, "cpu", args.overrides, args.fashion_images)
     weak = weak_workspace(ws, tuple(int(s) for s in args.weak.split(",")))
     sets = {"default": ws, f"weak ({args.weak} steps)": weak}
 

@@ -155,3 +155,28 @@ def test_recipes_bench_trains_every_candidate_on_a_folder_and_prints_the_table(t
     assert "fashion28 default: in " in again and "fashion28 ema-0.99: in " in again, again
     table = r"^\| (?:default|ema-0.99) \|.*$"
     assert re.findall(table, again, re.M) == re.findall(table, out, re.M)
+
+
+@pytest.mark.slow
+def test_ruler_bench_scores_snapshots_with_both_extractor_sets(tmp_path):
+    """bench/ruler.py end to end on a tiny Fashion-MNIST folder: both sets' soundness rows, a snapshot per wanted
+    step (and the last) scored by both, a grid each, ruler.json."""
+    import json
+
+    require_debian_fashion_mnist()
+    tiny = ["classifier.steps=5", "judge.steps=3", "judge.batch_size=32", "model.channels=8", "evaluate.n_samples=60",
+            "evaluate.bootstrap=0", "evaluate.kid_subsets=2", "evaluate.kid_subset_size=20",
+            "evaluate.prdc_samples=30", "train.batch_size=32"]  # fmt: skip
+    out = run([sys.executable, str(REPO / "bench" / "ruler.py"), "--folder", "fashion28", "--fashion-images", "300",
+               "--weak", "2,2", "--steps", "2,4", "--root", str(tmp_path / "ws"), "--out", str(tmp_path / "ruler"),
+               *(f"--set={s}" for s in tiny)], cwd=tmp_path).stdout  # fmt: skip
+    sets = re.findall(r"^\| (default|weak \(2,2 steps\)) \| (classifier|judge) \| (\d+) \|", out, re.M)
+    assert sets == [("default", "classifier", "5"), ("default", "judge", "3"), ("weak (2,2 steps)", "classifier", "2"),
+                    ("weak (2,2 steps)", "judge", "2")], out  # fmt: skip
+    rows = json.loads((tmp_path / "ruler" / "ruler.json").read_text())
+    assert [r["step"] for r in rows] == [2, 4]
+    for r in rows:
+        for label in ("default", "weak (2,2 steps)"):
+            assert r[label]["fid_judge"] > 0 and r[label]["fid_classifier"] > 0, r
+    assert sorted(p.name for p in (tmp_path / "ruler").glob("step_*.png")) == ["step_00002.png", "step_00004.png"]
+    assert re.search(r"^\| 4 steps \| weak \(2,2 steps\) \| [\d.]+ / [\d.]+ \([\d.]+×\) \|", out, re.M), out
