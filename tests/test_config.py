@@ -38,7 +38,7 @@ def test_repo_params_valid_and_complete():
         ("train:\n  epochs: '5'\n", "train.epochs", ["= '5'", "integer"]),
         ("train:\n  lr_g: -1\n", "train.lr_g", ["= -1", "greater than 0"]),
         ("train:\n  lr_g: abc\n", "train.lr_g", ["'abc'", "number"]),
-        ("model:\n  arch: stylegan\n", "model.arch", ["'stylegan'", "'mlp', 'dcgan' or 'resnet'"]),
+        ("model:\n  arch: stylegan\n", "model.arch", ["'stylegan'", "'mlp', 'dcgan', 'resnet' or 'fastgan'"]),
         ("train:\n  loss: wgan\n", "train.loss", ["'wgan'", "'ns', 'hinge' or 'wgan-gp'"]),
         ("train:\n  augment: colour\n", "train.augment", ["'colour'", "allowed color, translation, cutout"]),
         ("train:\n  augment: color,color\n", "train.augment", ["named twice"]),

@@ -66,6 +66,7 @@ SHAPES = (
     [("mlp", (1, 28, 28)), ("mlp", (3, 32, 32))]
     + [("dcgan", (c, r, r)) for r in (28, 32, 64, 128) for c in (1, 3)]
     + [("resnet", (c, r, r)) for r in (28, 32, 64) for c in (1, 3)]
+    + [("fastgan", (c, r, r)) for r in (32, 64, 128) for c in (1, 3)]
 )
 
 
@@ -93,6 +94,9 @@ def test_shapes_follow_the_image_shape(arch, shape):
         ("resnet", (3, 16, 16)),
         ("resnet", (2, 32, 32)),
         ("resnet", (3, 32, 28)),
+        ("fastgan", (3, 28, 28)),
+        ("fastgan", (3, 256, 256)),
+        ("fastgan", (2, 32, 32)),
         ("mlp", (0, 28, 28)),
         ("mlp", (28, 28)),
     ],
