@@ -47,7 +47,7 @@ sys.path.insert(0, str(REPO / "bench"))
 
 from ablation import VARIANTS, machine_name  # noqa: E402
 
-from gan.config import apply_overrides, load_params  # noqa: E402
+from gan.config import ConfigError, apply_overrides, load_params  # noqa: E402
 from gan.evaluate import score_images  # noqa: E402
 from gan.features import ExtractorFiles  # noqa: E402
 from gan.models import build_generator  # noqa: E402
@@ -255,7 +255,11 @@ def main() -> None:
             if any((r["folder"], r["candidate"]) == (folder, name) for r in results):
                 print(f"{folder} {name}: in {args.out} already", flush=True)
                 continue
-            p = load_params(ws / "params.yaml", [f"train.device={args.device}", *CANDIDATES[name]])
+            try:
+                p = load_params(ws / "params.yaml", [f"train.device={args.device}", *CANDIDATES[name]])
+            except ConfigError as err:  # e.g. an architecture not built for this folder's resolution
+                print(f"{folder} {name}: not run: {str(err).splitlines()[-1].strip()}", flush=True)
+                continue
             with tempfile.TemporaryDirectory() as tmp:
                 for snap in train_with_snapshots(p, paths.train_split, args.minutes, Path(tmp), args.snapshot_every):
                     m, steps = score(snap["path"], p, paths, split.shape, args.device)
