@@ -226,6 +226,7 @@ def main() -> None:
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--out", type=Path, default=REPO / "bench-output" / "recipes.json")
     ap.add_argument("--fashion-images", type=int, default=FASHION_IMAGES)
+    ap.add_argument("--table", action="store_true", help="only print the table of the rows in --out; train nothing")
     ap.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                     help="a setting for every folder's workspace (its classifier, judge, evaluation)")  # fmt: skip
     args = ap.parse_args()
@@ -244,7 +245,7 @@ def main() -> None:
     def save() -> None:
         args.out.write_text(json.dumps({"machine": machine, "verdicts": verdicts, "results": results}, indent=1) + "\n")
 
-    for folder in args.folders:
+    for folder in [] if args.table else args.folders:
         ws = workspace(folder, args.root, args.tgz, args.device, args.overrides, args.fashion_images)
         paths = Paths(ws)
         split = load_split(paths.train_split)
