@@ -59,9 +59,10 @@ def run_shape(shape: tuple[int, int, int], args, root: Path) -> dict:
         out = TrainOutputs(root / f"G{int(graph)}.pt", root / f"ckpt{int(graph)}", root / f"log{int(graph)}")
         t0 = time.perf_counter()
         r = train(model, cfg, root / "train.npz", out, progress_bar=False)
-        row["graph" if graph else "eager"] = round(r.images_per_second)
+        row["graph" if graph else "eager"] = round(r.images_per_second, 1)
         row["train_s" + ("_graph" if graph else "")] = round(time.perf_counter() - t0, 1)
-    row["graph/eager"] = round(row["graph"] / row["eager"], 2)
+    # unrounded rates: a tiny run on a slow CPU can make fewer than one image a second
+    row["graph/eager"] = round(row["graph"] / row["eager"], 2) if row["eager"] > 0 else None
     two_epochs = ClassifierConfig(steps=2 * -(-args.n // 128))  # what this bench always trained
     clf = train_classifier(two_epochs, root / "train.npz", root / "test.npz", root / "clf.pt",
                            root / "clf.json", num_classes=2, device=args.device, progress_bar=False)  # fmt: skip

@@ -18,9 +18,13 @@ if ((${#missing[@]})) && command -v apt-get >/dev/null 2>&1; then
   if [[ $(id -u) == 0 ]]; then SUDO=""; elif command -v sudo >/dev/null 2>&1 && sudo -n true 2>/dev/null; then SUDO="sudo -n"; else SUDO="skip"; fi
   if [[ "$SUDO" != skip ]]; then
     echo "setup: apt-get install ${missing[*]}"
-    $SUDO apt-get install -y -q "${missing[@]}" >/dev/null 2>&1 \
-      || { $SUDO apt-get update -q >/dev/null 2>&1 && $SUDO apt-get install -y -q "${missing[@]}" >/dev/null; } \
-      || echo "setup: warning: could not install ${missing[*]} (the pipeline will try the network mirrors)"
+    # another apt-get or dpkg (e.g. unattended upgrades) may hold the dpkg lock: wait for it up to 10 minutes
+    apt=($SUDO apt-get -o DPkg::Lock::Timeout=600 -y -q)
+    "${apt[@]}" install "${missing[@]}" >/dev/null 2>&1 \
+      || { "${apt[@]}" update >/dev/null 2>&1 && "${apt[@]}" install "${missing[@]}" >/dev/null; } \
+      || echo "setup: warning: could not install ${missing[*]} (another apt-get may hold the dpkg lock for more than" \
+              "10 minutes, or no package mirror is reachable); the pipeline will try the network mirrors, and the" \
+              "tests that need ${missing[*]} will fail or skip saying so"
   else
     echo "setup: note: not root and no sudo; skipping apt-get install ${missing[*]}"
   fi
