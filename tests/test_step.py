@@ -109,8 +109,20 @@ def test_wgan_gp_adds_the_penalty_and_logs_it():
     G, D, opt_g, opt_d = models(MODEL.model_copy(update={"spectral_norm": True}))
     parts = step_parts(MODEL, TrainConfig(loss="wgan-gp", gp_weight=10.0))
     assert parts.stat_names == (*BASE_STATS, "gp") and parts.gp_weight == 10.0
+    G2, D2, opt_g2, opt_d2 = copy.deepcopy((G, D, opt_g, opt_d))
     stats = GanStep(G, D, opt_g, opt_d, parts, torch.Generator().manual_seed(0))(x, z)
     assert stats.shape == (5,) and stats[4].item() > 0 and torch.isfinite(stats).all()
+    # D's update is the Wasserstein loss plus gp_weight times the penalty, by hand with the same interpolation draw
+    from gan.regularisers import gradient_penalty
+
+    fake = G2(z[0])
+    loss = LOSSES["wgan-gp"].d(D2(x[0]), D2(fake.detach()))
+    gp = gradient_penalty(D2, x[0], fake, torch.Generator().manual_seed(0))
+    assert stats[4].item() == pytest.approx(gp.item(), rel=1e-5)
+    opt_d2.zero_grad(set_to_none=True)
+    (loss + 10.0 * gp).backward()
+    opt_d2.step()
+    assert all(torch.allclose(a, b, atol=1e-6) for a, b in zip(weights(D), weights(D2), strict=True))
 
 
 def test_labels_reach_g_and_d_in_every_call():
