@@ -59,7 +59,13 @@ def test_frechet_1d_closed_form_and_identity():
 def test_frechet_singular_covariance_is_finite():
     x = np.random.default_rng(2).normal(size=(300, 6))
     x[:, 3:] = 0  # dead ReLU features
-    assert np.isfinite(fid_from_features(x, x + 0.1))
+    # the same covariance, means 0.1 apart in each of 6 dimensions: FD = 6 * 0.1^2, the dead ones included
+    assert fid_from_features(x, x + 0.1) == pytest.approx(0.06, abs=1e-9)
+    # live features doubled: C2 = 4 C1, so tr(C1 + C2 - 2 sqrt(C1 C2)) = tr(C1), and the means differ by mu1
+    y = x.copy()
+    y[:, :3] *= 2
+    mu, cov = x.mean(0), np.cov(x, rowvar=False)
+    assert fid_from_features(x, y) == pytest.approx(np.trace(cov) + mu @ mu, rel=1e-6)
 
 
 def test_bootstrap_interval_brackets_the_estimate():
