@@ -294,8 +294,9 @@ def main() -> None:
 
 def beats(a: dict, b: dict) -> bool:
     """a's judge FD clearly below b's: a's 95 % bootstrap interval entirely below b's (the metric's sampling noise;
-    a second training seed would add its own)."""
-    return a["metrics"]["fid_judge_ci95"][1] < b["metrics"]["fid_judge_ci95"][0]
+    a second training seed would add its own). Without intervals (evaluate.bootstrap = 0) never clearly."""
+    ci_a, ci_b = a["metrics"].get("fid_judge_ci95"), b["metrics"].get("fid_judge_ci95")
+    return bool(ci_a and ci_b) and ci_a[1] < ci_b[0]
 
 
 def verdict_lines(results: list[dict], folders: list[str], candidates: list[str], minutes: float) -> list[str]:
