@@ -38,15 +38,15 @@ import torch
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from gan.config import load_params  # noqa: E402
-from gan.evaluate import score_images  # noqa: E402
-from gan.features import ExtractorFiles  # noqa: E402
-from gan.models import build_generator  # noqa: E402
-from gan.paths import Paths  # noqa: E402
-from gan.sampling import requested_labels, sample_batches  # noqa: E402
-from gan.splits import load_split, read_summary  # noqa: E402
-from gan.tensors import to_uint8  # noqa: E402
-from gan.train import TrainOutputs, load_checkpoint, num_classes_of, train  # noqa: E402
+from gan.core.config import load_params  # noqa: E402
+from gan.core.paths import Paths  # noqa: E402
+from gan.core.splits import load_split, read_summary  # noqa: E402
+from gan.core.tensors import to_uint8  # noqa: E402
+from gan.evaluation.evaluate import score_images  # noqa: E402
+from gan.evaluation.features import ExtractorFiles  # noqa: E402
+from gan.training.models import build_generator  # noqa: E402
+from gan.training.sampling import requested_labels, sample_batches  # noqa: E402
+from gan.training.train import TrainOutputs, load_checkpoint, num_classes_of, train  # noqa: E402
 
 VARIANTS: dict[str, list[str]] = {
     "default": [],
@@ -84,7 +84,7 @@ VARIANTS: dict[str, list[str]] = {
 EMOJI_PARAMS = {
     "data": {"dataset": "folder", "resolution": 32},
     # the extractors the README's emoji ablation table was made with: 2 epochs of the classifier (too coarse a ruler
-    # by gan/soundness.py on this folder), 4 epochs of the judge at batch 64
+    # by gan/evaluation/soundness.py on this folder), 4 epochs of the judge at batch 64
     "classifier": {"steps": 54},
     "judge": {"steps": 208, "batch_size": 64},
 }

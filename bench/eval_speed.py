@@ -18,12 +18,12 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from gan.config import load_params
-from gan.evaluate import score_images
-from gan.features import ExtractorFiles
-from gan.paths import PATHS
-from gan.reference import build_reference
-from gan.splits import load_split, read_summary
+from gan.core.config import load_params
+from gan.core.paths import PATHS
+from gan.core.splits import load_split, read_summary
+from gan.evaluation.evaluate import score_images
+from gan.evaluation.features import ExtractorFiles
+from gan.evaluation.reference import build_reference
 
 
 def main() -> None:

@@ -36,16 +36,16 @@ from threadpoolctl import threadpool_limits
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from gan.config import Params, load_params  # noqa: E402
-from gan.features import ClassifierExtractor  # noqa: E402
-from gan.judge import embed, load_judge, train_judge  # noqa: E402
-from gan.metrics import fid_from_features  # noqa: E402
-from gan.models import build_generator, load_generator  # noqa: E402
-from gan.paths import PATHS  # noqa: E402
-from gan.sampling import sample_batches  # noqa: E402
-from gan.splits import UNLABELED, Split, load_split, shape_text  # noqa: E402
-from gan.tensors import resolve_device, to_uint8  # noqa: E402
-from gan.train import TrainOutputs, load_checkpoint, train  # noqa: E402
+from gan.core.config import Params, load_params  # noqa: E402
+from gan.core.paths import PATHS  # noqa: E402
+from gan.core.splits import UNLABELED, Split, load_split, shape_text  # noqa: E402
+from gan.core.tensors import resolve_device, to_uint8  # noqa: E402
+from gan.evaluation.features import ClassifierExtractor  # noqa: E402
+from gan.evaluation.judge import embed, load_judge, train_judge  # noqa: E402
+from gan.evaluation.metrics import fid_from_features  # noqa: E402
+from gan.training.models import build_generator, load_generator  # noqa: E402
+from gan.training.sampling import sample_batches  # noqa: E402
+from gan.training.train import TrainOutputs, load_checkpoint, train  # noqa: E402
 
 Extract = Callable[[torch.Tensor], np.ndarray]  # uint8 N×C×H×W -> N×D features
 BLUR_SIGMAS = (0.5, 1.0, 1.5, 2.0)

@@ -26,9 +26,9 @@ def rss_mb() -> float:
 def child(kind: str, n: int) -> None:
     import torch
 
-    from gan.config import load_params
-    from gan.models import load_generator
-    from gan.paths import PATHS
+    from gan.core.config import load_params
+    from gan.core.paths import PATHS
+    from gan.training.models import load_generator
 
     p = load_params()
     load_generator(PATHS.generator)
@@ -36,15 +36,15 @@ def child(kind: str, n: int) -> None:
     base = rss_mb()
     t0 = time.perf_counter()
     if kind == "export":
-        from gan.export import export
+        from gan.outputs.export import export
 
         with tempfile.TemporaryDirectory() as out:
             cfg = p.export.model_copy(update={"n_npz": n, "n_png": 1000})
             export(cfg, p, PATHS.generator, PATHS.metrics, PATHS.prepared_summary,
                    PATHS.train_summary, out)  # fmt: skip
     else:
-        from gan.evaluate import evaluate
-        from gan.features import ExtractorFiles
+        from gan.evaluation.evaluate import evaluate
+        from gan.evaluation.features import ExtractorFiles
 
         cfg = p.evaluate.model_copy(update={"n_samples": n})
         with tempfile.TemporaryDirectory() as out:

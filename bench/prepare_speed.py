@@ -3,7 +3,7 @@
     python bench/prepare_speed.py [--n 2000] [--workers N] [--resolution 64] [--keep DIR]
 
 Builds a synthetic folder of N images in a temporary directory (PNG, JPEG and WebP; sizes from 48 to 640 px
-on a side, portrait and landscape; modes L, RGB, RGBA and P; about a third in colour), runs `gan.prepare.prepare`
+on a side, portrait and landscape; modes L, RGB, RGBA and P; about a third in colour), runs `gan.data.prepare.prepare`
 on it with an empty decode cache, adds N/10 new images and runs it again. Prints images/s of both runs (every
 image in the folder over the wall time, so the incremental run's rate counts the images it took from the
 cache), their ratio, how many were decoded vs taken from the cache, the peak RSS of this process and of the
@@ -27,8 +27,8 @@ from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from gan.config import DataConfig  # noqa: E402
-from gan.prepare import prepare  # noqa: E402
+from gan.core.config import DataConfig  # noqa: E402
+from gan.data.prepare import prepare  # noqa: E402
 
 FORMATS = (("png", {}), ("jpg", {"quality": 90}), ("webp", {"quality": 85}))
 

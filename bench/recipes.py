@@ -17,7 +17,8 @@ Each candidate is the default settings plus `KEY=VALUE` overrides (CANDIDATES), 
 budget (`train.max_seconds`, no quality probe, the last G) with a snapshot as each smaller budget passes, then
 scored as the evaluate stage scores: the judge's Fréchet distance beside its real-vs-real floor (and the ratio),
 precision and recall in the judge's features, and where the folder has labels the classifier's FID. The judge's
-soundness verdict on each folder (gan/soundness.py) is printed with it: a ratio from a judge that cannot separate
+soundness verdict on each folder (gan/evaluation/soundness.py) is printed with it: a ratio from a judge that cannot
+separate
 blurred images from real ones is not evidence. One process, one run after another; run it on an otherwise idle
 machine (the budgets are wall-clock). Writes every figure to bench-output/recipes.json.
 """
@@ -47,15 +48,15 @@ sys.path.insert(0, str(REPO / "bench"))
 
 from ablation import VARIANTS, machine_name  # noqa: E402
 
-from gan.config import ConfigError, apply_overrides, load_params  # noqa: E402
-from gan.evaluate import score_images  # noqa: E402
-from gan.features import ExtractorFiles  # noqa: E402
-from gan.models import build_generator  # noqa: E402
-from gan.paths import Paths  # noqa: E402
-from gan.sampling import sample_batches  # noqa: E402
-from gan.splits import load_split  # noqa: E402
-from gan.tensors import to_uint8  # noqa: E402
-from gan.train import TrainOutputs, load_checkpoint, train  # noqa: E402
+from gan.core.config import ConfigError, apply_overrides, load_params  # noqa: E402
+from gan.core.paths import Paths  # noqa: E402
+from gan.core.splits import load_split  # noqa: E402
+from gan.core.tensors import to_uint8  # noqa: E402
+from gan.evaluation.evaluate import score_images  # noqa: E402
+from gan.evaluation.features import ExtractorFiles  # noqa: E402
+from gan.training.models import build_generator  # noqa: E402
+from gan.training.sampling import sample_batches  # noqa: E402
+from gan.training.train import TrainOutputs, load_checkpoint, train  # noqa: E402
 
 CANDIDATES: dict[str, list[str]] = {  # the ablation bench's variants where they are the same
     "default": VARIANTS["default"],
@@ -65,7 +66,8 @@ CANDIDATES: dict[str, list[str]] = {  # the ablation bench's variants where they
     "diffaugment": VARIANTS["diffaugment"],
     "ada": [*VARIANTS["diffaugment"], "train.ada_target=0.6"],  # augment only as D overfits
     "sn-hinge-ttur": VARIANTS["sn-hinge-ttur"],
-    # FastGAN (gan/fastgan.py) with the authors' training recipe (train.py: hinge, DiffAugment color,translation,
+    # FastGAN (gan/training/fastgan.py) with the authors' training recipe (train.py: hinge, DiffAugment
+    # color,translation,
     # lr 2e-4 for both, EMA 0.999); half our default width, which puts its step at 1.7x the default's on the CPU
     "fastgan": [
         "model.arch=fastgan",

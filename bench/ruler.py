@@ -4,7 +4,8 @@
 
 On a folder of bench/recipes.py (default: the 3,390 emoji at 32 px), the classifier and the judge are trained twice:
 with the defaults (`classifier.steps`/`judge.steps: auto`) and as briefly as their old epoch defaults made them on
-this folder (--weak: 26 and 13 steps). Printed: each extractor's soundness record (gan/soundness.py: the real-vs-real
+this folder (--weak: 26 and 13 steps). Printed: each extractor's soundness record (gan/evaluation/soundness.py: the
+real-vs-real
 floor and its interval, a faint, a mild and a heavy blur, noise, the verdict), then one training run of the default
 generator, snapshots kept at --steps, each scored by both sets as the evaluate stage scores (FD, its floor,
 precision/recall), and a grid of each snapshot in bench-output/ruler/. A sound ruler ranks the early blob snapshots
@@ -34,15 +35,15 @@ sys.path.insert(0, str(REPO / "bench"))
 from ablation import machine_name  # noqa: E402
 from recipes import FASHION_IMAGES, FOLDERS, workspace  # noqa: E402
 
-from gan.config import load_params  # noqa: E402
-from gan.evaluate import score_images  # noqa: E402
-from gan.features import ExtractorFiles  # noqa: E402
-from gan.models import build_generator  # noqa: E402
-from gan.paths import Paths  # noqa: E402
-from gan.sampling import sample_batches  # noqa: E402
-from gan.splits import load_split  # noqa: E402
-from gan.tensors import to_uint8  # noqa: E402
-from gan.train import TrainOutputs, load_checkpoint, train  # noqa: E402
+from gan.core.config import load_params  # noqa: E402
+from gan.core.paths import Paths  # noqa: E402
+from gan.core.splits import load_split  # noqa: E402
+from gan.core.tensors import to_uint8  # noqa: E402
+from gan.evaluation.evaluate import score_images  # noqa: E402
+from gan.evaluation.features import ExtractorFiles  # noqa: E402
+from gan.training.models import build_generator  # noqa: E402
+from gan.training.sampling import sample_batches  # noqa: E402
+from gan.training.train import TrainOutputs, load_checkpoint, train  # noqa: E402
 
 KEYS = ("fid_classifier", "fid_classifier_floor", "recall_classifier", "fid_judge", "fid_judge_floor",
         "precision_judge", "recall_judge")  # fmt: skip

@@ -22,14 +22,14 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from gan.classifier import train_classifier  # noqa: E402
-from gan.config import ClassifierConfig, EvaluateConfig, ExportConfig, ModelConfig, Params, TrainConfig  # noqa: E402
-from gan.evaluate import evaluate  # noqa: E402
-from gan.export import export  # noqa: E402
-from gan.features import ExtractorFiles  # noqa: E402
-from gan.reference import build_reference  # noqa: E402
-from gan.splits import shape_text  # noqa: E402
-from gan.train import TrainOutputs, train  # noqa: E402
+from gan.core.config import ClassifierConfig, EvaluateConfig, ExportConfig, ModelConfig, Params, TrainConfig  # noqa: E402
+from gan.core.splits import shape_text  # noqa: E402
+from gan.evaluation.classifier import train_classifier  # noqa: E402
+from gan.evaluation.evaluate import evaluate  # noqa: E402
+from gan.evaluation.features import ExtractorFiles  # noqa: E402
+from gan.evaluation.reference import build_reference  # noqa: E402
+from gan.outputs.export import export  # noqa: E402
+from gan.training.train import TrainOutputs, train  # noqa: E402
 
 
 def synthetic(n: int, shape: tuple[int, int, int], seed: int) -> tuple[np.ndarray, np.ndarray]:

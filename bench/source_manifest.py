@@ -4,7 +4,7 @@
 
 The `source` stage runs on every `dvc repro` and every flow run, so what matters is the unchanged rerun: it
 must not re-read every file. Builds N files of `--size` random bytes in 100 subfolders, then times
-`gan.sources.source_manifest` three times (cold hash cache; unchanged; after adding N/100 files), and prints
+`gan.data.sources.source_manifest` three times (cold hash cache; unchanged; after adding N/100 files), and prints
 seconds, files/s, the unchanged/cold ratio, peak RSS and the CPU (`lscpu`'s model name).
 """
 
@@ -23,8 +23,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from prepare_speed import cpu_model  # noqa: E402
 
-from gan.download import FetchSettings  # noqa: E402
-from gan.sources import RACY_NS, source_manifest  # noqa: E402
+from gan.data.download import FetchSettings  # noqa: E402
+from gan.data.sources import RACY_NS, source_manifest  # noqa: E402
 
 SETTLE = RACY_NS / 1e9 + 0.1  # seconds: the hash cache skips files modified this recently (a write may be under way)
 

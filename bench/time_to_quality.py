@@ -28,13 +28,13 @@ import torch.nn.functional as F
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from gan.config import load_params  # noqa: E402
-from gan.evaluate import evaluate, score_images  # noqa: E402
-from gan.features import ExtractorFiles  # noqa: E402
-from gan.paths import PATHS  # noqa: E402
-from gan.splits import load_split, read_summary  # noqa: E402
-from gan.tensors import to_uint8  # noqa: E402
-from gan.train import TrainOutputs, train  # noqa: E402
+from gan.core.config import load_params  # noqa: E402
+from gan.core.paths import PATHS  # noqa: E402
+from gan.core.splits import load_split, read_summary  # noqa: E402
+from gan.core.tensors import to_uint8  # noqa: E402
+from gan.evaluation.evaluate import evaluate, score_images  # noqa: E402
+from gan.evaluation.features import ExtractorFiles  # noqa: E402
+from gan.training.train import TrainOutputs, train  # noqa: E402
 
 HEADER = (
     "| run | budget | steps | epochs | FID (classifier) | floor | classes | precision | recall | coverage |\n"

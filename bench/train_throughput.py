@@ -9,7 +9,7 @@ In one process, for each model, the same number of steps two ways:
   dataset with per-sample PIL transforms (28 -> 64 resize for the 64×64 model),
   a DataLoader with 2 workers, Sigmoid + BCELoss, five `.item()` host syncs and a
   print every step, fp32;
-- project: `gan.step.GanStep` (the default parts) on the prepared uint8 split held as one tensor on
+- project: `gan.training.step.GanStep` (the default parts) on the prepared uint8 split held as one tensor on
   the device (batches indexed there, resized there), logits + softplus losses,
   statistics left on the device, channels_last, no D weight gradients in G's
   step (the example computes and discards them); on CUDA also bf16 autocast.
@@ -41,17 +41,17 @@ from torch.utils.flop_counter import FlopCounterMode
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from gan.config import ModelConfig  # noqa: E402
-from gan.losses import (  # noqa: E402
+from gan.core.config import ModelConfig  # noqa: E402
+from gan.core.paths import PATHS  # noqa: E402
+from gan.core.splits import load_split  # noqa: E402
+from gan.core.tensors import from_uint8  # noqa: E402
+from gan.training.losses import (  # noqa: E402
     LOSSES,  # noqa: E402
     d_loss,
     g_loss,
 )
-from gan.models import build_discriminator, build_generator, dcgan_init  # noqa: E402
-from gan.paths import PATHS  # noqa: E402
-from gan.splits import load_split  # noqa: E402
-from gan.step import CudaGraphStep, GanStep, StepParts  # noqa: E402
-from gan.tensors import from_uint8  # noqa: E402
+from gan.training.models import build_discriminator, build_generator, dcgan_init  # noqa: E402
+from gan.training.step import CudaGraphStep, GanStep, StepParts  # noqa: E402
 
 NZ = 100
 
@@ -182,10 +182,10 @@ def project_steps(
     name: str, batch: int, device: torch.device, compile_: str | None = None, graph: bool = False,
     capturable: bool = False, seed: int = 0, textbook: bool = False, channels_last: bool = True,
 ) -> Iterator[tuple[nn.Module, torch.Tensor]]:  # fmt: skip
-    """The project's step as gan/train.py runs it, on batches drawn on the device; yields (G, stats).
+    """The project's step as gan/training/train.py runs it, on batches drawn on the device; yields (G, stats).
 
     channels_last everywhere, bf16 autocast on CUDA (no weight cache, as the trainer);
-    `graph`: through gan.step.CudaGraphStep (`train.cuda_graph`, capturable Adam).
+    `graph`: through gan.training.step.CudaGraphStep (`train.cuda_graph`, capturable Adam).
     `textbook` / `channels_last=False`: the ablation arms (the baseline's arithmetic, NCHW).
     """
     G, D, size = models(name, baseline=False)

@@ -19,7 +19,7 @@ from prefect.events import emit_event
 from prefect.events.clients import get_events_client  # noqa: F401  (ensures the events client is configured)
 from prefect.events.worker import EventsWorker
 
-from gan.config import load_params
+from gan.core.config import load_params
 
 DATASET_AVAILABLE = "gan.dataset.available"
 DATASET_CHANGED = "gan.dataset.changed"

@@ -36,13 +36,13 @@ from prefect.events import emit_event
 from prefect.tasks import exponential_backoff
 
 from flows.notify import DATASET_CHANGED, dataset_resource
-from gan import dvcrun, gitrepo, versions
-from gan.champion import FILES as CHAMPION_FILES
-from gan.champion import Decision, decide, metric_value, promote, read_record, summary_lines
-from gan.config import AUTO_METRIC, ConfigError, Params, auto_metric, load_params, save_overrides
-from gan.length import describe_trained
-from gan.paths import PATHS, Paths
-from gan.splits import read_summary, shape_text
+from gan.core.config import AUTO_METRIC, ConfigError, Params, auto_metric, load_params, save_overrides
+from gan.core.length import describe_trained
+from gan.core.paths import PATHS, Paths
+from gan.core.splits import read_summary, shape_text
+from gan.lifecycle import dvcrun, gitrepo, versions
+from gan.lifecycle.champion import FILES as CHAMPION_FILES
+from gan.lifecycle.champion import Decision, decide, metric_value, promote, read_record, summary_lines
 
 REPO = Path(__file__).resolve().parents[1]
 CHAMPION_DIR = PATHS.champion
@@ -119,9 +119,9 @@ def champion_gate(repo: str, params: Params) -> dict:
 
 def run_gate(root: Path, params: Params, flow_run_id: str, logger: logging.Logger | logging.LoggerAdapter) -> dict:
     """The champion gate without Prefect: what `champion_gate` does in a flow run."""
-    from gan.evaluate import evaluate
-    from gan.features import ExtractorFiles
-    from gan.models import generator_shape
+    from gan.evaluation.evaluate import evaluate
+    from gan.evaluation.features import ExtractorFiles
+    from gan.training.models import generator_shape
 
     paths = Paths(root)
     candidate = json.loads(paths.metrics.read_text())
@@ -286,7 +286,7 @@ def _pictures(paths: Paths, cand: dict) -> str:
 
 
 def _report(repo: Path, gate: dict, history_rows: list[dict], recorded: str = "", changes: str = "") -> None:
-    from gan.evaluate import summary_rows  # imports torch: only when a stage ran (keeps no-op runs fast)
+    from gan.evaluation.evaluate import summary_rows  # imports torch: only when a stage ran (keeps no-op runs fast)
 
     cand, champ = gate["candidate"], gate["champion"] or {}
     champ_rows = {r["metric"]: r["value"] for r in summary_rows(champ)}
@@ -333,7 +333,7 @@ def push_task(repo: str) -> dict:
 
 def _changes_since_champion(repo: str, metric: str, logger) -> str:
     """The report's diff against the newest champion tag (before this run tags its own); "" without one."""
-    from gan.rundiff import diff_against, markdown
+    from gan.lifecycle.rundiff import diff_against, markdown
 
     tags = gitrepo.champion_tags(repo) if gitrepo.is_repo(repo) else []
     if not tags:
@@ -429,7 +429,7 @@ def gan_pipeline(overrides: list[str] | None = None, repo: str | None = None, lo
             result = {"ran": [], "promoted": False, "summary": _unchanged_summary(Path(repo), p.metric)}
             row = None
         else:
-            from gan.history import append_run  # pandas: only when a stage ran
+            from gan.lifecycle.history import append_run  # pandas: only when a stage ran
 
             gate = champion_gate(repo, params)
             train_summary = json.loads(Paths(Path(repo)).train_summary.read_text())

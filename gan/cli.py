@@ -15,14 +15,14 @@ import logging
 import sys
 from pathlib import Path
 
-from gan import atomic
-from gan.config import ConfigError, Params, load_params
-from gan.errors import PipelineError
-from gan.paths import PATHS
+from gan.core import atomic
+from gan.core.config import ConfigError, Params, load_params
+from gan.core.errors import PipelineError
+from gan.core.paths import PATHS
 
 
 def _fetch_settings(p: Params):
-    from gan.download import FetchSettings
+    from gan.data.download import FetchSettings
 
     d = p.data
     return FetchSettings(
@@ -34,11 +34,11 @@ def stage_source(p: Params) -> None:
     """What the configured source holds now; runs on every `dvc repro`, and the download stage depends on it."""
     d = p.data
     if d.dataset == "folder":
-        from gan.sources import source_manifest
+        from gan.data.sources import source_manifest
 
         manifest = source_manifest(d.source, d.source_sha256, PATHS.cache, _fetch_settings(p))
     else:
-        from gan.datasets import get_dataset
+        from gan.core.datasets import get_dataset
 
         spec = get_dataset(d.dataset)  # fixed published files: their checksums are the version
         manifest = {"files": {name: c.hexdigest for name, c in spec.checksums.items()}}
@@ -48,58 +48,58 @@ def stage_source(p: Params) -> None:
 def stage_download(p: Params) -> None:
     d = p.data
     if d.dataset == "folder":
-        from gan.sources import fetch_source
+        from gan.data.sources import fetch_source
 
         fetch_source(d.source, d.source_sha256, PATHS.raw_dataset(d.dataset), PATHS.cache, _fetch_settings(p))
     else:
-        from gan.datasets import get_dataset
-        from gan.download import download_dataset
+        from gan.core.datasets import get_dataset
+        from gan.data.download import download_dataset
 
         download_dataset(get_dataset(d.dataset), PATHS.raw_dataset(d.dataset), d.mirrors, _fetch_settings(p))
 
 
 def stage_prepare(p: Params) -> None:
-    from gan.prepare import prepare
+    from gan.data.prepare import prepare
 
     prepare(p.data, PATHS.raw_dataset(p.data.dataset), PATHS.prepared, PATHS.cache / "prepare")
 
 
 def _classes() -> list[str]:
     """Class names of the prepared data ([] for an unlabeled folder)."""
-    from gan.splits import read_summary
+    from gan.core.splits import read_summary
 
     return list(read_summary(PATHS.prepared_summary).classes)
 
 
 def stage_classifier(p: Params) -> None:
-    from gan.classifier import train_classifier
+    from gan.evaluation.classifier import train_classifier
 
     train_classifier(p.classifier, PATHS.train_split, PATHS.test_split, PATHS.classifier, PATHS.classifier_metrics,
                      num_classes=len(_classes()), device=p.train.device)  # fmt: skip
 
 
 def stage_judge(p: Params) -> None:
-    from gan.judge import train_judge
+    from gan.evaluation.judge import train_judge
 
     train_judge(p.judge, PATHS.train_split, PATHS.test_split, PATHS.judge, PATHS.judge_metrics, device=p.train.device)
 
 
 def _extractor_files(p: Params):
-    from gan.features import ExtractorFiles
+    from gan.evaluation.features import ExtractorFiles
 
     return ExtractorFiles(PATHS.classifier, PATHS.judge, p.evaluate.inception_weights)
 
 
 def stage_train(p: Params) -> None:
-    from gan.train import TrainOutputs, train
+    from gan.training.train import TrainOutputs, train
 
     probe, note = None, ""
     if p.train.eval_every != 0:  # best-checkpoint tracking: G scored in the domain's features during training
-        from gan.probe import NoSoundExtractor, build_probe
-        from gan.tensors import resolve_device
+        from gan.core.tensors import resolve_device
+        from gan.evaluation.probe import NoSoundExtractor, build_probe
 
         try:
-            from gan.features import ExtractorFiles
+            from gan.evaluation.features import ExtractorFiles
 
             files = ExtractorFiles(PATHS.classifier, PATHS.judge)  # the probe uses these two, never Inception
             probe = build_probe(files, PATHS.train_split, p.train.eval_samples,
@@ -107,20 +107,20 @@ def stage_train(p: Params) -> None:
             note = f"FD in the {probe.extractor_name}'s features, which passed its soundness test"
         except NoSoundExtractor as err:  # train without it: the last G is kept, no early stop
             note = str(err)
-            logging.getLogger("gan.train").warning("no quality probe: %s", err)
+            logging.getLogger("gan.training.train").warning("no quality probe: %s", err)
     train(p.model, p.train, PATHS.train_split, TrainOutputs(PATHS.generator, PATHS.checkpoints, PATHS.train_log),
           probe=probe, probe_note=note)  # fmt: skip
 
 
 def stage_reference(p: Params) -> None:
-    from gan.reference import build_reference
+    from gan.evaluation.reference import build_reference
 
     build_reference(p.evaluate, _extractor_files(p), PATHS.train_split, PATHS.test_split, PATHS.reference,
                     device=p.train.device)  # fmt: skip
 
 
 def stage_evaluate(p: Params) -> None:
-    from gan.evaluate import evaluate
+    from gan.evaluation.evaluate import evaluate
 
     evaluate(p.evaluate, PATHS.generator, _extractor_files(p), PATHS.reference, PATHS.metrics, classes=_classes(),
              device=p.train.device, train_split=PATHS.train_split, out_pairs=PATHS.closest_pairs)  # fmt: skip
@@ -128,9 +128,9 @@ def stage_evaluate(p: Params) -> None:
 
 def evaluate_samples(p: Params, samples: str, out: str | None) -> None:
     """`gan evaluate --samples PATH`: score external samples on the same scale as ours."""
-    from gan.evaluate import score_images
-    from gan.imagefiles import load_samples
-    from gan.splits import read_summary
+    from gan.core.splits import read_summary
+    from gan.data.imagefiles import load_samples
+    from gan.evaluation.evaluate import score_images
 
     data = read_summary(PATHS.prepared_summary)
     metrics = score_images(load_samples(samples, data.shape), p.evaluate, _extractor_files(p), PATHS.reference,
@@ -143,7 +143,7 @@ def evaluate_samples(p: Params, samples: str, out: str | None) -> None:
 
 
 def stage_export(p: Params) -> None:
-    from gan.export import export
+    from gan.outputs.export import export
 
     export(p.export, p, PATHS.generator, PATHS.metrics, PATHS.prepared_summary, PATHS.train_summary, PATHS.samples,
            classifier_path=PATHS.classifier, pairs_path=PATHS.closest_pairs, train_log_dir=PATHS.train_log)  # fmt: skip
@@ -177,7 +177,7 @@ OUTPUTS = {
 
 def command_restore(argv: list[str]) -> int:
     """`python -m gan restore REV [--to DIR]`."""
-    from gan.restore import restore
+    from gan.lifecycle.restore import restore
 
     what = ("Bring a recorded version's generator, metrics, samples, model card and params.yaml into a folder, "
             "from the DVC cache or remote; the work tree is untouched.")  # fmt: skip
@@ -201,9 +201,9 @@ def command_sample(argv: list[str]) -> int:
     """`python -m gan sample ...`."""
     import tempfile
 
-    from gan import champion
-    from gan.generate import sample
-    from gan.restore import fetch_generator
+    from gan.lifecycle import champion
+    from gan.lifecycle.restore import fetch_generator
+    from gan.outputs.generate import sample
 
     ap = argparse.ArgumentParser(prog="python -m gan sample",
                                  description="Draw new images from a generator: the champion by default.")  # fmt: skip

@@ -1,4 +1,4 @@
-"""Rewrite the code deps of every stage in dvc.yaml to what `gan.codedeps` finds (comments and order kept).
+"""Rewrite the code deps of every stage in dvc.yaml to what `gan.core.codedeps` finds (comments and order kept).
 
     python scripts/sync_code_deps.py          # then `git diff dvc.yaml`
 
@@ -15,7 +15,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from gan.codedeps import stage_code_deps  # noqa: E402
+from gan.core.codedeps import stage_code_deps  # noqa: E402
 
 
 def sync(text: str) -> str:

@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 import yaml
 
-from gan.config import apply_overrides, load_params
+from gan.core.config import apply_overrides, load_params
 
 REPO = Path(__file__).resolve().parents[1]
 DEBIAN_FMNIST = Path("/usr/share/datasets/fashion-mnist")

@@ -1,4 +1,4 @@
-"""gan.archives.extract_archive on real zip and tar archives built here, good ones and hostile ones.
+"""gan.data.archives.extract_archive on real zip and tar archives built here, good ones and hostile ones.
 
 Every hostile archive must be refused with an ArchiveError naming the archive, the entry and what was
 wrong, and must leave no trace: `dest` not created (or, when it existed, exactly as it was) and no temp
@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from gan.archives import ArchiveError, extract_archive
+from gan.data.archives import ArchiveError, extract_archive
 
 PNG = b"\x89PNG\r\n\x1a\n"
 

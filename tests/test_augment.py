@@ -1,11 +1,11 @@
-"""DiffAugment (gan.augment) against the authors' reference code, plus its contracts with the trainer."""
+"""DiffAugment (gan.training.augment) against the authors' reference code, plus its contracts with the trainer."""
 
 from __future__ import annotations
 
 import pytest
 import torch
 
-from gan.augment import AUGMENT_FUNCTIONS, DiffAugment, diff_augment, rand_saturation
+from gan.training.augment import AUGMENT_FUNCTIONS, DiffAugment, diff_augment, rand_saturation
 
 ALL = ("color", "translation", "cutout")
 

@@ -82,11 +82,11 @@ def test_ablation_bench_scores_every_variant_at_every_budget(tmp_path):
     import numpy as np
     import yaml
 
-    from gan.classifier import train_classifier
-    from gan.config import ClassifierConfig, load_params
-    from gan.features import ExtractorFiles
-    from gan.paths import Paths
-    from gan.reference import build_reference
+    from gan.core.config import ClassifierConfig, load_params
+    from gan.core.paths import Paths
+    from gan.evaluation.classifier import train_classifier
+    from gan.evaluation.features import ExtractorFiles
+    from gan.evaluation.reference import build_reference
 
     paths = Paths(tmp_path)
     paths.prepared.mkdir(parents=True)

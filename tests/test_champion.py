@@ -16,9 +16,9 @@ import numpy as np
 import pytest
 import yaml
 
-from gan import champion
-from gan.champion import FILES, RECORD, MetricMissing, decide, promote, read_record, summary_lines
-from gan.config import ConfigError, apply_overrides, load_params
+from gan.core.config import ConfigError, apply_overrides, load_params
+from gan.lifecycle import champion
+from gan.lifecycle.champion import FILES, RECORD, MetricMissing, decide, promote, read_record, summary_lines
 
 from .conftest import REPO, run
 
@@ -291,13 +291,13 @@ def test_gate_history_and_report_on_inception_only_metrics(tmp_path, tiny_split,
     architecture with random weights. The extractor refuses weights whose sha256 is not the FID
     Inception's; here the expected prefix is this file's own hash (nothing else is substituted).
     """
-    import gan.features
+    import gan.evaluation.features
     from flows import pipeline
     from flows.pipeline import history_row, report_markdown, run_gate
-    from gan import dvcrun
-    from gan.evaluate import evaluate
-    from gan.features import ExtractorFiles
-    from gan.reference import build_reference
+    from gan.evaluation.evaluate import evaluate
+    from gan.evaluation.features import ExtractorFiles
+    from gan.evaluation.reference import build_reference
+    from gan.lifecycle import dvcrun
 
     ws = tmp_path / "ws"
     weights = random_inception_weights(tmp_path / "random-inception.pth")
@@ -320,7 +320,8 @@ def test_gate_history_and_report_on_inception_only_metrics(tmp_path, tiny_split,
         (ws / "data/samples").mkdir(exist_ok=True)
         (ws / "data/samples" / f).write_text(f)
 
-    monkeypatch.setattr(gan.features, "INCEPTION_SHA256_PREFIX", gan.features.sha256_file(weights)[:8])
+    features = gan.evaluation.features
+    monkeypatch.setattr(features, "INCEPTION_SHA256_PREFIX", features.sha256_file(weights)[:8])
     e = params.evaluate
     files = ExtractorFiles(ws / "data/models/classifier.pt", ws / "data/models/judge.pt", e.inception_weights)
     build_reference(e, files, prepared / "train.npz", prepared / "test.npz",

@@ -5,9 +5,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from gan import cifar
-from gan.archives import extract_archive
-from gan.cifar import CIFAR10_CLASSES, CifarError, check_meta, read_cifar10_batch, read_cifar10_split
+from gan.data import cifar
+from gan.data.archives import extract_archive
+from gan.data.cifar import CIFAR10_CLASSES, CifarError, check_meta, read_cifar10_batch, read_cifar10_split
 
 PER_BATCH = 3
 BATCHES = ["data_batch_1.bin", "data_batch_2.bin", "data_batch_3.bin", "data_batch_4.bin", "data_batch_5.bin"]

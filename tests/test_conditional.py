@@ -15,16 +15,16 @@ import torch
 from PIL import Image
 from torchvision.utils import save_image
 
-from gan.classifier import train_classifier
-from gan.config import ClassifierConfig, EvaluateConfig, ExportConfig, ModelConfig, Params
-from gan.evaluate import _conditional_metrics, evaluate, score_images, summary_rows
-from gan.export import export, export_torchscript, model_card
-from gan.features import ExtractorFiles
-from gan.judge import FEATURE_DIM, JudgeEncoder
-from gan.models import ConditionalBatchNorm2d, build_generator, load_generator, save_generator
-from gan.reference import build_reference
-from gan.sampling import requested_labels, sample_batches
-from gan.tensors import to_uint8
+from gan.core.config import ClassifierConfig, EvaluateConfig, ExportConfig, ModelConfig, Params
+from gan.core.tensors import to_uint8
+from gan.evaluation.classifier import train_classifier
+from gan.evaluation.evaluate import _conditional_metrics, evaluate, score_images, summary_rows
+from gan.evaluation.features import ExtractorFiles
+from gan.evaluation.judge import FEATURE_DIM, JudgeEncoder
+from gan.evaluation.reference import build_reference
+from gan.outputs.export import export, export_torchscript, model_card
+from gan.training.models import ConditionalBatchNorm2d, build_generator, load_generator, save_generator
+from gan.training.sampling import requested_labels, sample_batches
 
 CLASSES = ["zero", "one", "two", "three"]
 K = len(CLASSES)
@@ -175,7 +175,7 @@ class _BandG(torch.nn.Module):
 
 
 def _by_hand(classifier: Path, images_u8: torch.Tensor, requested: torch.Tensor) -> dict:
-    from gan.features import ClassifierExtractor
+    from gan.evaluation.features import ClassifierExtractor
 
     p = ClassifierExtractor(classifier, torch.device("cpu"))(images_u8)[1]
     pred, req = p.argmax(1), requested.numpy()
@@ -209,7 +209,7 @@ def test_evaluate_reports_conditional_accuracy_per_class(data, ref):
 
 
 def test_each_image_is_scored_against_the_class_it_was_asked_for(data, ref, monkeypatch):
-    import gan.evaluate as ge
+    import gan.evaluation.evaluate as ge
 
     d = data
     # real test images, asked for as their true class, then as the next class: two different accuracies, by hand
@@ -285,7 +285,7 @@ def test_model_card_usage_line_of_a_conditional_g():
 
 
 def test_export_of_a_conditional_g(data, tmp_path, monkeypatch):
-    import gan.export as ge
+    import gan.outputs.export as ge
 
     d = data
     (tmp_path / "metrics.json").write_text(json.dumps({"n": 10}))

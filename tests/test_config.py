@@ -3,7 +3,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from gan.config import ConfigError, Params, load_params
+from gan.core.config import ConfigError, Params, load_params
 
 from .conftest import REPO
 

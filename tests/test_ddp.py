@@ -15,12 +15,12 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 from torch.nn.parallel import DistributedDataParallel
 
-import gan.train
-from gan.config import ModelConfig, TrainConfig
-from gan.losses import LOSSES
-from gan.models import build_discriminator, build_generator
-from gan.step import GanStep, StepParts
-from gan.train import TrainOutputs, load_checkpoint, train
+import gan.training.train
+from gan.core.config import ModelConfig, TrainConfig
+from gan.training.losses import LOSSES
+from gan.training.models import build_discriminator, build_generator
+from gan.training.step import GanStep, StepParts
+from gan.training.train import TrainOutputs, load_checkpoint, train
 
 from .conftest import free_port, run
 from .test_reliability import workspace
@@ -163,17 +163,18 @@ def _as_rank(rank: int, port: int) -> None:
 
 
 def _train_until_interrupted(split: Path, out: TrainOutputs, on_progress, **patches) -> None:
-    """train() with some gan.train functions replaced for the call; an _Interrupt from `on_progress` ends it."""
-    originals = {name: getattr(gan.train, name) for name in patches}
+    """train() with some gan.training.train functions replaced for the call; an _Interrupt from `on_progress` ends
+    it."""
+    originals = {name: getattr(gan.training.train, name) for name in patches}
     for name, value in patches.items():
-        setattr(gan.train, name, value)
+        setattr(gan.training.train, name, value)
     try:
         train(RESUME_MODEL, RESUME_CFG, split, out, on_progress=on_progress, progress_bar=False)
     except _Interrupt:
         pass
     finally:
         for name, value in originals.items():
-            setattr(gan.train, name, value)
+            setattr(gan.training.train, name, value)
 
 
 def _train_rank(rank: int, port: int, split: Path, out: TrainOutputs, interrupt_at: int, late_rank_seconds: float):
@@ -184,7 +185,7 @@ def _train_rank(rank: int, port: int, split: Path, out: TrainOutputs, interrupt_
         if stats["step"] == interrupt_at:
             raise _Interrupt
 
-    load = gan.train.load_checkpoint
+    load = gan.training.train.load_checkpoint
 
     def late_load(path):  # rank 1 reads the checkpoint well after rank 0 has opened the log
         time.sleep(late_rank_seconds)
@@ -252,7 +253,7 @@ def _first_batch_rank(rank: int, port: int, split: Path, out: TrainOutputs, reco
     torch.set_num_threads(1)
     _as_rank(rank, port)
     seen: list[torch.Tensor] = []
-    to_float = gan.train.from_uint8
+    to_float = gan.training.train.from_uint8
 
     def recording(images: torch.Tensor) -> torch.Tensor:
         seen.append(images.clone())
@@ -271,7 +272,7 @@ def test_each_rank_takes_its_own_half_of_the_global_batch(tiny_split, tmp_path):
     DDP then averages their gradients into the whole batch's)."""
     import numpy as np
 
-    from gan.tensors import epoch_permutation
+    from gan.core.tensors import epoch_permutation
 
     out = TrainOutputs(tmp_path / "generator.pt", tmp_path / "ckpt", tmp_path / "log")
     mp.spawn(_first_batch_rank, args=(free_port(), tiny_split, out, tmp_path), nprocs=2)

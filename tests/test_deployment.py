@@ -14,7 +14,7 @@ from prefect.client.schemas.filters import DeploymentFilter, DeploymentFilterId
 from prefect.client.schemas.sorting import FlowRunSort
 
 from flows.notify import DATASET_AVAILABLE, DATASET_CHANGED, dataset_resource
-from gan import dvcrun
+from gan.lifecycle import dvcrun
 
 from .conftest import REPO, copy_repo, require_debian_fashion_mnist, run
 from .test_flow import FLOW_TINY, RECORD, STAGES, task_runs

@@ -1,4 +1,4 @@
-"""gan.download against a real HTTP server on 127.0.0.1 (and file:// mirrors).
+"""gan.data.download against a real HTTP server on 127.0.0.1 (and file:// mirrors).
 
 The `server` fixture runs a ThreadingHTTPServer whose behaviour is scripted per
 path: `server.script(path, act1, act2, ...)` makes the n-th request to `path`
@@ -30,11 +30,11 @@ import pytest
 import requests
 import urllib3
 
-import gan.download as download
-from gan import cifar
-from gan.datasets import Checksum, DatasetSpec
-from gan.download import DownloadError, FetchSettings, download_dataset, fetch_verified
-from gan.hashing import sha256_file
+import gan.data.download as download
+from gan.core.datasets import Checksum, DatasetSpec
+from gan.core.hashing import sha256_file
+from gan.data import cifar
+from gan.data.download import DownloadError, FetchSettings, download_dataset, fetch_verified
 
 FAST = FetchSettings(connect_timeout=1, read_timeout=1, retries=3, backoff=0.01, progress=False)
 NAME = "x-idx3-ubyte.gz"
@@ -615,11 +615,11 @@ def break_reader(mp: pytest.MonkeyPatch) -> None:
     mp.setattr(urllib3.response.HTTPResponse, "stream", broken_reader)
 
 
-def break_hasher(mp: pytest.MonkeyPatch) -> None:  # gan.download's view of hashlib only
+def break_hasher(mp: pytest.MonkeyPatch) -> None:  # gan.data.download's view of hashlib only
     mp.setattr(download, "hashlib", types.SimpleNamespace(sha256=BrokenHasher))
 
 
-def break_gunzip(mp: pytest.MonkeyPatch) -> None:  # gan.download's view of zlib only
+def break_gunzip(mp: pytest.MonkeyPatch) -> None:  # gan.data.download's view of zlib only
     fake = types.SimpleNamespace(decompressobj=lambda **_: BrokenInflater(), MAX_WBITS=zlib.MAX_WBITS, error=zlib.error)
     mp.setattr(download, "zlib", fake)
 
@@ -688,7 +688,7 @@ def md5_spec(server, images: bytes, labels: bytes) -> DatasetSpec:
 def test_md5_of_download_is_verified_recorded_and_not_fetched_again(server, dest_dir, caplog):
     images, labels = payload(3000, seed=20), payload(200, seed=21)
     spec = md5_spec(server, images, labels)
-    with caplog.at_level(logging.INFO, logger="gan.download"):
+    with caplog.at_level(logging.INFO, logger="gan.data.download"):
         out = download_dataset(spec, dest_dir, settings=FAST)
     sha = {"x-idx3-ubyte": hashlib.sha256(images).hexdigest(), "notes.bin": hashlib.sha256(labels).hexdigest()}
     assert out == sha  # the SHA-256 of the stored bytes, to pin

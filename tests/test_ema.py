@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from gan.ema import EmaGenerator, ema_beta
+from gan.training.ema import EmaGenerator, ema_beta
 
 
 def test_beta_warms_up_then_stays_at_the_decay():

@@ -14,9 +14,9 @@ import torch
 import yaml
 from PIL import Image
 
-from gan.config import EvaluateConfig, apply_overrides
-from gan.features import INCEPTION_FILE, InceptionExtractor, MissingWeights, inception_weights
-from gan.splits import load_split
+from gan.core.config import EvaluateConfig, apply_overrides
+from gan.core.splits import load_split
+from gan.evaluation.features import INCEPTION_FILE, InceptionExtractor, MissingWeights, inception_weights
 
 from .conftest import REPO, TINY, require_debian_fashion_mnist, run
 
@@ -205,7 +205,7 @@ def test_the_floor_is_what_the_floors_own_train_images_score(workspace, tmp_path
 def test_class_metrics_group_real_images_by_prediction_like_generated_ones():
     """A biased classifier (it calls most real images class 0) must not make real images look mode-collapsed:
     real test images are grouped by the classifier's prediction, as generated ones are."""
-    from gan.evaluate import _class_metrics
+    from gan.evaluation.evaluate import _class_metrics
 
     k, n = 4, 400
     rng = np.random.default_rng(0)

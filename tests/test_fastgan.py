@@ -1,4 +1,5 @@
-"""FastGAN (gan/fastgan.py): its parts compute what the paper's do, D's self-supervised loss trains D's decoders,
+"""FastGAN (gan/training/fastgan.py): its parts compute what the paper's do, D's self-supervised loss trains D's
+decoders,
 and a run trains deterministically and resumes bit-identically."""
 
 from pathlib import Path
@@ -9,12 +10,12 @@ import torch
 from torch import nn
 from torch.nn.utils import parametrize
 
-from gan.config import ConfigError, ModelConfig, TrainConfig, apply_overrides, validate
-from gan.fastgan import SLE, FastGANDiscriminator, FastGANGenerator, _quadrant
-from gan.losses import LOSSES
-from gan.models import build_discriminator, build_generator
-from gan.step import GanStep, StepParts, step_parts
-from gan.train import TrainOutputs, train
+from gan.core.config import ConfigError, ModelConfig, TrainConfig, apply_overrides, validate
+from gan.training.fastgan import SLE, FastGANDiscriminator, FastGANGenerator, _quadrant
+from gan.training.losses import LOSSES
+from gan.training.models import build_discriminator, build_generator
+from gan.training.step import GanStep, StepParts, step_parts
+from gan.training.train import TrainOutputs, train
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 

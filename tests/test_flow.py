@@ -23,7 +23,7 @@ from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterFlowRun
 
 from flows.notify import DATASET_CHANGED
 from flows.pipeline import ARTIFACT_KEYS, LOCK
-from gan import dvcrun
+from gan.lifecycle import dvcrun
 
 from .conftest import ARTIFACTS_DIR, DEBIAN_FMNIST, TINY, copy_repo, require_debian_fashion_mnist, run
 
@@ -223,7 +223,7 @@ def dataset_changed_events(server, dataset: str) -> list:
 
 
 def test_download_with_new_bytes_emits_dataset_changed(completed_run, prefect_server, tmp_path):
-    """New bytes upstream (a label changed, its checksum updated in gan/datasets.py): the flow emits the event."""
+    """New bytes upstream (a label changed, its checksum updated in gan/core/datasets.py): the flow emits the event."""
     repo, _, _ = completed_run
     mirror = tmp_path / "mirror"
     mirror.mkdir()
@@ -233,7 +233,7 @@ def test_download_with_new_bytes_emits_dataset_changed(completed_run, prefect_se
     old_sha = hashlib.sha256(labels).hexdigest()
     labels[-1] = (labels[-1] + 1) % 10  # the last test label (past limit_test: the tiny run never reads it)
     (mirror / "t10k-labels-idx1-ubyte.gz").write_bytes(gzip.compress(bytes(labels)))
-    datasets = repo / "gan/datasets.py"
+    datasets = repo / "gan/core/datasets.py"
     datasets.write_text(datasets.read_text().replace(old_sha, hashlib.sha256(labels).hexdigest()))
     git(repo, "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qam", "new checksum")  # code is committed
     before = dvcrun.out_hash("download", repo)
@@ -434,11 +434,11 @@ def test_a_failed_push_or_a_refused_commit_fails_the_run_and_loses_nothing(compl
     assert "M params.yaml" in git(repo, "status", "--porcelain")  # left for a later commit
 
     # ---- uncommitted stage code: the commit is refused, the push still runs, the run fails
-    export = repo / "gan/export.py"
+    export = repo / "gan/outputs/export.py"
     export.write_text(export.read_text() + "\n# a local tweak\n")
     proc = flow(repo, prefect_server, "promote.commit=true", "promote.push=true", check=False)
     out = proc.stdout + proc.stderr
-    assert proc.returncode == 1 and "uncommitted edits to files the stages depend on: gan/export.py" in out
+    assert proc.returncode == 1 and "uncommitted edits to files the stages depend on: gan/outputs/export.py" in out
     run_id = history(repo)[-1]["flow_run_id"]
     states = task_runs(prefect_server, run_id)
     assert (states["export"], states["git-commit"], states["dvc-push"]) == ("COMPLETED", "FAILED", "COMPLETED")

@@ -15,7 +15,7 @@ import pytest
 from PIL import Image
 
 from flows.notify import DATASET_CHANGED
-from gan import dvcrun
+from gan.lifecycle import dvcrun
 
 from .conftest import copy_repo, run
 from .test_flow import dataset_changed_events, flow, flow_result, history

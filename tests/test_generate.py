@@ -1,4 +1,4 @@
-"""`gan.generate` (the library behind `python -m gan sample`): drawing, class choice, interpolation strips, the
+"""`gan.outputs.generate` (the library behind `python -m gan sample`): drawing, class choice, interpolation strips, the
 three output formats and the refusals. Tiny dcgan generators with random weights; the file runs in seconds."""
 
 from __future__ import annotations
@@ -11,9 +11,10 @@ import pytest
 import torch
 from PIL import Image
 
-from gan.config import ModelConfig
-from gan.errors import PipelineError
-from gan.generate import (
+from gan.core.config import ModelConfig
+from gan.core.errors import PipelineError
+from gan.core.tensors import to_uint8
+from gan.outputs.generate import (
     SampleError,
     draw,
     interpolation_latents,
@@ -22,9 +23,8 @@ from gan.generate import (
     slerp,
     write_images,
 )
-from gan.models import build_generator, load_generator, save_generator
-from gan.sampling import sample_batches
-from gan.tensors import to_uint8
+from gan.training.models import build_generator, load_generator, save_generator
+from gan.training.sampling import sample_batches
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -304,7 +304,7 @@ def test_cli_sample_reads_the_champion_a_crashed_promotion_left_without_moving_i
     import shutil
 
     from gan.cli import main
-    from gan.paths import PATHS
+    from gan.core.paths import PATHS
 
     champion = tmp_path / PATHS.champion
     old = champion.with_name(f".{champion.name}.old")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pandas as pd
 
-from gan.history import append_run
+from gan.lifecycle.history import append_run
 
 
 def test_an_old_history_is_carried_over_into_the_new_columns(tmp_path):

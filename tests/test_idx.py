@@ -4,7 +4,7 @@ import struct
 import numpy as np
 import pytest
 
-from gan.idx import IDXError, parse_idx, read_idx
+from gan.data.idx import IDXError, parse_idx, read_idx
 
 from .conftest import DEBIAN_FMNIST, require_debian_fashion_mnist
 

@@ -1,4 +1,4 @@
-"""gan.imagedecode: every mode, orientation, crop, size and format made usable; every bad file a BadImage."""
+"""gan.data.imagedecode: every mode, orientation, crop, size and format made usable; every bad file a BadImage."""
 
 from __future__ import annotations
 
@@ -12,8 +12,8 @@ import numpy as np
 import pytest
 from PIL import Image, ImageFile
 
-from gan.errors import PipelineError
-from gan.imagedecode import BadImage, Target, convert_array, decode_file, decode_image, has_colour, pixel_digest
+from gan.core.errors import PipelineError
+from gan.data.imagedecode import BadImage, Target, convert_array, decode_file, decode_image, has_colour, pixel_digest
 
 BG = (10, 200, 30)  # a background that is neither black, white nor grey, so it is recognisable
 

@@ -1,4 +1,5 @@
-"""The self-supervised judge (gan/judge.py): its parts against hand computations, then its soundness on real images.
+"""The self-supervised judge (gan/evaluation/judge.py): its parts against hand computations, then its soundness on
+real images.
 
 A judge is sound when (1) real against real scores near 0, (2) its Fréchet distance (FD) rises monotonically as
 the images get worse (blur, noise) or lose a mode (a class removed), by more than sampling noise at every step, and
@@ -45,19 +46,19 @@ import torchvision.transforms.functional as TF
 from scipy.stats import kendalltau, spearmanr
 from threadpoolctl import threadpool_limits
 
-from gan.classifier import train_classifier
-from gan.config import ClassifierConfig, JudgeConfig, ModelConfig, TrainConfig
-from gan.errors import PipelineError
-from gan.features import ClassifierExtractor, JudgeExtractor
-from gan.idx import parse_idx
-from gan.imagedecode import Target, decode_image
-from gan.judge import FEATURE_DIM, JudgeEncoder, embed, load_judge, nt_xent, random_views, train_judge
-from gan.metrics import fid_from_features
-from gan.models import build_generator, load_generator
-from gan.sampling import sample_batches
-from gan.splits import UNLABELED
-from gan.tensors import to_uint8
-from gan.train import TrainOutputs, load_checkpoint, train
+from gan.core.config import ClassifierConfig, JudgeConfig, ModelConfig, TrainConfig
+from gan.core.errors import PipelineError
+from gan.core.splits import UNLABELED
+from gan.core.tensors import to_uint8
+from gan.data.idx import parse_idx
+from gan.data.imagedecode import Target, decode_image
+from gan.evaluation.classifier import train_classifier
+from gan.evaluation.features import ClassifierExtractor, JudgeExtractor
+from gan.evaluation.judge import FEATURE_DIM, JudgeEncoder, embed, load_judge, nt_xent, random_views, train_judge
+from gan.evaluation.metrics import fid_from_features
+from gan.training.models import build_generator, load_generator
+from gan.training.sampling import sample_batches
+from gan.training.train import TrainOutputs, load_checkpoint, train
 
 from .conftest import ARTIFACTS_DIR, DEBIAN_FMNIST, REPO, require_debian_fashion_mnist, run
 
@@ -92,7 +93,7 @@ def report():
 
 
 def write_split(path: Path, images: np.ndarray, labels: np.ndarray | None = None) -> Path:
-    """A prepared split (the format gan.splits reads); labels None = unlabeled (-1)."""
+    """A prepared split (the format gan.core.splits reads); labels None = unlabeled (-1)."""
     labels = np.full(len(images), UNLABELED, np.int64) if labels is None else np.asarray(labels, np.int64)
     np.savez(path, images=np.ascontiguousarray(images, np.uint8), labels=labels)
     return path

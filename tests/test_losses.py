@@ -2,7 +2,7 @@ import math
 
 import torch
 
-from gan.losses import d_loss, g_loss
+from gan.training.losses import d_loss, g_loss
 
 
 def test_d_loss_matches_hand_computation():
@@ -37,7 +37,7 @@ def test_losses_equal_probability_form_and_never_overflow():
 
 
 def test_hinge_loss_matches_hand_computation():
-    from gan.losses import LOSSES
+    from gan.training.losses import LOSSES
 
     real, fake = torch.tensor([0.5, 2.0, -1.0]), torch.tensor([-2.0, 0.0, 0.5])
     # D: mean(relu(1 - real)) = (0.5 + 0 + 2) / 3; mean(relu(1 + fake)) = (0 + 1 + 1.5) / 3
@@ -47,7 +47,7 @@ def test_hinge_loss_matches_hand_computation():
 
 
 def test_wasserstein_loss_matches_hand_computation_and_asks_for_the_penalty():
-    from gan.losses import LOSSES
+    from gan.training.losses import LOSSES
 
     real, fake = torch.tensor([3.0, 1.0]), torch.tensor([-1.0, 0.0])
     assert math.isclose(LOSSES["wgan-gp"].d(real, fake).item(), -0.5 - 2.0, rel_tol=1e-6)  # mean(fake) - mean(real)
@@ -58,8 +58,8 @@ def test_wasserstein_loss_matches_hand_computation_and_asks_for_the_penalty():
 def test_the_registry_holds_every_configurable_loss():
     from typing import get_args
 
-    from gan.config import TrainConfig
-    from gan.losses import LOSSES
+    from gan.core.config import TrainConfig
+    from gan.training.losses import LOSSES
 
     assert set(LOSSES) == set(get_args(TrainConfig.model_fields["loss"].annotation))
     assert LOSSES["ns"].d is d_loss and LOSSES["ns"].g is g_loss  # the textbook loss, unchanged

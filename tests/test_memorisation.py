@@ -1,4 +1,4 @@
-"""Tests for gan.memorisation, the data-copying test of Meehan, Chaudhuri & Dasgupta (AISTATS 2020)."""
+"""Tests for gan.evaluation.memorisation, the data-copying test of Meehan, Chaudhuri & Dasgupta (AISTATS 2020)."""
 
 # ruff: noqa: UP032 (the verbatim reference code below uses str.format)
 from __future__ import annotations
@@ -13,8 +13,8 @@ from scipy.spatial.distance import cdist
 from sklearn.decomposition import PCA
 from sklearn.neighbors import NearestNeighbors as NN
 
-from gan.idx import parse_idx
-from gan.memorisation import (
+from gan.data.idx import parse_idx
+from gan.evaluation.memorisation import (
     COPYING_CT,
     choose_cells,
     data_copying_ct,
@@ -433,7 +433,7 @@ def test_fashion_mnist_test_images_are_not_flagged(fashion):
 def test_too_few_unseen_images_for_the_floor_is_its_own_error_naming_that_set():
     """A tiny folder: the floor's half of the test split holds no cell with more than 20 points. evaluate turns this
     error into `not_applicable["memorisation"]` with the message, instead of a number without meaning."""
-    from gan.memorisation import TooFewPoints
+    from gan.evaluation.memorisation import TooFewPoints
 
     rng = np.random.default_rng(0)
     train, test, gen = rng.normal(size=(200, 8)), rng.normal(size=(38, 8)), rng.normal(size=(100, 8))

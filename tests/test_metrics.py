@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 from scipy import linalg
 
-from gan.metrics import (
+from gan.evaluation.metrics import (
     bootstrap_fid,
     class_histogram,
     classes_covered,

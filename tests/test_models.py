@@ -10,8 +10,8 @@ import torch.nn.functional as F
 from torch import nn
 from torch.nn.utils import parametrize
 
-from gan.config import RESNET_RESOLUTIONS, ModelConfig
-from gan.models import (
+from gan.core.config import RESNET_RESOLUTIONS, ModelConfig
+from gan.training.models import (
     ConditionalBatchNorm2d,
     DBlock,
     DCGANDiscriminator,
@@ -318,7 +318,8 @@ def _state_sha(module: nn.Module) -> str:
 
 
 # (arch, channels, hidden, shape, seed): SHA-256 of G's and D's state right after building, SHA-256 of the global RNG
-# state after building both (computed with gan/models.py as it was before these options), then for z = randn(4, 16)
+# state after building both (computed with gan/training/models.py as it was before these options), then for z =
+# randn(4, 16)
 # drawn after them: sum and |sum| of G(z) (train mode) and D(G(z)).
 PINNED = {
     ("mlp", 64, 32, (1, 28, 28), 0): (

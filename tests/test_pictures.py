@@ -1,4 +1,4 @@
-"""The pictures people look at: closest generated/training pairs and samples by class (gan/pictures.py)."""
+"""The pictures people look at: closest generated/training pairs and samples by class (gan/outputs/pictures.py)."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from gan.pictures import class_grid, closest_pairs_picture
+from gan.outputs.pictures import class_grid, closest_pairs_picture
 
 
 def test_closest_pairs_put_each_generated_image_beside_its_training_image(tmp_path):
@@ -47,7 +47,7 @@ def test_class_grid_has_one_row_per_class_with_that_class_only(tmp_path):
 def test_training_curves_draw_a_panel_per_group_with_each_series_colour(tmp_path):
     from PIL import Image
 
-    from gan.pictures import CURVE_COLOURS, MARGIN, PANEL_H, training_curves
+    from gan.outputs.pictures import CURVE_COLOURS, MARGIN, PANEL_H, training_curves
 
     log = tmp_path / "log.tsv"
     rows = ["step\tepoch\tloss_d\tloss_g\td_real\td_fake\tr1"]

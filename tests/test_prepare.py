@@ -1,4 +1,4 @@
-"""gan.prepare: every source kind to the same prepared format; bad files listed; splits stable; decoding cached."""
+"""gan.data.prepare: every source kind to the same prepared format; bad files listed; splits stable; decoding cached."""
 
 from __future__ import annotations
 
@@ -12,13 +12,13 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from gan import imagefolder
-from gan.config import DataConfig
-from gan.errors import PipelineError
-from gan.idx import read_idx
-from gan.imagedecode import Target, decode_image
-from gan.prepare import SUMMARY_KEYS, PrepareError, prepare
-from gan.splits import UNLABELED, load_split, read_summary
+from gan.core.config import DataConfig
+from gan.core.errors import PipelineError
+from gan.core.splits import UNLABELED, load_split, read_summary
+from gan.data import imagefolder
+from gan.data.idx import read_idx
+from gan.data.imagedecode import Target, decode_image
+from gan.data.prepare import SUMMARY_KEYS, PrepareError, prepare
 
 RNG = np.random.default_rng(0)
 

@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from gan import gitrepo
+from gan.lifecycle import gitrepo
 
 from .conftest import copy_repo, require_debian_fashion_mnist, run
 from .test_flow import FLOW_TINY, flow, flow_result

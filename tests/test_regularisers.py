@@ -2,7 +2,7 @@
 
 import torch
 
-from gan.regularisers import gradient_penalty, r1_penalty
+from gan.training.regularisers import gradient_penalty, r1_penalty
 
 
 def test_r1_on_a_linear_d_is_the_squared_weight_norm():

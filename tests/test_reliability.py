@@ -15,10 +15,10 @@ import pytest
 import torch
 import yaml
 
-from gan import atomic
-from gan.config import ModelConfig, TrainConfig, apply_overrides
-from gan.models import load_generator, save_generator
-from gan.train import DivergenceError, TrainOutputs, load_checkpoint, train
+from gan.core import atomic
+from gan.core.config import ModelConfig, TrainConfig, apply_overrides
+from gan.training.models import load_generator, save_generator
+from gan.training.train import DivergenceError, TrainOutputs, load_checkpoint, train
 
 from .conftest import REPO, run
 
@@ -45,7 +45,7 @@ TRAIN = ["model.channels=32", "train.epochs=6", "train.batch_size=64", "train.ch
 _KILLED_MID_WRITE = """
 import os, signal, sys
 from contextlib import ExitStack
-from gan import atomic
+from gan.core import atomic
 with ExitStack() as writes:
     for path in sys.argv[1:]:
         tmp = writes.enter_context(atomic.atomic_path(path))
@@ -72,8 +72,8 @@ def logged_steps(log: Path) -> list[int]:
 
 def with_probe(ws: Path) -> Path:
     """Add what the quality probe needs: real test images and a trained domain classifier (tested for soundness)."""
-    from gan.classifier import train_classifier
-    from gan.config import ClassifierConfig
+    from gan.core.config import ClassifierConfig
+    from gan.evaluation.classifier import train_classifier
 
     prepared = ws / "data/prepared"
     for name, n, seed in (("train", 2000, 0), ("test", 200, 1)):  # a bar whose row is the label, on faint noise
@@ -198,7 +198,7 @@ def test_each_stages_outputs_are_its_dvc_yaml_outs():
 
 
 def test_divergence_stops_with_the_step_and_keeps_the_last_good_checkpoint(tmp_path, tiny_split, monkeypatch):
-    from gan.losses import LOSSES, GanLoss, d_loss, g_loss
+    from gan.training.losses import LOSSES, GanLoss, d_loss, g_loss
 
     out = TrainOutputs(tmp_path / "generator.pt", tmp_path / "ckpt", tmp_path / "log")
     out.generator.write_bytes(b"previous generator")
@@ -223,7 +223,7 @@ def test_divergence_stops_with_the_step_and_keeps_the_last_good_checkpoint(tmp_p
 def test_nan_weights_are_never_checkpointed(net, tmp_path, tiny_split, monkeypatch):
     """A NaN the losses cannot show -- a BatchNorm running mean, unused in training mode -- is caught by the weight
     check before the checkpoint at step 5: the error names the tensor, and nothing is saved."""
-    import gan.train as gt
+    import gan.training.train as gt
 
     build, poisoned_buffer = getattr(gt, f"build_{net}"), []
 
@@ -266,7 +266,7 @@ def test_full_disk_clear_error_previous_output_intact(small_disk):
     target.write_bytes(b"the previous model")
     (small_disk / "filler").write_bytes(b"x" * (1024 * 1024 - 64 * 1024))
     big = ModelConfig(arch="dcgan", channels=64)
-    from gan.models import build_generator
+    from gan.training.models import build_generator
 
     with pytest.raises(OSError) as info:
         save_generator(target, build_generator(big), big, {})  # ~3 MB onto a full disk
@@ -304,7 +304,7 @@ def test_hostile_pickle_is_refused_by_every_loader(tmp_path):
     evil = tmp_path / "evil.pt"
     evil.write_bytes(pickle.dumps({"state_dict": Exploit()}))
     torch.save({"model_config": {"arch": "mlp"}, "state_dict": Exploit(), "meta": {}}, tmp_path / "evil2.pt")
-    from gan.classifier import load_classifier
+    from gan.evaluation.classifier import load_classifier
 
     for loader, path in ((load_checkpoint, evil), (load_generator, tmp_path / "evil2.pt"), (load_classifier, evil)):
         with pytest.raises(pickle.UnpicklingError):

@@ -14,17 +14,17 @@ import torch
 from PIL import Image
 from torch import nn
 
-from gan.classifier import DomainClassifier, NoClassifier, load_classifier, train_classifier
-from gan.config import ClassifierConfig, EvaluateConfig, ExportConfig, ModelConfig, Params, TrainConfig
-from gan.evaluate import evaluate, score_images
-from gan.export import export
-from gan.features import ExtractorFiles, InceptionExtractor, NoExtractor
-from gan.imagefiles import SamplesError, load_samples
-from gan.models import build_generator, load_generator, save_generator
-from gan.reference import build_reference
-from gan.splits import UNLABELED, load_split
-from gan.tensors import ImageShapeError
-from gan.train import TrainOutputs, load_checkpoint, run_fingerprint, train
+from gan.core.config import ClassifierConfig, EvaluateConfig, ExportConfig, ModelConfig, Params, TrainConfig
+from gan.core.splits import UNLABELED, load_split
+from gan.core.tensors import ImageShapeError
+from gan.data.imagefiles import SamplesError, load_samples
+from gan.evaluation.classifier import DomainClassifier, NoClassifier, load_classifier, train_classifier
+from gan.evaluation.evaluate import evaluate, score_images
+from gan.evaluation.features import ExtractorFiles, InceptionExtractor, NoExtractor
+from gan.evaluation.reference import build_reference
+from gan.outputs.export import export
+from gan.training.models import build_generator, load_generator, save_generator
+from gan.training.train import TrainOutputs, load_checkpoint, run_fingerprint, train
 
 CLASSES = ("zero", "one", "two", "three")
 MODEL = ModelConfig(arch="dcgan", channels=4, z_dim=8)
@@ -105,7 +105,7 @@ def test_train_builds_g_and_d_for_the_split_shape(prepared, tmp_path, arch, shap
 
 
 def test_a_shape_the_model_cannot_build_is_a_config_error_naming_the_split(prepared, tmp_path):
-    from gan.config import ConfigError
+    from gan.core.config import ConfigError
 
     data = prepared((1, 48, 48))
     with pytest.raises(ConfigError, match=r"train.npz: image shape \(1, 48, 48\) is not supported: dcgan supports"):
@@ -284,7 +284,7 @@ def test_images_of_another_shape_are_refused_saying_what_was_expected(stages, tm
     with pytest.raises(ImageShapeError, match=r"g28.pt makes 1×28×28 images, but .* holds 3×32×32"):
         evaluate(EVAL, tmp_path / "g28.pt", _files(s["classifier"]), s["ref"], tmp_path / "m.json", device="cpu")
     # the classifier extractor checks too (a reference built without the shape, or a classifier of other data)
-    from gan.features import ClassifierExtractor
+    from gan.evaluation.features import ClassifierExtractor
 
     ex = ClassifierExtractor(s["classifier"], torch.device("cpu"))
     with pytest.raises(ImageShapeError, match="expected 3×32×32 images .* got 3×64×64"):
@@ -306,8 +306,8 @@ class _MeanExtractor:
 
 
 def test_unlabeled_data_scores_without_class_metrics(prepared, tmp_path, monkeypatch):
-    import gan.evaluate as ge
-    import gan.reference as gr
+    import gan.evaluation.evaluate as ge
+    import gan.evaluation.reference as gr
 
     data = prepared((3, 32, 32), labeled=False)
     fake = {"inception": _MeanExtractor()}

@@ -1,4 +1,5 @@
-"""The ruler's own test (gan/soundness.py): which extractors can tell degraded images from real ones, and what the
+"""The ruler's own test (gan/evaluation/soundness.py): which extractors can tell degraded images from real ones, and
+what the
 probe and the champion gate do with one that cannot."""
 
 import numpy as np
@@ -6,9 +7,9 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from gan.champion import decide
-from gan.config import auto_metric
-from gan.soundness import BLOB_RADIUS, BLUR_RADIUS, FAINT_RADIUS, LEVELS, blur, check, degraded, verdict
+from gan.core.config import auto_metric
+from gan.evaluation.soundness import BLOB_RADIUS, BLUR_RADIUS, FAINT_RADIUS, LEVELS, blur, check, degraded, verdict
+from gan.lifecycle.champion import decide
 
 
 def shapes(n: int, seed: int) -> np.ndarray:

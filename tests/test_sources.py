@@ -1,4 +1,4 @@
-"""gan.sources against real folders, zip and tar.gz archives, file:// URLs and an HTTP server on 127.0.0.1."""
+"""gan.data.sources against real folders, zip and tar.gz archives, file:// URLs and an HTTP server on 127.0.0.1."""
 
 from __future__ import annotations
 
@@ -15,10 +15,10 @@ from pathlib import Path
 
 import pytest
 
-import gan.sources as sources
-from gan.archives import ArchiveError
-from gan.download import DownloadError, FetchSettings
-from gan.sources import SourceError, fetch_source, source_manifest
+import gan.data.sources as sources
+from gan.data.archives import ArchiveError
+from gan.data.download import DownloadError, FetchSettings
+from gan.data.sources import SourceError, fetch_source, source_manifest
 
 FAST = FetchSettings(connect_timeout=1, read_timeout=2, retries=2, backoff=0.01, progress=False)
 OLD_NS = 1_600_000_000 * 10**9  # an mtime well in the past: hashes of such files are cached
@@ -79,7 +79,7 @@ def cache(tmp_path: Path) -> Path:
 
 @pytest.fixture
 def hashed(monkeypatch) -> collections.Counter[str]:
-    """Counts the files gan.sources reads to hash, by name."""
+    """Counts the files gan.data.sources reads to hash, by name."""
     counter: collections.Counter[str] = collections.Counter()
     real = sources.sha256_file
 

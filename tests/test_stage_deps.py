@@ -1,6 +1,6 @@
 """`dvc repro` may only call a stage current when nothing it runs or reads has changed.
 
-Each stage's `cmd` in dvc.yaml is `python -m gan STAGE`; `gan.codedeps` finds the package
+Each stage's `cmd` in dvc.yaml is `python -m gan STAGE`; `gan.core.codedeps` finds the package
 files that command can run (its transitive imports inside `gan/`). dvc.yaml must list
 exactly those as the stage's code deps, and the trainer's resume fingerprint must hash the
 same files. The params a stage reads are recorded while the stages really run (the e2e
@@ -16,8 +16,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from gan import codedeps
-from gan.config import Params
+from gan.core import codedeps
+from gan.core.config import Params
 
 from .conftest import REPO
 
@@ -42,7 +42,7 @@ def code_deps_problems(stages: dict[str, dict]) -> list[str]:
         if listed != needed:
             problems.append(
                 f"stage {name!r}: missing {sorted(needed - listed)}, not imported {sorted(listed - needed)}; "
-                f"its gan/ deps should be exactly: {sorted(needed)} (`python -m gan.codedeps` prints them)"
+                f"its gan/ deps should be exactly: {sorted(needed)} (`python -m gan.core.codedeps` prints them)"
             )
     return problems
 
@@ -54,40 +54,46 @@ def test_dvc_yaml_lists_exactly_the_code_each_stage_runs():
 
 def test_a_missing_code_dep_is_caught(tmp_path):
     stages = dvc_stages()
-    stages["evaluate"]["deps"] = [d for d in stages["evaluate"]["deps"] if d != "gan/features.py"]
-    stages["export"]["deps"].append("gan/download.py")
+    stages["evaluate"]["deps"] = [d for d in stages["evaluate"]["deps"] if d != "gan/evaluation/features.py"]
+    stages["export"]["deps"].append("gan/data/download.py")
     problems = code_deps_problems(stages)
     assert len(problems) == 2
-    assert "'evaluate': missing ['gan/features.py']" in problems[0]
-    assert "'export': missing [], not imported ['gan/download.py']" in problems[1]
+    assert "'evaluate': missing ['gan/evaluation/features.py']" in problems[0]
+    assert "'export': missing [], not imported ['gan/data/download.py']" in problems[1]
 
 
 def test_the_closure_follows_nested_imports_but_only_the_stages_own_cli_function():
     train = set(codedeps.stage_code_deps("train"))
     # train.py imports config.py, which imports datasets.py: transitive deps count.
-    assert {"gan/train.py", "gan/splits.py", "gan/config.py", "gan/datasets.py", "gan/cli.py"} <= train
+    assert {
+        "gan/training/train.py",
+        "gan/core/splits.py",
+        "gan/core/config.py",
+        "gan/core/datasets.py",
+        "gan/cli.py",
+    } <= train
     # cli.py imports every stage's module, each inside its own stage function: those don't count.
-    assert "gan/download.py" not in train and "gan/evaluate.py" not in train
-    assert "gan/evaluate.py" in codedeps.stage_code_deps("export")  # export imports it for summary_rows
+    assert "gan/data/download.py" not in train and "gan/evaluation/evaluate.py" not in train
+    assert "gan/evaluation/evaluate.py" in codedeps.stage_code_deps("export")  # export imports it for summary_rows
 
 
 def test_a_cli_helper_called_by_a_stage_brings_its_imports(tmp_path, monkeypatch):
     cli = tmp_path / "cli.py"
     cli.write_text(codedeps.CLI.read_text().replace(
         "def stage_train(p: Params) -> None:\n",
-        "def _helper() -> None:\n    from gan.metrics import kid  # noqa: F401\n\n\n"
+        "def _helper() -> None:\n    from gan.evaluation.metrics import kid  # noqa: F401\n\n\n"
         "def stage_train(p: Params) -> None:\n    _helper()\n",
     ))  # fmt: skip
     monkeypatch.setattr(codedeps, "CLI", cli)
-    assert codedeps.PACKAGE_DIR / "metrics.py" in codedeps.stage_code_files("train")
-    assert codedeps.PACKAGE_DIR / "metrics.py" not in codedeps.stage_code_files("prepare")
+    assert codedeps.PACKAGE_DIR / "evaluation" / "metrics.py" in codedeps.stage_code_files("train")
+    assert codedeps.PACKAGE_DIR / "evaluation" / "metrics.py" not in codedeps.stage_code_files("prepare")
 
 
 def test_resume_fingerprint_hashes_the_train_stage_code(monkeypatch, tiny_split):
     import numpy as np
-    import torch  # noqa: F401  (gan.train imports it)
+    import torch  # noqa: F401  (gan.training.train imports it)
 
-    from gan import train as train_mod
+    from gan.training import train as train_mod
 
     images = np.load(tiny_split)["images"]
     p = Params()

@@ -6,12 +6,12 @@ import copy
 import pytest
 import torch
 
-import gan.step as step_module
-from gan.config import ModelConfig, TrainConfig
-from gan.losses import LOSSES, d_loss, g_loss
-from gan.models import build_discriminator, build_generator
-from gan.regularisers import r1_penalty
-from gan.step import BASE_STATS, GanStep, StepParts, step_parts
+import gan.training.step as step_module
+from gan.core.config import ModelConfig, TrainConfig
+from gan.training.losses import LOSSES, d_loss, g_loss
+from gan.training.models import build_discriminator, build_generator
+from gan.training.regularisers import r1_penalty
+from gan.training.step import BASE_STATS, GanStep, StepParts, step_parts
 
 MODEL = ModelConfig(arch="dcgan", channels=8, z_dim=16)
 
@@ -113,7 +113,7 @@ def test_wgan_gp_adds_the_penalty_and_logs_it():
     stats = GanStep(G, D, opt_g, opt_d, parts, torch.Generator().manual_seed(0))(x, z)
     assert stats.shape == (5,) and stats[4].item() > 0 and torch.isfinite(stats).all()
     # D's update is the Wasserstein loss plus gp_weight times the penalty, by hand with the same interpolation draw
-    from gan.regularisers import gradient_penalty
+    from gan.training.regularisers import gradient_penalty
 
     fake = G2(z[0])
     loss = LOSSES["wgan-gp"].d(D2(x[0]), D2(fake.detach()))

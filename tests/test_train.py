@@ -5,11 +5,11 @@ import numpy as np
 import pytest
 import torch
 
-from gan.config import ModelConfig, TrainConfig
-from gan.losses import LOSSES, d_loss, g_loss
-from gan.models import build_discriminator, build_generator, load_generator
-from gan.step import GanStep, StepParts
-from gan.train import TrainOutputs, load_checkpoint, train
+from gan.core.config import ModelConfig, TrainConfig
+from gan.training.losses import LOSSES, d_loss, g_loss
+from gan.training.models import build_discriminator, build_generator, load_generator
+from gan.training.step import GanStep, StepParts
+from gan.training.train import TrainOutputs, load_checkpoint, train
 
 MODEL = ModelConfig(arch="dcgan", channels=8, z_dim=16)
 CFG = TrainConfig(epochs=2, batch_size=32, checkpoint_every=5, log_flush_every=1, device="cpu")
@@ -161,7 +161,7 @@ def test_compiled_training_matches_eager(tiny_split, tmp_path, monkeypatch):
     the same drift on every CPU. What our code decides (which modules are compiled, the step
     through them, BatchNorm buffers, the saved module) is the same in both dtypes.
     """
-    import gan.train as gt
+    import gan.training.train as gt
 
     monkeypatch.setattr(gt, "build_generator", lambda cfg, shape, k=0: _float64(build_generator(cfg, shape, k)))
     monkeypatch.setattr(gt, "build_discriminator", lambda cfg, shape, k=0: _float64(build_discriminator(cfg, shape, k)))
@@ -190,7 +190,7 @@ def test_cuda_graph_setting_is_eager_and_identical_off_cuda(tiny_split, tmp_path
     """train.cuda_graph only applies to single-process CUDA training; elsewhere it says so and trains eagerly."""
     cfg = CFG.model_copy(update={"epochs": 1, "checkpoint_every": 0})
     train(MODEL, cfg, tiny_split, outputs(tmp_path / "eager"), progress_bar=False)
-    with caplog.at_level("INFO", logger="gan.train"):
+    with caplog.at_level("INFO", logger="gan.training.train"):
         train(
             MODEL, cfg.model_copy(update={"cuda_graph": True}), tiny_split, outputs(tmp_path / "g"), progress_bar=False
         )
@@ -206,7 +206,7 @@ def test_cuda_graph_step_replays_the_eager_update():
     two code paths part at a step that depends on the kernels (and TF32), so a fixed float32
     tolerance would pass or fail by GPU model.
     """
-    from gan.step import CudaGraphStep
+    from gan.training.step import CudaGraphStep
 
     def run(graphed: bool, nudge: bool = False) -> dict:
         torch.manual_seed(0)
@@ -263,7 +263,7 @@ def test_ddp_rank_takes_its_local_gpu_before_the_process_group_starts(configured
     assert calls == expected
 
     # ...and the device train() then trains on is that rank's GPU.
-    from gan.train import _init_distributed
+    from gan.training.train import _init_distributed
 
     monkeypatch.setattr(torch.distributed, "init_process_group", lambda backend, **_: None)
     monkeypatch.setattr(torch.distributed, "get_world_size", lambda: 2)
@@ -274,8 +274,8 @@ def test_ddp_rank_takes_its_local_gpu_before_the_process_group_starts(configured
 
 def test_summary_and_model_card_report_the_epochs_trained(tiny_split, tmp_path):
     """With train.max_seconds, the summary and the card give the epochs trained, not train.epochs."""
-    from gan.config import Params
-    from gan.export import model_card
+    from gan.core.config import Params
+    from gan.outputs.export import model_card
 
     def card(summary: dict) -> str:
         return model_card(Params(), {}, {}, summary, code="test")
@@ -331,7 +331,7 @@ PART_COMBOS = {
 def test_adaptive_augmentation_moves_p_with_ds_overfitting_signal(tiny_split, tmp_path):
     """ADA: p starts at 0 and moves by batch × 4 / (ada_kimg × 1000) every 4 steps, up while E[sign(D(real))] is
     above the target, down (not below 0) while under; logged per step."""
-    from gan.pictures import read_tsv_columns
+    from gan.outputs.pictures import read_tsv_columns
 
     cfg = CFG.model_copy(update={"augment": "translation", "ada_target": 0.6, "ada_kimg": 0.64})  # 0.2 a move
     out = outputs(tmp_path)
@@ -389,8 +389,8 @@ def test_ema_generator_is_the_saved_one_and_the_raw_one_stays_available(tiny_spl
 
 
 def test_parts_that_cannot_run_are_refused_with_the_reason(tiny_split, tmp_path):
-    from gan.config import ConfigError
-    from gan.splits import UNLABELED
+    from gan.core.config import ConfigError
+    from gan.core.splits import UNLABELED
 
     unlabeled = tmp_path / "unlabeled.npz"
     with np.load(tiny_split) as z:
@@ -415,7 +415,7 @@ class ScriptedProbe:
 
 def _probe_at_steps(monkeypatch, probe: ScriptedProbe) -> None:
     """Tell the scripted probe which step it is scoring (QualityTracker.record is called with the step)."""
-    import gan.train as gt
+    import gan.training.train as gt
 
     record = gt.QualityTracker.record
 
@@ -518,7 +518,7 @@ def test_patience_survives_an_interruption(tiny_split, tmp_path, monkeypatch):
 
 
 def test_length_in_kimg_and_the_auto_plan(tiny_split, tmp_path):
-    from gan.length import auto_kimg, plan
+    from gan.core.length import auto_kimg, plan
 
     r = train(MODEL, CFG.model_copy(update={"epochs": 0, "kimg": 0.5}), tiny_split, outputs(tmp_path),
               progress_bar=False)  # fmt: skip
@@ -532,7 +532,7 @@ def test_length_in_kimg_and_the_auto_plan(tiny_split, tmp_path):
 
 
 def test_scoring_during_training_needs_a_probe(tiny_split, tmp_path):
-    from gan.config import ConfigError
+    from gan.core.config import ConfigError
 
     with pytest.raises(ConfigError, match="train.eval_every > 0 needs a quality probe"):  # auto: runs without
         train(MODEL, CFG.model_copy(update={"eval_every": 5}), tiny_split, outputs(tmp_path), progress_bar=False)
@@ -541,8 +541,8 @@ def test_scoring_during_training_needs_a_probe(tiny_split, tmp_path):
 def test_the_quality_probe_scores_g_on_fixed_noise_in_the_extractors_features():
     """QualityProbe: the FD of G's samples to the real statistics, on the same z every call, G's mode restored, the
     global RNG untouched; a conditional G is asked for every class equally often."""
-    from gan.metrics import feature_stats, frechet_distance
-    from gan.probe import QualityProbe
+    from gan.evaluation.metrics import feature_stats, frechet_distance
+    from gan.evaluation.probe import QualityProbe
 
     def pooled(images_u8):  # a stand-in extractor: 4×4 average-pooled pixels
         x = torch.nn.functional.avg_pool2d(images_u8.float(), 7).flatten(1)
@@ -556,9 +556,9 @@ def test_the_quality_probe_scores_g_on_fixed_noise_in_the_extractors_features():
     rng = torch.get_rng_state()
     first = probe(G)
     assert probe(G) == first and G.training and torch.equal(torch.get_rng_state(), rng)
-    from gan.probe import PROBE_SEED
-    from gan.sampling import sample_batches
-    from gan.tensors import to_uint8
+    from gan.core.tensors import to_uint8
+    from gan.evaluation.probe import PROBE_SEED
+    from gan.training.sampling import sample_batches
 
     fake = torch.cat([to_uint8(b).cpu() for b in sample_batches(G, 100, PROBE_SEED, 40)])
     assert first == pytest.approx(frechet_distance(*feature_stats(pooled(fake)[0]), mu, sigma))

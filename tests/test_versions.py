@@ -17,10 +17,10 @@ from pathlib import Path
 import pytest
 import yaml
 
-from gan import gitrepo, versions
-from gan.champion import promote
-from gan.paths import Paths
-from gan.restore import RestoreError, restore
+from gan.core.paths import Paths
+from gan.lifecycle import gitrepo, versions
+from gan.lifecycle.champion import promote
+from gan.lifecycle.restore import RestoreError, restore
 
 from .conftest import REPO, run
 
@@ -110,7 +110,7 @@ def test_pipeline_files_of_this_repository():
         "dvc.lock", "params.yaml",
     ]  # fmt: skip
     inputs = versions.stage_inputs(REPO)
-    assert "dvc.yaml" in inputs and "gan/train.py" in inputs
+    assert "dvc.yaml" in inputs and "gan/training/train.py" in inputs
     assert not [p for p in inputs if p.startswith("data/")]  # outputs of other stages are not git's
 
 
@@ -440,7 +440,7 @@ def test_restore_errors_name_the_problem(mini, tmp_path):
 
 
 def test_dvc_diff_against_a_recorded_run(mini):
-    from gan.rundiff import diff_against, markdown
+    from gan.lifecycle.rundiff import diff_against, markdown
 
     repro(mini)
     rec = versions.record_run(mini, "r1", versions.params_digest(mini), ROW)

@@ -1,0 +1,1 @@
+"""Settings, paths, errors and small helpers every layer uses."""

@@ -1,0 +1,1 @@
+"""Getting images: sources, downloads, archives, readers, and preparing them into arrays."""

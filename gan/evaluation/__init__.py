@@ -1,0 +1,1 @@
+"""Scoring a generator: feature extractors, metrics, memorisation, the evaluate stage."""

@@ -1,0 +1,1 @@
+"""What a trained generator produces for people: samples, pictures, exports."""

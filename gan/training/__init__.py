@@ -1,0 +1,1 @@
+"""The networks, their losses and regularisers, the training step and loop."""
