@@ -23,10 +23,9 @@ import torch
 
 from gan.core.errors import PipelineError
 from gan.core.splits import load_split
-from gan.core.tensors import to_uint8
 from gan.evaluation.features import ExtractorFiles, NoExtractor, build_extractors
 from gan.evaluation.metrics import feature_stats, frechet_distance
-from gan.training.sampling import requested_labels, sample_batches
+from gan.training.sampling import requested_labels, sample_uint8
 
 PROBE_SEED = 20_240_601  # the probe's own noise: the same z at every probe
 
@@ -46,7 +45,7 @@ class QualityProbe:
     def __call__(self, G: torch.nn.Module) -> float:
         was_training = G.training
         labels = requested_labels(self.n, G.num_classes) if getattr(G, "num_classes", 0) else None
-        fake = torch.cat([to_uint8(b).cpu() for b in sample_batches(G, self.n, PROBE_SEED, self.batch_size, labels)])
+        fake = sample_uint8(G, self.n, PROBE_SEED, self.batch_size, labels)
         G.train(was_training)
         features, _ = self.extractor(fake)
         return frechet_distance(*feature_stats(features), self.real_mu, self.real_sigma)

@@ -21,18 +21,18 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from torchvision.utils import save_image
 
 from gan.core import atomic
 from gan.core.config import ExportConfig, Params
 from gan.core.length import describe_trained
+from gan.core.pngs import write_grid, write_png
 from gan.core.splits import describe_shape, shape_text
 from gan.core.tensors import from_uint8, to_uint8
 from gan.evaluation.classifier import NoClassifier, load_classifier, predict
 from gan.evaluation.evaluate import summary_rows
 from gan.outputs.pictures import class_grid, closest_pairs_picture, training_curves
 from gan.training.models import load_generator
-from gan.training.sampling import requested_labels, sample_batches
+from gan.training.sampling import requested_labels, sample_batches, sample_uint8
 
 CLASS_GRID_PER_CLASS = 8
 CLASS_GRID_DRAWS = 2000  # samples classified to fill the per-class rows
@@ -50,11 +50,6 @@ def code_version(repo: Path = Path(".")) -> str:
         return rev + (" (with uncommitted changes)" if dirty else "")
     except (OSError, subprocess.CalledProcessError):
         return "unknown (not a git checkout)"
-
-
-def _save_png(images: torch.Tensor, path: Path, nrow: int = 8) -> None:
-    with atomic.atomic_path(path) as tmp:
-        save_image(images, tmp, nrow=nrow, normalize=True, value_range=(-1, 1), format="png")
 
 
 def _trace_inputs(G: torch.nn.Module, n: int) -> tuple[torch.Tensor, ...]:
@@ -182,18 +177,15 @@ def export(
     G, _ = load_generator(generator_path)
     if G.num_classes:  # one row of 8 per class
         rows = torch.arange(G.num_classes).repeat_interleave(8)
-        grid = next(sample_batches(G, len(rows), cfg.seed, len(rows), rows)).cpu()
+        grid = sample_uint8(G, len(rows), cfg.seed, len(rows), rows)
     else:
-        grid = next(sample_batches(G, 64, cfg.seed, 64)).cpu()
-    _save_png(grid, out_dir / "grid.png")
+        grid = sample_uint8(G, 64, cfg.seed, 64)
+    write_grid(grid, out_dir / "grid.png", nrow=8)
 
     png_dir = out_dir / "png"
     png_dir.mkdir(exist_ok=True)
-    i = 0
-    for batch in sample_batches(G, cfg.n_png, cfg.seed + 1, 256):
-        for img in batch.cpu():
-            _save_png(img, png_dir / f"{i:05d}.png")
-            i += 1
+    for i, img in enumerate(sample_uint8(G, cfg.n_png, cfg.seed + 1, 256)):
+        write_png(img, png_dir / f"{i:05d}.png")
 
     c, h, w = G.image_shape
     images = np.empty((cfg.n_npz, h, w, c), dtype=np.uint8)  # NHWC
@@ -249,7 +241,7 @@ def _pictures(G: torch.nn.Module, cfg: ExportConfig, out_dir: Path, classifier_p
     except NoClassifier:
         model = None
     if model is not None and classes:
-        u8 = torch.cat([to_uint8(b).cpu() for b in sample_batches(G, CLASS_GRID_DRAWS, cfg.seed + 3, 500)])
+        u8 = sample_uint8(G, CLASS_GRID_DRAWS, cfg.seed + 3, 500)
         if G.num_classes:
             rows = requested_labels(CLASS_GRID_DRAWS, G.num_classes).numpy()
         else:

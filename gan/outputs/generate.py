@@ -9,7 +9,6 @@ earlier samples.
 
 from __future__ import annotations
 
-import math
 import pickle
 import re
 import secrets
@@ -18,18 +17,15 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image
-from torchvision.utils import make_grid
 
 from gan.core import atomic
 from gan.core.config import ConfigError
 from gan.core.errors import PipelineError
+from gan.core.pngs import PNG_CHANNELS, grid, write_png
 from gan.core.tensors import resolve_device, to_uint8
 from gan.training.models import load_generator
-from gan.training.sampling import requested_labels, sample_batches
+from gan.training.sampling import requested_labels, sample_uint8
 
-GRID_PADDING = 2  # pixels between (and around) the images of a grid PNG
-PNG_CHANNELS = (1, 3)  # grey or RGB
 SAMPLE_NAME = re.compile(r"\d{6}\.png")  # the files of a folder of samples: 000000.png, 000001.png, ...
 PARALLEL_EPS = 1e-6  # slerp falls back to lerp where sin(angle between the latents) is below this
 
@@ -100,7 +96,7 @@ def draw(G: torch.nn.Module, n: int, seed: int, label: int | None = None, batch_
     check_count(n)
     check_label(G, label)
     labels = None if label is None else torch.full((n,), label, dtype=torch.long)
-    return torch.cat([to_uint8(b).cpu() for b in sample_batches(G, n, seed, batch_size, labels)])
+    return sample_uint8(G, n, seed, batch_size, labels)
 
 
 def draw_labels(G: torch.nn.Module, n: int, label: int | None = None) -> torch.Tensor | None:
@@ -155,24 +151,6 @@ def interpolation_strip(G: torch.nn.Module, steps: int, seed: int, label: int | 
 # --- writing ---
 
 
-def _png_array(image: torch.Tensor) -> np.ndarray:
-    """uint8 C×H×W -> what PIL saves as a grey (C = 1: H×W) or RGB (C = 3: H×W×3) PNG."""
-    return image[0].numpy() if image.shape[0] == 1 else image.permute(1, 2, 0).contiguous().numpy()
-
-
-def _write_png(image: torch.Tensor, path: Path) -> None:
-    with atomic.atomic_path(path) as tmp:
-        Image.fromarray(_png_array(image)).save(tmp, format="PNG")
-
-
-def grid(images: torch.Tensor, nrow: int | None = None) -> torch.Tensor:
-    """uint8 N×C×H×W -> one uint8 C×H'×W' grid (torchvision make_grid, `nrow` images a row, default ceil(sqrt(N)),
-    GRID_PADDING black pixels between and around); grey stays one channel."""
-    nrow = nrow or math.ceil(math.sqrt(len(images)))
-    g = make_grid(images, nrow=nrow, padding=GRID_PADDING)
-    return g[: images.shape[1]]  # make_grid repeats a grey channel three times
-
-
 def _write_folder(images: torch.Tensor, out: Path) -> list[Path]:
     """000000.png, ... in a new folder beside `out`, then renamed onto it (an old `out` is replaced whole)."""
     tmp = out.parent / f".{out.name}.{secrets.token_hex(4)}.tmp"
@@ -180,7 +158,7 @@ def _write_folder(images: torch.Tensor, out: Path) -> list[Path]:
     tmp.mkdir()
     try:
         for i, image in enumerate(images):
-            _write_png(image, tmp / f"{i:06d}.png")
+            write_png(image, tmp / f"{i:06d}.png")
         atomic.replace_dir(tmp, out)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
@@ -210,7 +188,7 @@ def write_images(
             np.savez(f, **arrays)
         return [out]
     if fmt == "png":
-        _write_png(grid(images, nrow), out)
+        write_png(grid(images, nrow), out)
         return [out]
     return _write_folder(images, out)
 

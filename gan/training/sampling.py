@@ -6,6 +6,8 @@ from collections.abc import Iterator
 
 import torch
 
+from gan.core.tensors import to_uint8
+
 
 def requested_labels(n: int, num_classes: int) -> torch.Tensor:
     """The classes a conditional G is asked for: 0, 1, ..., K-1, 0, 1, ... (every class equally often)."""
@@ -33,3 +35,10 @@ def sample_batches(
             yield G(z.to(device), labels[start : start + m].to(device)).clamp_(-1, 1)
         else:
             yield G(z.to(device)).clamp_(-1, 1)
+
+
+def sample_uint8(
+    G: torch.nn.Module, n: int, seed: int, batch_size: int = 500, labels: torch.Tensor | None = None
+) -> torch.Tensor:
+    """`sample_batches`' images as one uint8 N×C×H×W tensor on the CPU (`gan.core.tensors.to_uint8`)."""
+    return torch.cat([to_uint8(b).cpu() for b in sample_batches(G, n, seed, batch_size, labels)])
