@@ -100,10 +100,10 @@ def models(name: str, baseline: bool) -> tuple[nn.Module, nn.Module, int]:
         D.apply(dcgan_init)
         return G, D, 64
     cfg = ModelConfig()  # the project's default model
-    D = build_discriminator(cfg)
+    D = build_discriminator(cfg, (1, 28, 28))
     if baseline:
         D = nn.Sequential(D, nn.Sigmoid())
-    return build_generator(cfg), D, 28
+    return build_generator(cfg, (1, 28, 28)), D, 28
 
 
 def torchvision_root(tmp: Path) -> Path:

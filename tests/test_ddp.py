@@ -75,7 +75,7 @@ def _one_step_setup(ulps: int = 0):
     """G, D, their Adam optimisers (the trainer's settings) and a fixed batch of images and noise; `ulps` = ±1
     moves every input one ulp up or down, to measure how far float rounding alone moves the result."""
     torch.manual_seed(0)
-    G, D = build_generator(ONE_STEP_MODEL), build_discriminator(ONE_STEP_MODEL)
+    G, D = build_generator(ONE_STEP_MODEL, (1, 28, 28)), build_discriminator(ONE_STEP_MODEL, (1, 28, 28))
     cfg = TrainConfig()
     opt_g = torch.optim.Adam(G.parameters(), lr=cfg.lr_g, betas=(cfg.beta1, cfg.beta2))
     opt_d = torch.optim.Adam(D.parameters(), lr=cfg.lr_d, betas=(cfg.beta1, cfg.beta2))

@@ -269,7 +269,7 @@ def test_full_disk_clear_error_previous_output_intact(small_disk):
     from gan.training.models import build_generator
 
     with pytest.raises(OSError) as info:
-        save_generator(target, build_generator(big), big, {})  # ~3 MB onto a full disk
+        save_generator(target, build_generator(big, (1, 28, 28)), big, {})  # ~3 MB onto a full disk
     msg = str(info.value)
     assert f"cannot write {target}" in msg and "No space left on device" in msg and "previous version is intact" in msg
     assert target.read_bytes() == b"the previous model"

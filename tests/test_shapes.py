@@ -280,7 +280,7 @@ def test_images_of_another_shape_are_refused_saying_what_was_expected(stages, tm
         )
     msg = str(err.value)
     assert msg.startswith("expected 3×32×32 images (the prepared data's shape") and msg.endswith("got 1×28×28")
-    save_generator(tmp_path / "g28.pt", build_generator(MODEL), MODEL, {})
+    save_generator(tmp_path / "g28.pt", build_generator(MODEL, (1, 28, 28)), MODEL, {})
     with pytest.raises(ImageShapeError, match=r"g28.pt makes 1×28×28 images, but .* holds 3×32×32"):
         evaluate(EVAL, tmp_path / "g28.pt", _files(s["classifier"]), s["ref"], tmp_path / "m.json", device="cpu")
     # the classifier extractor checks too (a reference built without the shape, or a classifier of other data)

@@ -120,7 +120,7 @@ def test_gan_step_is_the_textbook_update_without_wasted_d_gradients(arch):
     for textbook in (True, False):
         torch.manual_seed(0)
         cfg = MODEL.model_copy(update={"arch": arch})
-        G, D = build_generator(cfg), build_discriminator(cfg)
+        G, D = build_generator(cfg, (1, 28, 28)), build_discriminator(cfg, (1, 28, 28))
         opt_g, opt_d = torch.optim.Adam(G.parameters(), 1e-3), torch.optim.Adam(D.parameters(), 5e-4)
         gen = torch.Generator().manual_seed(1)
         for _ in range(4):
@@ -210,7 +210,10 @@ def test_cuda_graph_step_replays_the_eager_update():
 
     def run(graphed: bool, nudge: bool = False) -> dict:
         torch.manual_seed(0)
-        G, D = build_generator(MODEL).cuda().double(), build_discriminator(MODEL).cuda().double()
+        G, D = (
+            build_generator(MODEL, (1, 28, 28)).cuda().double(),
+            build_discriminator(MODEL, (1, 28, 28)).cuda().double(),
+        )
         opt_g = torch.optim.Adam(G.parameters(), lr=1e-3, betas=(0.5, 0.999), capturable=True)
         opt_d = torch.optim.Adam(D.parameters(), lr=1e-3, betas=(0.5, 0.999), capturable=True)
         eager = GanStep(G, D, opt_g, opt_d, StepParts(LOSSES["ns"]), torch.Generator(device="cuda"))
@@ -552,7 +555,7 @@ def test_the_quality_probe_scores_g_on_fixed_noise_in_the_extractors_features():
     mu, sigma = feature_stats(pooled(real)[0])
     probe = QualityProbe("pooled", pooled, mu, sigma, n=100, batch_size=40)
     torch.manual_seed(0)
-    G = build_generator(MODEL).train()
+    G = build_generator(MODEL, (1, 28, 28)).train()
     rng = torch.get_rng_state()
     first = probe(G)
     assert probe(G) == first and G.training and torch.equal(torch.get_rng_state(), rng)
@@ -562,7 +565,7 @@ def test_the_quality_probe_scores_g_on_fixed_noise_in_the_extractors_features():
 
     fake = torch.cat([to_uint8(b).cpu() for b in sample_batches(G, 100, PROBE_SEED, 40)])
     assert first == pytest.approx(frechet_distance(*feature_stats(pooled(fake)[0]), mu, sigma))
-    cond = build_generator(MODEL.model_copy(update={"conditional": True}), num_classes=4)
+    cond = build_generator(MODEL.model_copy(update={"conditional": True}), (1, 28, 28), num_classes=4)
     asked = []
     cond.register_forward_pre_hook(lambda _, args: asked.append(args[1]))
     probe(cond)
