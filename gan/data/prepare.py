@@ -227,175 +227,255 @@ def prepare_source(
     cache_dir: Path,
     workers: int | None = None,
 ) -> dict:
+    """The five steps of the module doc, for any source `reader` lists; returns the summary + "run"."""
     started = time.perf_counter()
     workers = max(1, workers or os.cpu_count() or 1)
+
+    # ---- 1. read
     src = reader(raw_dir, data)
-    n, res = len(src.names), image_resolution(data)
-    if not n:
-        others = ", ".join(p for p, _, _ in src.set_aside[:3])
-        raise PrepareError(
-            f"{raw_dir}: no image files ({len(src.set_aside)} other files: {others}); image names end in .png, .jpg, "
-            ".webp, ...: check data.source"
-        )
-    variants = (data.channels,) if data.channels else (src.native_channels,) if src.native_channels else (1, 3)
-    bg = (data.background[0], data.background[1], data.background[2])
-    targets = tuple(Target(res, c, data.crop, data.resize_filter, bg) for c in variants)
+    _require_images(src, raw_dir)
+    targets = _targets(src, data)
     cache_dir.mkdir(parents=True, exist_ok=True)
     for stale in cache_dir.glob(".prepare-*"):  # temp folders of a run that was killed
         shutil.rmtree(stale, ignore_errors=True)
-    bad: dict[int, tuple[str, str]] = {}  # item -> (reason, detail)
 
     with (
         _Workers(workers) as pool,
         _DecodeCache(cache_dir / CACHE_FILE, targets) as cache,
         tempfile.TemporaryDirectory(dir=cache_dir, prefix=".prepare-") as tmp,
     ):
-        # ---- content keys: each file's SHA-256 (what the decode cache is keyed by)
-        keys: list[str | None] = [None] * n
-        if src.hash is not None:
-            for ids, results in pool.map_chunks(src.hash, src.payload, list(range(n))):
-                for i, key in zip(ids, results, strict=True):
-                    if isinstance(key, str):
-                        keys[i] = key
-                    else:
-                        bad[i] = key
+        # ---- 2. hash and decode
+        keys, bad = _content_keys(src, pool)
+        decoded = _decode(src, targets, keys, bad, pool, cache, Path(tmp))
 
-        # ---- decode what the cache does not hold, into one memory-mapped array per channel variant
-        store = [np.lib.format.open_memmap(Path(tmp, f"{c}.npy"), "w+", np.uint8, (n, c, res, res)) for c in variants]
-        ok, colour = np.zeros(n, bool), np.zeros(n, bool)
+        # ---- 3. choose
+        chosen = _choose(src, data, decoded)
 
-        def keep(i: int, d: Decoded) -> None:
-            for arr, im in zip(store, d.arrays, strict=True):
-                arr[i] = im
-            ok[i], colour[i] = True, d.colour
+        # ---- 4. check
+        skipped, reasons, n_bad, n_files = _unused(src, bad, chosen.duplicate_of)
+        _check_usable(data, raw_dir, out_dir, cache_dir, skipped, reasons, n_bad, n_files, decoded, chosen)
 
-        todo, from_cache = [], 0
-        for i in range(n):
-            hit = cache.get(keys[i]) if keys[i] and i not in bad else None
-            if hit is not None:
-                keep(i, hit)
-                from_cache += 1
-            elif i not in bad:
-                todo.append(i)
-        decode = functools.partial(src.decode, targets=targets)
-        for ids, results in pool.map_chunks(decode, src.payload, todo):
-            for i, result in zip(ids, results, strict=True):
-                if isinstance(result, Decoded):
-                    keep(i, result)
-                    if keys[i]:
-                        cache.put(keys[i], result)
-                else:
-                    bad[i] = result
-            cache.commit()
-
-        # ---- channels, split, duplicates, limits
-        channels = variants[0] if len(variants) == 1 else 3 if colour[ok].any() else 1
-        images = store[variants.index(channels)]
-        usable = [int(i) for i in np.flatnonzero(ok)]
-        digests = {i: pixel_digest(images[i]) for i in usable} if src.dedupe or src.splits is None else {}
-        split = src.splits
-        if split is None:  # keyed by the 3-channel decode when there is one: stable if the channel choice flips
-            by_content = store[-1]
-            split = np.zeros(n, np.int8)
-            for i in usable:
-                key = digests[i] if by_content is images else pixel_digest(by_content[i])
-                split[i] = int(key[:16], 16) / 2**64 < data.test_fraction
-        duplicate_of: dict[int, int] = {}
-        if src.dedupe:
-            first: dict[str, int] = {}
-            for i in usable:
-                j = first.setdefault(digests[i], i)
-                if j != i:
-                    duplicate_of[i] = j
-        chosen = {}
-        for s, (name, limit) in enumerate(zip(SPLITS, (data.limit_train, data.limit_test), strict=True)):
-            idx = [i for i in np.flatnonzero(ok & (split == s)) if i not in duplicate_of]
-            chosen[name] = np.array(idx[:limit] if limit else idx, dtype=np.int64)
-
-        # ---- what was not used, and whether that is too much
-        skipped = sorted(
-            [(src.names[i], reason, detail) for i, (reason, detail) in bad.items()]
-            + [(src.names[i], "duplicate", f"the same pixels as {src.names[j]}, which is kept")
-               for i, j in duplicate_of.items()]
-            + src.set_aside
-        )  # fmt: skip
-        reasons = Counter(reason for _, reason, _ in skipped)
-        n_bad = sum(v for k, v in reasons.items() if k not in NOT_BAD)
-        n_files = n + n_bad - len(bad)  # the images, and the image files the reader set aside as bad
-        if n_bad > data.max_bad_fraction * n_files:
-            where = cache_dir / "skipped.csv"
-            atomic.write_bytes(where, _csv(skipped))
-            top = ", ".join(f"{k} {v}" for k, v in reasons.most_common() if k not in NOT_BAD)
-            raise PrepareError(
-                f"{raw_dir}: {n_bad} of {n_files} image files cannot be used ({n_bad / max(n_files, 1):.1%}: {top}), "
-                f"more than data.max_bad_fraction = {data.max_bad_fraction}; the list is in {where}. Fix or remove "
-                f"those files, or raise data.max_bad_fraction to train without them. {out_dir} was left as it was."
-            )
-        for name, idx in chosen.items():
-            if not len(idx):
-                raise PrepareError(
-                    f"{raw_dir}: no image in the {name} split ({int(ok.sum())} usable images, "
-                    f"{len(duplicate_of)} duplicates, data.test_fraction = {data.test_fraction}, "
-                    f"data.limit_{name} = {getattr(data, f'limit_{name}')}); add images, or change those settings"
-                )
-
-        # ---- write, all or nothing: every file goes to a temp name and is renamed only when all are written
-        summary = {
-            "dataset": data.dataset,
-            "source": data.source,
-            "shape": [channels, res, res],
-            "channels": channels,
-            "resolution": res,
-            "classes": list(src.classes),
-            "labeled": bool(src.classes),
-            "label_source": src.label_source,
-            "crop": data.crop,
-            "resize_filter": data.resize_filter,
-            "background": list(bg),
-            "split_rule": "official" if src.splits is not None else "content-hash",
-            "test_fraction": None if src.splits is not None else data.test_fraction,
-            "counts": {
-                "files": n_files,
-                "decoded": int(ok.sum()),
-                "bad": n_bad,
-                "duplicates": len(duplicate_of),
-                "ignored": reasons.get("ignored", 0),
-                "reasons": dict(sorted(reasons.items())),
-            },
-            "splits": {},
-        }
-        with contextlib.ExitStack() as stack:
-            temp = {
-                name: stack.enter_context(atomic.atomic_path(out_dir / name))
-                for name in ("summary.json", "skipped.csv", "test.npz", "train.npz")
-            }  # renamed in reverse order on success: the summary last
-            for name, idx in chosen.items():
-                labels = src.labels[idx]
-                sha_images = _write_npz(temp[f"{name}.npz"], images, idx, labels)
-                counts = np.bincount(labels[labels >= 0], minlength=len(src.classes))
-                summary["splits"][name] = {
-                    "n": len(idx),
-                    "shape": [channels, res, res],
-                    "counts_per_class": {c: int(k) for c, k in zip(src.classes, counts, strict=False)},
-                    "sha256_images": sha_images,
-                    "sha256_labels": hashlib.sha256(labels.tobytes()).hexdigest(),
-                }
-            temp["skipped.csv"].write_bytes(_csv(skipped))
-            temp["summary.json"].write_text(json.dumps(summary, indent=2) + "\n")
+        # ---- 5. write
+        summary = _summary(data, src, targets, chosen, reasons, n_bad, n_files, decoded)
+        _write_outputs(out_dir, summary, src, chosen, skipped)
 
     run = {
-        "decoded_now": len(todo),
-        "from_cache": from_cache,
+        "decoded_now": decoded.decoded_now,
+        "from_cache": decoded.from_cache,
         "workers": workers,
         "seconds": round(time.perf_counter() - started, 3),
     }
     atomic.write_text(cache_dir / "last_run.json", json.dumps(run, indent=2) + "\n")
     log.info(
         "prepared %s: train %d, test %d, %s; %d skipped (%d bad, %d duplicates); decoded %d, %d from the cache, %.1f s",
-        data.dataset, len(chosen["train"]), len(chosen["test"]), "×".join(map(str, summary["shape"])),
-        len(skipped), n_bad, len(duplicate_of), run["decoded_now"], run["from_cache"], run["seconds"],
+        data.dataset, len(chosen.idx["train"]), len(chosen.idx["test"]), "×".join(map(str, summary["shape"])),
+        len(skipped), n_bad, len(chosen.duplicate_of), run["decoded_now"], run["from_cache"], run["seconds"],
     )  # fmt: skip
     return {**summary, "run": run}
+
+
+# ---- the steps
+
+
+def _require_images(src: Source, raw_dir: Path) -> None:
+    if not src.names:
+        others = ", ".join(p for p, _, _ in src.set_aside[:3])
+        raise PrepareError(
+            f"{raw_dir}: no image files ({len(src.set_aside)} other files: {others}); image names end in .png, .jpg, "
+            ".webp, ...: check data.source"
+        )
+
+
+def _targets(src: Source, data: DataConfig) -> tuple[Target, ...]:
+    """One decode target per channel count still possible: the setting's, the built-in's, else grey and RGB."""
+    variants = (data.channels,) if data.channels else (src.native_channels,) if src.native_channels else (1, 3)
+    bg = (data.background[0], data.background[1], data.background[2])
+    return tuple(Target(image_resolution(data), c, data.crop, data.resize_filter, bg) for c in variants)
+
+
+def _content_keys(src: Source, pool: _Workers) -> tuple[list[str | None], dict[int, tuple[str, str]]]:
+    """Each file's SHA-256 (what the decode cache is keyed by), and the items that could not be read."""
+    n = len(src.names)
+    keys: list[str | None] = [None] * n
+    bad: dict[int, tuple[str, str]] = {}  # item -> (reason, detail)
+    if src.hash is not None:
+        for ids, results in pool.map_chunks(src.hash, src.payload, list(range(n))):
+            for i, key in zip(ids, results, strict=True):
+                if isinstance(key, str):
+                    keys[i] = key
+                else:
+                    bad[i] = key
+    return keys, bad
+
+
+@dataclass
+class _Decoded:
+    store: list[np.ndarray]  # per target: memory-mapped uint8 N×C×H×W
+    ok: np.ndarray  # bool per item: decoded
+    colour: np.ndarray  # bool per item: the source image has colour
+    decoded_now: int
+    from_cache: int
+
+
+def _decode(src: Source, targets: tuple[Target, ...], keys: list[str | None], bad: dict[int, tuple[str, str]],
+            pool: _Workers, cache: _DecodeCache, tmp: Path) -> _Decoded:  # fmt: skip
+    """Every item not bad, from the cache or decoded now, into one memory-mapped array per target; the items that
+    fail to decode are added to `bad`."""
+    n, res = len(src.names), targets[0].resolution
+    store = [np.lib.format.open_memmap(tmp / f"{t.channels}.npy", "w+", np.uint8, (n, t.channels, res, res))
+             for t in targets]  # fmt: skip
+    ok, colour = np.zeros(n, bool), np.zeros(n, bool)
+
+    def keep(i: int, d: Decoded) -> None:
+        for arr, im in zip(store, d.arrays, strict=True):
+            arr[i] = im
+        ok[i], colour[i] = True, d.colour
+
+    todo, from_cache = [], 0
+    for i in range(n):
+        hit = cache.get(keys[i]) if keys[i] and i not in bad else None
+        if hit is not None:
+            keep(i, hit)
+            from_cache += 1
+        elif i not in bad:
+            todo.append(i)
+    decode = functools.partial(src.decode, targets=targets)
+    for ids, results in pool.map_chunks(decode, src.payload, todo):
+        for i, result in zip(ids, results, strict=True):
+            if isinstance(result, Decoded):
+                keep(i, result)
+                if keys[i]:
+                    cache.put(keys[i], result)
+            else:
+                bad[i] = result
+        cache.commit()
+    return _Decoded(store, ok, colour, len(todo), from_cache)
+
+
+@dataclass
+class _Chosen:
+    channels: int
+    images: np.ndarray  # the decoded array of that channel count
+    idx: dict[str, np.ndarray]  # split -> item indices written
+    duplicate_of: dict[int, int]  # item -> the earlier item with the same pixels
+
+
+def _choose(src: Source, data: DataConfig, decoded: _Decoded) -> _Chosen:
+    """The channel count, the split of each item, duplicates, then the limits."""
+    variants = [a.shape[1] for a in decoded.store]
+    ok = decoded.ok
+    channels = variants[0] if len(variants) == 1 else 3 if decoded.colour[ok].any() else 1
+    images = decoded.store[variants.index(channels)]
+    usable = [int(i) for i in np.flatnonzero(ok)]
+    digests = {i: pixel_digest(images[i]) for i in usable} if src.dedupe or src.splits is None else {}
+    split = src.splits
+    if split is None:  # keyed by the 3-channel decode when there is one: stable if the channel choice flips
+        by_content = decoded.store[-1]
+        split = np.zeros(len(src.names), np.int8)
+        for i in usable:
+            key = digests[i] if by_content is images else pixel_digest(by_content[i])
+            split[i] = int(key[:16], 16) / 2**64 < data.test_fraction
+    duplicate_of: dict[int, int] = {}
+    if src.dedupe:
+        first: dict[str, int] = {}
+        for i in usable:
+            j = first.setdefault(digests[i], i)
+            if j != i:
+                duplicate_of[i] = j
+    idx = {}
+    for s, (name, limit) in enumerate(zip(SPLITS, (data.limit_train, data.limit_test), strict=True)):
+        kept = [i for i in np.flatnonzero(ok & (split == s)) if i not in duplicate_of]
+        idx[name] = np.array(kept[:limit] if limit else kept, dtype=np.int64)
+    return _Chosen(channels, images, idx, duplicate_of)
+
+
+def _unused(src: Source, bad: dict[int, tuple[str, str]], duplicate_of: dict[int, int]
+            ) -> tuple[list[tuple[str, str, str]], Counter, int, int]:  # fmt: skip
+    """skipped.csv's rows, the count per reason, the bad files and all files (images and files set aside as bad)."""
+    skipped = sorted(
+        [(src.names[i], reason, detail) for i, (reason, detail) in bad.items()]
+        + [(src.names[i], "duplicate", f"the same pixels as {src.names[j]}, which is kept")
+           for i, j in duplicate_of.items()]
+        + src.set_aside
+    )  # fmt: skip
+    reasons = Counter(reason for _, reason, _ in skipped)
+    n_bad = sum(v for k, v in reasons.items() if k not in NOT_BAD)
+    n_files = len(src.names) + n_bad - len(bad)  # the images, and the image files the reader set aside as bad
+    return skipped, reasons, n_bad, n_files
+
+
+def _check_usable(data: DataConfig, raw_dir: Path, out_dir: Path, cache_dir: Path, skipped: list, reasons: Counter,
+                  n_bad: int, n_files: int, decoded: _Decoded, chosen: _Chosen) -> None:  # fmt: skip
+    """Too many bad files or an empty split stop the stage, before anything in `out_dir` is touched."""
+    if n_bad > data.max_bad_fraction * n_files:
+        where = cache_dir / "skipped.csv"
+        atomic.write_bytes(where, _csv(skipped))
+        top = ", ".join(f"{k} {v}" for k, v in reasons.most_common() if k not in NOT_BAD)
+        raise PrepareError(
+            f"{raw_dir}: {n_bad} of {n_files} image files cannot be used ({n_bad / max(n_files, 1):.1%}: {top}), "
+            f"more than data.max_bad_fraction = {data.max_bad_fraction}; the list is in {where}. Fix or remove "
+            f"those files, or raise data.max_bad_fraction to train without them. {out_dir} was left as it was."
+        )
+    for name, idx in chosen.idx.items():
+        if not len(idx):
+            raise PrepareError(
+                f"{raw_dir}: no image in the {name} split ({int(decoded.ok.sum())} usable images, "
+                f"{len(chosen.duplicate_of)} duplicates, data.test_fraction = {data.test_fraction}, "
+                f"data.limit_{name} = {getattr(data, f'limit_{name}')}); add images, or change those settings"
+            )
+
+
+def _summary(data: DataConfig, src: Source, targets: tuple[Target, ...], chosen: _Chosen, reasons: Counter,
+             n_bad: int, n_files: int, decoded: _Decoded) -> dict:  # fmt: skip
+    """summary.json without its per-split entries (`_write_outputs` adds them): the data and settings only."""
+    res, channels = targets[0].resolution, chosen.channels
+    return {
+        "dataset": data.dataset,
+        "source": data.source,
+        "shape": [channels, res, res],
+        "channels": channels,
+        "resolution": res,
+        "classes": list(src.classes),
+        "labeled": bool(src.classes),
+        "label_source": src.label_source,
+        "crop": data.crop,
+        "resize_filter": data.resize_filter,
+        "background": list(targets[0].background),
+        "split_rule": "official" if src.splits is not None else "content-hash",
+        "test_fraction": None if src.splits is not None else data.test_fraction,
+        "counts": {
+            "files": n_files,
+            "decoded": int(decoded.ok.sum()),
+            "bad": n_bad,
+            "duplicates": len(chosen.duplicate_of),
+            "ignored": reasons.get("ignored", 0),
+            "reasons": dict(sorted(reasons.items())),
+        },
+        "splits": {},
+    }
+
+
+def _write_outputs(out_dir: Path, summary: dict, src: Source, chosen: _Chosen, skipped: list) -> None:
+    """All or nothing: every file goes to a temp name and is renamed only when all are written (the summary last)."""
+    shape = summary["shape"]
+    with contextlib.ExitStack() as stack:
+        temp = {
+            name: stack.enter_context(atomic.atomic_path(out_dir / name))
+            for name in ("summary.json", "skipped.csv", "test.npz", "train.npz")
+        }  # renamed in reverse order on success: the summary last
+        for name, idx in chosen.idx.items():
+            labels = src.labels[idx]
+            sha_images = _write_npz(temp[f"{name}.npz"], chosen.images, idx, labels)
+            counts = np.bincount(labels[labels >= 0], minlength=len(src.classes))
+            summary["splits"][name] = {
+                "n": len(idx),
+                "shape": shape,
+                "counts_per_class": {c: int(k) for c, k in zip(src.classes, counts, strict=False)},
+                "sha256_images": sha_images,
+                "sha256_labels": hashlib.sha256(labels.tobytes()).hexdigest(),
+            }
+        temp["skipped.csv"].write_bytes(_csv(skipped))
+        temp["summary.json"].write_text(json.dumps(summary, indent=2) + "\n")
 
 
 # ---- output files
