@@ -1,8 +1,9 @@
 """Pictures people look at rather than read: the closest generated/training pairs, samples by class, and the
 training curves.
 
-Both are plain PNGs (RGB for RGB data, grey repeated to RGB) built from uint8 N×C×H×W images, so they render
-anywhere — in `data/samples/` and inlined in the Prefect report.
+All are plain PNGs, so they render anywhere — in `data/samples/` and inlined in the Prefect report. The image
+grids are tiles of the uint8 N×C×H×W images themselves (RGB for RGB data, grey repeated to RGB), pasted with PIL;
+the curves are matplotlib plots drawn by its Agg renderer on a figure of their own (no pyplot, no global backend).
 """
 
 from __future__ import annotations
@@ -11,6 +12,8 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
 from PIL import Image, ImageDraw
 
 from gan.core import atomic
@@ -78,8 +81,10 @@ def class_grid(images_u8: torch.Tensor, predicted: np.ndarray, classes: list[str
     return counts
 
 
-CURVE_COLOURS = ((31, 119, 180), (214, 39, 40), (44, 160, 44), (148, 103, 189))
-PANEL_W, PANEL_H, MARGIN = 560, 170, 44
+CURVE_COLOURS = ("tab:blue", "tab:red", "tab:green", "tab:purple")
+MARK_COLOUR = "#c80000"  # the snapshot kept
+PANEL_W, PANEL_H, MARGIN = 560, 170, 44  # px: each panel is (PANEL_W + 2 MARGIN) × (PANEL_H + 2 MARGIN)
+DPI = 100
 
 
 def _binned(x: np.ndarray, y: np.ndarray, bins: int) -> tuple[np.ndarray, np.ndarray]:
@@ -93,54 +98,56 @@ def _binned(x: np.ndarray, y: np.ndarray, bins: int) -> tuple[np.ndarray, np.nda
     return xs, ys
 
 
-def curves_picture(panels: list[tuple[str, dict[str, tuple[np.ndarray, np.ndarray]]]], path: str | Path,
-                   bins: int = 400, marks: dict[str, tuple[float, float, str]] | None = None) -> None:  # fmt: skip
-    """Line charts, one panel per (title, {series name: (x, y)}), stacked; each panel's y range fits its series and
-    is labelled with its min and max, the x axis with the first and last step. `marks`: {panel title: (x, y, label)}
-    draws a ringed point and a labelled vertical line there (e.g. the snapshot kept). Drawn with PIL: it shows
-    offline."""
-    marks = marks or {}
-    canvas = Image.new("RGB", (PANEL_W + 2 * MARGIN, len(panels) * (PANEL_H + 2 * MARGIN)), "white")
-    draw = ImageDraw.Draw(canvas)
-    for i, (title, series) in enumerate(panels):
-        top = i * (PANEL_H + 2 * MARGIN) + MARGIN
-        box = (MARGIN, top, MARGIN + PANEL_W, top + PANEL_H)
-        draw.rectangle(box, outline=(120, 120, 120))
-        binned = {name: _binned(np.asarray(x, float), np.asarray(y, float), bins) for name, (x, y) in series.items()}
-        finite = [v for _, y in binned.values() for v in y[np.isfinite(y)]]
-        xs = [v for x, _ in binned.values() for v in x]
-        draw.text((MARGIN, top - 30), title, fill="black")
-        x_pos = MARGIN + 6 * len(title) + 20
-        for k, name in enumerate(binned):
-            draw.text((x_pos, top - 30), f"— {name}", fill=CURVE_COLOURS[k % len(CURVE_COLOURS)])
-            x_pos += 6 * len(name) + 30
-        if not finite or not xs:
-            draw.text((MARGIN + 8, top + PANEL_H // 2), "no data", fill="black")
+def curves_figure(panels: list[tuple[str, dict[str, tuple[np.ndarray, np.ndarray]]]], bins: int = 400,
+                  marks: dict[str, tuple[float, float, str]] | None = None,
+                  ylabels: dict[str, str] | None = None) -> Figure:  # fmt: skip
+    """The matplotlib figure of `curves_picture`: one axes per panel, stacked, each with its title, ticks, the
+    x label "step", its y label from `ylabels` and a legend of its series. A figure of its own (no pyplot), so
+    drawing it changes no global state."""
+    marks, ylabels = marks or {}, ylabels or {}
+    fig = Figure(figsize=((PANEL_W + 2 * MARGIN) / DPI, max(len(panels), 1) * (PANEL_H + 2 * MARGIN) / DPI), dpi=DPI,
+                 layout="constrained")  # fmt: skip
+    axes = fig.subplots(max(len(panels), 1), 1, squeeze=False)[:, 0]
+    for ax, (title, series) in zip(axes, panels, strict=False):
+        ax.set_title(title, fontsize=10)
+        ax.set_xlabel("step", fontsize=9)
+        ax.set_ylabel(ylabels.get(title, ""), fontsize=9)
+        ax.tick_params(labelsize=8)
+        ax.grid(True, alpha=0.3)
+        drawn = False
+        for k, (name, (x, y)) in enumerate(series.items()):
+            bx, by = _binned(np.asarray(x, float), np.asarray(y, float), bins)
+            finite = np.isfinite(by)
+            if not finite.any():
+                continue
+            # a run of NaNs (e.g. r1 logged every 4th step) would break the line into dots: join the finite points
+            ax.plot(bx[finite], by[finite], color=CURVE_COLOURS[k % len(CURVE_COLOURS)], linewidth=1.5, label=name,
+                    marker="o" if finite.sum() == 1 else None)  # fmt: skip
+            drawn = True
+        if not drawn:
+            ax.text(0.5, 0.5, "no data", transform=ax.transAxes, ha="center", va="center")
             continue
-        lo, hi = min(finite), max(finite)
-        hi = hi if hi > lo else lo + 1.0
-        x0, x1 = min(xs), max(xs)
-        x1 = x1 if x1 > x0 else x0 + 1.0
-        draw.text((4, top - 6), f"{hi:.3g}", fill="black")
-        draw.text((4, top + PANEL_H - 6), f"{lo:.3g}", fill="black")
-        draw.text((MARGIN, top + PANEL_H + 4), f"step {x0:.0f}", fill="black")
-        draw.text((MARGIN + PANEL_W - 70, top + PANEL_H + 4), f"step {x1:.0f}", fill="black")
-        for k, (x, y) in enumerate(binned.values()):
-            colour = CURVE_COLOURS[k % len(CURVE_COLOURS)]
-            pts = [(MARGIN + (a - x0) / (x1 - x0) * PANEL_W, top + PANEL_H - (b - lo) / (hi - lo) * PANEL_H)
-                   for a, b in zip(x, y, strict=True) if np.isfinite(b)]  # fmt: skip
-            if len(pts) == 1:
-                draw.ellipse((pts[0][0] - 2, pts[0][1] - 2, pts[0][0] + 2, pts[0][1] + 2), fill=colour)
-            elif pts:
-                draw.line(pts, fill=colour, width=2)
         if title in marks:
             mx, my, label = marks[title]
-            px = MARGIN + (mx - x0) / (x1 - x0) * PANEL_W
-            py = top + PANEL_H - (min(max(my, lo), hi) - lo) / (hi - lo) * PANEL_H
-            draw.line([(px, top), (px, top + PANEL_H)], fill=(150, 150, 150), width=1)
-            draw.ellipse((px - 6, py - 6, px + 6, py + 6), outline=(200, 0, 0), width=3)
-            draw.text((min(px + 8, MARGIN + PANEL_W - 6 * len(label)), top + 4), label, fill=(200, 0, 0))
-    _save(canvas, path)
+            ax.axvline(mx, color="grey", linewidth=1)
+            ax.plot([mx], [my], linestyle="none", marker="o", markersize=11, markerfacecolor="none",
+                    markeredgecolor=MARK_COLOUR, markeredgewidth=2.5, label=label)  # fmt: skip
+        ax.legend(fontsize=8, loc="best")
+    return fig
+
+
+def curves_picture(panels: list[tuple[str, dict[str, tuple[np.ndarray, np.ndarray]]]], path: str | Path,
+                   bins: int = 400, marks: dict[str, tuple[float, float, str]] | None = None,
+                   ylabels: dict[str, str] | None = None) -> None:  # fmt: skip
+    """Line charts, one panel per (title, {series name: (x, y)}), stacked, as a PNG of (PANEL_W + 2 MARGIN) ×
+    n (PANEL_H + 2 MARGIN) px: axes with ticks, "step" on x, `ylabels[title]` on y, a legend per panel; each series
+    averaged over at most `bins` runs of points. `marks`: {panel title: (x, y, label)} rings the point, draws a
+    vertical line there and names it in the legend (e.g. the snapshot kept). Drawn by matplotlib's Agg renderer:
+    offline, fonts bundled."""
+    fig = curves_figure(panels, bins, marks, ylabels)
+    FigureCanvasAgg(fig)
+    with atomic.atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=DPI)
 
 
 def read_tsv_columns(path: str | Path) -> dict[str, np.ndarray]:
@@ -155,11 +162,14 @@ def read_tsv_columns(path: str | Path) -> dict[str, np.ndarray]:
 QUALITY_PANEL = "quality during training: FD to real training images (lower is better)"
 
 
-def training_curves(log_tsv: str | Path, quality_tsv: str | Path | None, path: str | Path,
-                    kept_step: int | None = None) -> None:  # fmt: skip
-    """data/train/log.tsv's losses and D's outputs per step, and the quality score of train.eval_every when there
-    is one, with the snapshot kept (`kept_step`) marked, as one picture (the DVC plots' data, drawn without the CDN
-    `dvc plots show` needs)."""
+YLABELS = {"losses": "loss", "mean sigmoid of D's outputs": "mean σ(D(x))", "penalties": "penalty",
+           QUALITY_PANEL: "FD"}  # fmt: skip
+
+
+def training_panels(log_tsv: str | Path, quality_tsv: str | Path | None, kept_step: int | None = None
+                    ) -> tuple[list[tuple[str, dict[str, tuple[np.ndarray, np.ndarray]]]], dict]:  # fmt: skip
+    """The panels and marks of `training_curves`: losses, D's outputs, the penalties where logged, and the quality
+    score where there is one, with the snapshot kept (`kept_step`) marked."""
     log_cols = read_tsv_columns(log_tsv)
     step = log_cols.get("step", np.zeros(0))
     panels = [
@@ -176,4 +186,13 @@ def training_curves(log_tsv: str | Path, quality_tsv: str | Path | None, path: s
         at = np.flatnonzero(quality["step"] == kept_step) if kept_step is not None else []
         if len(at):
             marks[QUALITY_PANEL] = (float(kept_step), float(quality["fd"][at[0]]), f"kept: step {kept_step}")
-    curves_picture(panels, path, marks=marks)
+    return panels, marks
+
+
+def training_curves(log_tsv: str | Path, quality_tsv: str | Path | None, path: str | Path,
+                    kept_step: int | None = None) -> None:  # fmt: skip
+    """data/train/log.tsv's losses and D's outputs per step, and the quality score of train.eval_every when there
+    is one, with the snapshot kept (`kept_step`) marked, as one picture (the DVC plots' data, drawn without the CDN
+    `dvc plots show` needs)."""
+    panels, marks = training_panels(log_tsv, quality_tsv, kept_step)
+    curves_picture(panels, path, marks=marks, ylabels=YLABELS)
