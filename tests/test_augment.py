@@ -5,9 +5,10 @@ from __future__ import annotations
 import pytest
 import torch
 
-from gan.training.augment import AUGMENT_FUNCTIONS, DiffAugment, diff_augment, rand_saturation
+from gan.core.config import AUGMENTS
+from gan.training.augment import AUGMENT_FUNCTIONS, diff_augment, rand_saturation
 
-ALL = ("color", "translation", "cutout")
+ALL = AUGMENTS  # every policy, in the config's order
 
 # The authors' DiffAugment_pytorch.py, verbatim, from mit-han-lab/data-efficient-gans at commit
 # 0b6339510be1e3859d360cbf464d0a425514a6b4 (BSD-2-Clause, Copyright (c) 2020 Shengyu Zhao, Zhijian Liu, Ji Lin,
@@ -296,11 +297,13 @@ def test_empty_and_unknown_policies():
     assert torch.equal(g.get_state(), state)  # nothing drawn
 
 
-def test_module_and_comma_string_match_the_function():
+def test_the_config_allows_exactly_the_implemented_policies():
+    assert tuple(AUGMENT_FUNCTIONS) == AUGMENTS == ("color", "translation", "cutout")
+
+
+def test_a_comma_string_is_the_tuple_of_its_policies():
     x = images((3, 3, 16, 16))
-    module = DiffAugment("color,translation,cutout", gen(5))
-    assert module.policies == ALL and "color" in repr(module)
-    assert torch.equal(module(x), diff_augment(x, ALL, gen(5)))
+    assert torch.equal(diff_augment(x, "color,translation,cutout", gen(5)), diff_augment(x, ALL, gen(5)))
     assert torch.equal(diff_augment(x, "color, cutout", gen(6)), diff_augment(x, ("color", "cutout"), gen(6)))
 
 

@@ -132,3 +132,45 @@ def test_augment_policies_are_normalised():
     p = load_params(REPO / "params.yaml", ["train.augment= color , cutout"])
     assert p.train.augment == "color,cutout" and p.train.augment_policies == ("color", "cutout")
     assert load_params(REPO / "params.yaml").train.augment_policies == ()
+
+
+def test_the_refusals_read_the_properties_of_the_loss_and_the_architecture(monkeypatch):
+    """Not the names: a loss with a gradient penalty, or an unconditional architecture, is refused whatever it is
+    called."""
+    from gan.core.architectures import ARCHITECTURES, LOSS_SPECS, ArchSpec, LossSpec
+
+    load_params(REPO / "params.yaml", ["train.compile=true", "train.loss=hinge", "model.conditional=true"])
+    monkeypatch.setitem(LOSS_SPECS, "hinge", LossSpec("hinge", "hinge", gradient_penalty=True))
+    monkeypatch.setitem(ARCHITECTURES, "dcgan", ArchSpec("dcgan", "dcgan", (28, 32, 64, 128), (1, 3), False))
+    with pytest.raises(ConfigError) as info:
+        load_params(REPO / "params.yaml", ["train.compile=true", "train.loss=hinge", "model.conditional=true"])
+    msg = str(info.value)
+    assert "train.compile with train.loss = 'hinge' (a gradient penalty)" in msg
+    assert "model.arch = 'dcgan' with model.conditional = true: dcgan is unconditional" in msg
+    with pytest.raises(ConfigError, match="train.cuda_graph with train.loss = 'hinge': the penalty's random"):
+        load_params(REPO / "params.yaml", ["train.cuda_graph=true", "train.loss=hinge"])
+
+
+@pytest.mark.parametrize(
+    "overrides, fragment",
+    [
+        (["train.compile=true", "train.loss=wgan-gp"], "train.compile with train.loss = 'wgan-gp' (a gradient"),
+        (["model.arch=fastgan", "data.resolution=32", "model.conditional=true"], "or model.arch = 'mlp' or 'dcgan'"),
+    ],
+)
+def test_loss_and_architecture_refusals_name_the_setting(overrides, fragment):
+    with pytest.raises(ConfigError, match="no stage was run") as info:
+        load_params(REPO / "params.yaml", overrides)
+    assert fragment in str(info.value)
+
+
+def test_compile_is_refused_on_several_processes():
+    """Under DDP, G's update scores the fakes with D's own module: a compiled DDP wrapper would leave it eager."""
+    from gan.core.config import TrainConfig, check_processes
+
+    check_processes(TrainConfig(compile=True), 1)
+    check_processes(TrainConfig(compile=False), 4)
+    with pytest.raises(ConfigError) as info:
+        check_processes(TrainConfig(compile=True), 2)
+    assert str(info.value).startswith("train.compile with 2 processes (torchrun --nproc_per_node = WORLD_SIZE = 2)")
+    assert "turn train.compile off, or train on one process" in str(info.value)

@@ -63,3 +63,14 @@ def test_the_registry_holds_every_configurable_loss():
 
     assert set(LOSSES) == set(get_args(TrainConfig.model_fields["loss"].annotation))
     assert LOSSES["ns"].d is d_loss and LOSSES["ns"].g is g_loss  # the textbook loss, unchanged
+
+
+def test_each_loss_carries_the_properties_of_its_spec():
+    from gan.core.architectures import LOSS_SPECS
+    from gan.training.losses import LOSSES
+
+    assert set(LOSSES) == set(LOSS_SPECS)
+    for name, loss in LOSSES.items():
+        assert loss.name == name and loss.spec is LOSS_SPECS[name]
+        assert loss.gradient_penalty == LOSS_SPECS[name].gradient_penalty == LOSS_SPECS[name].double_backward
+    assert [name for name, loss in LOSSES.items() if loss.gradient_penalty] == ["wgan-gp"]

@@ -3,6 +3,7 @@ import importlib.util
 import math
 import platform
 from pathlib import Path
+from typing import get_args
 
 import pytest
 import torch
@@ -10,8 +11,10 @@ import torch.nn.functional as F
 from torch import nn
 from torch.nn.utils import parametrize
 
-from gan.core.config import RESNET_RESOLUTIONS, ModelConfig
+from gan.core.architectures import ARCHITECTURES
+from gan.core.config import ModelConfig
 from gan.training.models import (
+    ARCH_BUILDERS,
     ConditionalBatchNorm2d,
     DBlock,
     DCGANDiscriminator,
@@ -23,6 +26,7 @@ from gan.training.models import (
     build_discriminator,
     build_generator,
     load_generator,
+    register,
     save_generator,
 )
 
@@ -35,7 +39,7 @@ pytestmark = pytest.mark.usefixtures("one_torch_thread")  # the machine is share
 @pytest.mark.parametrize("arch", ["mlp", "dcgan", "resnet"])
 def test_shapes_and_range(arch):
     cfg = ModelConfig(arch=arch, channels=16)
-    G, D = build_generator(cfg), build_discriminator(cfg)
+    G, D = build_generator(cfg, (1, 28, 28)), build_discriminator(cfg, (1, 28, 28))
     x = G(torch.randn(5, cfg.z_dim))
     assert x.shape == (5, 1, 28, 28)
     assert x.min() >= -1 and x.max() <= 1
@@ -43,10 +47,10 @@ def test_shapes_and_range(arch):
 
 
 def test_mlp_is_the_textbook_size():
-    G = MLPGenerator()
+    G = MLPGenerator(100, 128, (1, 28, 28))
     sizes = [(m.in_features, m.out_features) for m in G.modules() if isinstance(m, torch.nn.Linear)]
     assert sizes == [(100, 128), (128, 784)]
-    D = build_discriminator(ModelConfig(arch="mlp"))
+    D = build_discriminator(ModelConfig(arch="mlp"), (1, 28, 28))
     assert [(m.in_features, m.out_features) for m in D.modules() if isinstance(m, torch.nn.Linear)] == [
         (784, 128),
         (128, 1),
@@ -55,7 +59,7 @@ def test_mlp_is_the_textbook_size():
 
 def test_dcgan_init_is_normal_0_002_with_batchnorm():
     torch.manual_seed(0)
-    G = build_generator(ModelConfig(arch="dcgan", channels=64))
+    G = build_generator(ModelConfig(arch="dcgan", channels=64), (1, 28, 28))
     convs = [m.weight for m in G.modules() if isinstance(m, torch.nn.ConvTranspose2d)]
     w = torch.cat([c.flatten() for c in convs])
     assert abs(w.mean().item()) < 1e-3 and abs(w.std().item() - 0.02) < 1e-3
@@ -107,6 +111,59 @@ def test_unsupported_shapes_are_refused(arch, shape):
         with pytest.raises(ValueError, match="is not supported") as err:
             build(cfg, shape)
         assert str(err.value).startswith(f"image shape {shape!r} is not supported: ")
+
+
+# --- the registry: one spec (gan.core.architectures) and one registration per architecture ---
+
+
+def test_every_configurable_architecture_is_registered_and_built_at_every_size_it_supports():
+    configurable = set(get_args(ModelConfig.model_fields["arch"].annotation))
+    assert configurable == set(ARCHITECTURES) == set(ARCH_BUILDERS)
+    assert all(ARCH_BUILDERS[name].spec is ARCHITECTURES[name] for name in ARCHITECTURES)
+    for name, spec in ARCHITECTURES.items():  # test_shapes_follow_the_image_shape covers every supported shape
+        tested = {shape for arch, shape in SHAPES if arch == name}
+        assert tested, f"{name}: add its shapes to SHAPES"
+        if spec.resolutions is not None:
+            assert tested == {(c, r, r) for r in spec.resolutions for c in spec.channels}, name
+
+
+def test_registering_a_name_without_a_spec_is_refused():
+    with pytest.raises(ValueError, match="'stylegan' has no spec in gan.core.architectures"):
+        register("stylegan", build_generator, build_discriminator)
+    assert "stylegan" not in ARCH_BUILDERS
+
+
+@pytest.mark.parametrize("arch", list(ARCHITECTURES))
+def test_the_specs_properties_hold_for_the_built_models(arch):
+    spec = ARCHITECTURES[arch]
+    side = spec.resolutions[0] if spec.resolutions else 28
+    shape = (3, side, side)
+    cfg = ModelConfig(arch=arch, channels=4 if arch == "resnet" else 8, hidden=16, z_dim=8, conditional=True)
+    if spec.conditional:
+        assert build_generator(cfg, shape, 3).num_classes == build_discriminator(cfg, shape, 3).num_classes == 3
+    else:
+        for build in (build_generator, build_discriminator):
+            with pytest.raises(ValueError, match="is unconditional"):
+                build(cfg, shape, 3)
+    D = build_discriminator(cfg.model_copy(update={"conditional": False}), shape)
+    x = torch.zeros(2, *shape)
+    if spec.reconstructing_d:
+        logits, loss = D(x, quadrants=torch.tensor([0, 3]))
+        assert logits.shape == (2,) and loss.dim() == 0
+    else:
+        with pytest.raises(TypeError):
+            D(x, quadrants=torch.tensor([0, 3]))
+
+
+def test_a_model_needs_its_image_shape():
+    """No silent 1×28×28 default: a forgotten shape is an error, not a textbook-sized model."""
+    cfg = ModelConfig(arch="mlp", hidden=8, z_dim=4)
+    for build in (build_generator, build_discriminator):
+        with pytest.raises(TypeError, match="shape"):
+            build(cfg)
+    for model, args in ((MLPGenerator, (4, 8)), (MLPDiscriminator, (8,)), (DCGANDiscriminator, (8,))):
+        with pytest.raises(TypeError, match="image_shape"):
+            model(*args)
 
 
 # --- today's (pre-shape) models, verbatim: the 1×28×28 default must stay bit-identical to them ---
@@ -195,10 +252,9 @@ def _assert_same_modules(a, b):
 
 
 @pytest.mark.parametrize("arch,channels,seed", [("dcgan", 64, 0), ("dcgan", 16, 7), ("mlp", 64, 0), ("mlp", 64, 3)])
-@pytest.mark.parametrize("explicit_shape", [False, True])
-def test_default_28x28x1_is_bit_identical_to_the_pre_shape_models(arch, channels, seed, explicit_shape):
+def test_28x28x1_is_bit_identical_to_the_pre_shape_models(arch, channels, seed):
     cfg = ModelConfig(arch=arch, channels=channels)
-    args = ((1, 28, 28),) if explicit_shape else ()
+    args = ((1, 28, 28),)
     for which, build in (("G", build_generator), ("D", build_discriminator)):
         torch.manual_seed(seed)
         new = build(cfg, *args)
@@ -293,7 +349,7 @@ def test_save_load_round_trip_keeps_the_image_shape(tmp_path, arch):
 
 def test_files_without_an_image_shape_load_as_28x28x1(tmp_path):
     cfg = ModelConfig(arch="dcgan", channels=8)
-    G = build_generator(cfg)
+    G = build_generator(cfg, (1, 28, 28))
     save_generator(tmp_path / "g.pt", G, cfg, {})
     blob = torch.load(tmp_path / "g.pt", weights_only=True)
     del blob["image_shape"]  # as written before the shape was recorded
@@ -528,7 +584,7 @@ def test_unsupported_resnet_shapes_name_the_supported_ones():
         for build in (build_generator, build_discriminator):
             with pytest.raises(ValueError) as err:
                 build(cfg, shape)
-            sizes = ", ".join(map(str, RESNET_RESOLUTIONS))
+            sizes = ", ".join(map(str, ARCHITECTURES["resnet"].resolutions))
             assert str(err.value).endswith(f"resnet supports resolutions {sizes} and 1 or 3 channels")
 
 

@@ -136,3 +136,31 @@ def test_labels_reach_g_and_d_in_every_call():
     GanStep(G, D, opt_g, opt_d, step_parts(cfg, TrainConfig()), torch.Generator())(x, z, y_real, y_fake)
     assert [c.tolist() for c in g_calls] == [y_fake[0].tolist()]
     assert [c.tolist() for c in d_calls] == [y_real[0].tolist(), y_fake[0].tolist(), y_fake[0].tolist()]
+
+
+def test_gs_update_scores_with_ds_own_module_under_ddp_and_a_compiled_ddp_is_refused(tmp_path):
+    """D's own module for G's update, unwrapped once; torch.compile over DDP is refused (its own module is eager)."""
+    import torch.distributed as dist
+    from torch.nn.parallel import DistributedDataParallel
+
+    G, D, opt_g, opt_d = models()
+    compiled = torch.compile(D)  # one process: G's update uses the compiled D itself
+    assert GanStep(G, compiled, opt_g, opt_d, StepParts(LOSSES["ns"]), torch.Generator()).D_for_g is compiled
+    dist.init_process_group("gloo", init_method=f"file://{tmp_path / 'store'}", rank=0, world_size=1)
+    try:
+        ddp = DistributedDataParallel(D)
+        assert GanStep(G, ddp, opt_g, opt_d, StepParts(LOSSES["ns"]), torch.Generator()).D_for_g is D
+        with pytest.raises(ValueError, match="a compiled DistributedDataParallel D: G's update would run"):
+            GanStep(G, torch.compile(ddp), opt_g, opt_d, StepParts(LOSSES["ns"]), torch.Generator())
+    finally:
+        dist.destroy_process_group()
+
+
+def test_the_reconstruction_loss_follows_the_architectures_property(monkeypatch):
+    from gan.core.architectures import ARCHITECTURES, ArchSpec
+
+    assert [name for name in ARCHITECTURES if step_parts(ModelConfig(arch=name), TrainConfig()).reconstruct] == [
+        "fastgan"
+    ]
+    monkeypatch.setitem(ARCHITECTURES, "dcgan", ArchSpec("dcgan", "dcgan", reconstructing_d=True))
+    assert step_parts(MODEL, TrainConfig()).reconstruct

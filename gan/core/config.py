@@ -19,6 +19,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from pydantic.functional_validators import PlainValidator
 
 from gan.core import atomic
+from gan.core.architectures import ARCH_NAMES, ARCHITECTURES, LOSS_NAMES, LOSS_SPECS
 from gan.core.datasets import DATASETS
 
 
@@ -28,13 +29,7 @@ class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
 
 
-DCGAN_RESOLUTIONS = (28, 32, 64, 128)  # what models.DCGANGenerator/Discriminator are built for
-RESNET_RESOLUTIONS = (28, 32, 64)  # what models.ResNetGenerator/Discriminator (SNGAN) are built for
-FASTGAN_RESOLUTIONS = (32, 64, 128)  # what gan.training.fastgan is built for
-# mlp: any size
-ARCH_RESOLUTIONS = {"dcgan": DCGAN_RESOLUTIONS, "resnet": RESNET_RESOLUTIONS, "fastgan": FASTGAN_RESOLUTIONS}
-RECONSTRUCTING_ARCHS = ("fastgan",)  # D is also an auto-encoder on real images: the step adds its loss
-AUGMENTS = ("color", "translation", "cutout")  # DiffAugment policies (gan.training.augment), applied in this order
+AUGMENTS = ("color", "translation", "cutout")  # the DiffAugment policies gan.training.augment implements (tested)
 FOLDER_RESOLUTION = 64  # data.resolution = 0 with data.dataset = folder
 
 
@@ -80,11 +75,8 @@ class DataConfig(_Section):
 
 
 class ModelConfig(_Section):
-    arch: Literal["mlp", "dcgan", "resnet", "fastgan"] = Field(
-        "dcgan",
-        description="mlp (textbook), dcgan (Radford et al.), resnet (SNGAN's ResNet G and D, Miyato et al.), "
-        "fastgan (Liu et al. 2021: skip-layer excitation, self-supervised D; for small folders; always spectrally "
-        "normalised, unconditional).",
+    arch: Literal[ARCH_NAMES] = Field(  # the names of gan.core.architectures
+        "dcgan", description=", ".join(a.description for a in ARCHITECTURES.values()) + "."
     )
     z_dim: int = Field(100, ge=1, le=4096)
     hidden: int = Field(128, ge=1, le=65536, description="mlp: hidden units (the textbook uses 128).")
@@ -151,12 +143,12 @@ class TrainConfig(_Section):
     log_flush_every: int = Field(
         50, ge=1, description="Steps between host syncs that write the per-step log (every step is logged)."
     )
-    loss: Literal["ns", "hinge", "wgan-gp"] = Field(
-        "ns",
-        description="ns: non-saturating (Goodfellow et al.); hinge (SNGAN); wgan-gp: Wasserstein loss with the "
-        "gradient penalty (Gulrajani et al., weight train.gp_weight).",
+    loss: Literal[LOSS_NAMES] = Field(  # the names of gan.core.architectures
+        "ns", description="; ".join(spec.description for spec in LOSS_SPECS.values()) + "."
     )
-    gp_weight: float = Field(10.0, ge=0, le=1e6, description="wgan-gp: weight of the gradient penalty (paper: 10).")
+    gp_weight: float = Field(
+        10.0, ge=0, le=1e6, description="Losses with a gradient penalty (wgan-gp): its weight (paper: 10)."
+    )
     r1_gamma: float = Field(
         0.0, ge=0, le=1e6, description="R1 penalty gamma/2·E||grad D(x)||^2 on real images (Mescheder et al.; 0 = off)."
     )
@@ -405,7 +397,7 @@ def _data_problems(p: Params) -> list[str]:
     if bad:
         problems.append(f"data.background = {d.background}: each of R, G, B must be 0..255 (got {bad})")
     res = image_resolution(d)
-    sizes = ARCH_RESOLUTIONS.get(p.model.arch)
+    sizes = ARCHITECTURES[p.model.arch].resolutions
     if sizes is not None and res not in sizes:
         what = f"data.resolution = {d.resolution}" if d.resolution else f"data.resolution = 0 (native {res})"
         problems.append(
@@ -418,10 +410,12 @@ def _data_problems(p: Params) -> list[str]:
 def _train_problems(p: Params) -> list[str]:
     """Combinations of training parts that cannot run together."""
     t, problems = p.train, []
-    if p.model.arch == "fastgan" and p.model.conditional:
+    arch, loss = p.model.arch, LOSS_SPECS[t.loss]
+    if p.model.conditional and not ARCHITECTURES[arch].conditional:
+        conditional = " or ".join(repr(a.name) for a in ARCHITECTURES.values() if a.conditional)
         problems.append(
-            "model.arch = 'fastgan' with model.conditional = true: fastgan is unconditional; set model.conditional "
-            "= false, or model.arch = 'dcgan' or 'resnet' for a class-conditional model"
+            f"model.arch = {arch!r} with model.conditional = true: {arch} is unconditional; set model.conditional "
+            f"= false, or model.arch = {conditional} for a class-conditional model"
         )
     if t.cuda_graph and t.augment:
         problems.append(
@@ -433,10 +427,12 @@ def _train_problems(p: Params) -> list[str]:
             "train.cuda_graph with train.r1_gamma > 0: lazy R1 changes the step every train.r1_every steps, which one "
             "captured graph cannot replay; turn one of them off"
         )
-    if t.compile and (t.r1_gamma or t.loss == "wgan-gp"):
+    if t.compile and (t.r1_gamma or loss.double_backward):
+        parts = ["R1 (train.r1_gamma > 0)"] if t.r1_gamma else []
+        what = " and ".join(parts + ([f"train.loss = {t.loss!r} (a gradient penalty)"] if loss.double_backward else []))
         problems.append(
-            "train.compile with R1 (train.r1_gamma > 0) or train.loss = 'wgan-gp': both differentiate D's gradient "
-            "(a double backward), which torch.compile does not support; turn train.compile off"
+            f"train.compile with {what}: each differentiates D's gradient (a double backward), which torch.compile "
+            "does not support; turn train.compile off"
         )
     if t.ada_target and not t.augment:
         problems.append(
@@ -453,12 +449,23 @@ def _train_problems(p: Params) -> list[str]:
             f"train.epochs = {t.epochs} and train.kimg = {t.kimg}: both set the length of training; keep one (set "
             "train.epochs = 0 to use kimg, or train.kimg = auto to use epochs)"
         )
-    if t.cuda_graph and t.loss == "wgan-gp":
+    if t.cuda_graph and loss.draws_random:
+        others = " or ".join(repr(spec.name) for spec in LOSS_SPECS.values() if not spec.draws_random)
         problems.append(
-            "train.cuda_graph with train.loss = 'wgan-gp': the penalty's random interpolation would be replayed "
-            "unchanged; use train.loss = 'hinge' or 'ns' with the graph, or turn train.cuda_graph off"
+            f"train.cuda_graph with train.loss = {t.loss!r}: the penalty's random interpolation would be replayed "
+            f"unchanged; use train.loss = {others} with the graph, or turn train.cuda_graph off"
         )
     return problems
+
+
+def check_processes(t: TrainConfig, processes: int) -> None:
+    """Settings that cannot run on `processes` processes: known only at train time (torchrun's WORLD_SIZE)."""
+    if t.compile and processes > 1:
+        raise ConfigError(
+            f"train.compile with {processes} processes (torchrun --nproc_per_node = WORLD_SIZE = {processes}): G's "
+            "update scores the fakes with D's own module, outside DistributedDataParallel, which the compiled "
+            "wrapper would leave uncompiled; turn train.compile off, or train on one process"
+        )
 
 
 def _check_across_sections(p: Params, source: str) -> None:

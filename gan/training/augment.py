@@ -27,7 +27,7 @@ from collections.abc import Callable, Iterable
 import torch
 import torch.nn.functional as F
 
-__all__ = ["AUGMENT_FUNCTIONS", "DiffAugment", "diff_augment"]
+__all__ = ["AUGMENT_FUNCTIONS", "diff_augment"]
 
 Augmentation = Callable[[torch.Tensor, torch.Generator], torch.Tensor]
 
@@ -91,6 +91,7 @@ def rand_cutout(x: torch.Tensor, generator: torch.Generator, ratio: float = 0.5)
     return x * mask.unsqueeze(1)
 
 
+# The policies by name; the names are gan.core.config.AUGMENTS, the config's one list (a test checks they agree).
 AUGMENT_FUNCTIONS: dict[str, list[Augmentation]] = {
     "color": [rand_brightness, rand_saturation, rand_contrast],
     "translation": [rand_translation],
@@ -125,18 +126,3 @@ def diff_augment(x: torch.Tensor, policies: Iterable[str], generator: torch.Gene
             out = fn(out, generator)
     out = out.contiguous(memory_format=torch.channels_last if channels_last else torch.contiguous_format)
     return out.to(x.dtype)
-
-
-class DiffAugment(torch.nn.Module):
-    """``diff_augment`` as a module with fixed policies and generator (the generator is not in the state_dict)."""
-
-    def __init__(self, policies: Iterable[str], generator: torch.Generator) -> None:
-        super().__init__()
-        self.policies = _parse(policies)
-        self.generator = generator
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return diff_augment(x, self.policies, self.generator)
-
-    def extra_repr(self) -> str:
-        return f"policies={self.policies}"

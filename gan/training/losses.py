@@ -1,4 +1,4 @@
-"""GAN losses, computed from D's logits, by name (`train.loss`).
+"""GAN losses, computed from D's logits, by name (`train.loss`; names and properties: gan.core.architectures).
 
 - `ns`: the non-saturating loss of Goodfellow et al. 2014. With D(x) = sigmoid(l): -log D(x) = softplus(-l) and
   -log(1 - D(x)) = softplus(l), which never overflow, unlike log(sigmoid(l)) for large |l|.
@@ -15,6 +15,8 @@ from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
+
+from gan.core.architectures import LOSS_SPECS, LossSpec
 
 
 def d_loss(real_logits: torch.Tensor, fake_logits: torch.Tensor) -> torch.Tensor:
@@ -44,16 +46,27 @@ def critic_g_loss(fake_logits: torch.Tensor) -> torch.Tensor:
 
 @dataclass(frozen=True)
 class GanLoss:
-    """One named loss: D's and G's, plus whether the step must add the WGAN gradient penalty."""
+    """One named loss: D's and G's. Its properties (whether the step adds the WGAN gradient penalty, ...) are those
+    of its torch-free spec, `gan.core.architectures.LOSS_SPECS[name]`, which the config reads too."""
 
     name: str
     d: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
     g: Callable[[torch.Tensor], torch.Tensor]
-    gradient_penalty: bool = False
+
+    @property
+    def spec(self) -> LossSpec:
+        return LOSS_SPECS[self.name]
+
+    @property
+    def gradient_penalty(self) -> bool:
+        return self.spec.gradient_penalty
 
 
 LOSSES: dict[str, GanLoss] = {
-    "ns": GanLoss("ns", d_loss, g_loss),
-    "hinge": GanLoss("hinge", hinge_d_loss, critic_g_loss),
-    "wgan-gp": GanLoss("wgan-gp", wasserstein_d_loss, critic_g_loss, gradient_penalty=True),
+    loss.name: loss
+    for loss in (
+        GanLoss("ns", d_loss, g_loss),
+        GanLoss("hinge", hinge_d_loss, critic_g_loss),
+        GanLoss("wgan-gp", wasserstein_d_loss, critic_g_loss),
+    )
 }

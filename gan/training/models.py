@@ -8,12 +8,18 @@ projection discriminator (Miyato & Koyama 2018).
 
 Every G has `z_dim`, `image_shape` and `num_classes` (0 = unconditional) and is called `G(z)` or `G(z, y)`; every D
 is called `D(x)` or `D(x, y)`. A conditional model needs y (a ValueError otherwise); an unconditional one ignores it.
-The shape comes from the prepared data (`gan.core.splits`) and is recorded in the generator file, as is `num_classes`.
+The shape comes from the prepared data (`gan.core.splits`) and is always passed (no model has a default shape); it is
+recorded in the generator file, as is `num_classes`.
+
+Each architecture is one registration (`register(name, build_g, build_d)`, under "builders") of a name whose
+torch-free spec -- resolutions, channels, conditional support, a reconstructing D -- is in `gan.core.architectures`.
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
+from dataclasses import dataclass
 from itertools import pairwise
 from pathlib import Path
 
@@ -23,14 +29,13 @@ from torch import nn
 from torch.nn.utils.parametrizations import spectral_norm as _spectral_norm
 
 from gan.core import atomic
-from gan.core.config import ARCH_RESOLUTIONS, ModelConfig
+from gan.core.architectures import ARCHITECTURES, ArchSpec
+from gan.core.config import ModelConfig
 from gan.core.splits import LEGACY_IMAGE_SHAPE
 from gan.training.fastgan import FastGANDiscriminator, FastGANGenerator
 
-# LEGACY_IMAGE_SHAPE: the shape every model had before shapes were recorded: the shape of generator files that do
-# not record one, and the default of the builders for callers that pass none.
+# LEGACY_IMAGE_SHAPE: the shape every model had before shapes were recorded, that of generator files that record none.
 
-DCGAN_CHANNELS = (1, 3)  # image channels dcgan and resnet are built for
 MLP_LABEL_DIM = 16  # conditional mlp G: size of the learned class embedding concatenated to z
 
 
@@ -42,11 +47,12 @@ def check_shape(shape: tuple[int, int, int], arch: str = "mlp") -> tuple[int, in
         raise ValueError(f"image shape {shape!r} is not supported: expected (channels, height, width)") from None
     if min(c, h, w) < 1 or h != w:
         raise ValueError(f"image shape {shape!r} is not supported: only square images (height == width, sizes >= 1)")
-    sizes = ARCH_RESOLUTIONS.get(arch)
-    if sizes is not None and (h not in sizes or c not in DCGAN_CHANNELS):
+    spec = ARCHITECTURES[arch]
+    sizes, channels = spec.resolutions, spec.channels
+    if (sizes is not None and h not in sizes) or (channels is not None and c not in channels):
         raise ValueError(
             f"image shape {shape!r} is not supported: {arch} supports resolutions "
-            f"{', '.join(map(str, sizes))} and {' or '.join(map(str, DCGAN_CHANNELS))} channels"
+            f"{', '.join(map(str, sizes or ()))} and {' or '.join(map(str, channels or ()))} channels"
         )
     return c, h, w
 
@@ -119,9 +125,9 @@ class MLPGenerator(nn.Module):
 
     def __init__(
         self,
-        z_dim: int = 100,
-        hidden: int = 128,
-        image_shape: tuple[int, int, int] = LEGACY_IMAGE_SHAPE,
+        z_dim: int,
+        hidden: int,
+        image_shape: tuple[int, int, int],
         num_classes: int = 0,
     ):
         super().__init__()
@@ -144,7 +150,7 @@ class MLPDiscriminator(nn.Module):
     """The textbook GAN discriminator: C·H·W (784 at 1×28×28) -> 128 -> 1 (a logit). Conditional: a projection
     discriminator whose phi(x) is the hidden layer."""
 
-    def __init__(self, hidden: int = 128, image_shape: tuple[int, int, int] = LEGACY_IMAGE_SHAPE, num_classes: int = 0):
+    def __init__(self, hidden: int, image_shape: tuple[int, int, int], num_classes: int = 0):
         super().__init__()
         self.image_shape = check_shape(image_shape, "mlp")
         self.num_classes = num_classes
@@ -175,9 +181,9 @@ class DCGANGenerator(nn.Module):
 
     def __init__(
         self,
-        z_dim: int = 100,
-        channels: int = 64,
-        image_shape: tuple[int, int, int] = LEGACY_IMAGE_SHAPE,
+        z_dim: int,
+        channels: int,
+        image_shape: tuple[int, int, int],
         num_classes: int = 0,
     ):
         super().__init__()
@@ -227,8 +233,8 @@ class DCGANDiscriminator(nn.Module):
 
     def __init__(
         self,
-        channels: int = 64,
-        image_shape: tuple[int, int, int] = LEGACY_IMAGE_SHAPE,
+        channels: int,
+        image_shape: tuple[int, int, int],
         num_classes: int = 0,
         batchnorm: bool = True,
     ):
@@ -395,9 +401,9 @@ class ResNetGenerator(nn.Module):
 
     def __init__(
         self,
-        z_dim: int = 100,
-        channels: int = 64,
-        image_shape: tuple[int, int, int] = LEGACY_IMAGE_SHAPE,
+        z_dim: int,
+        channels: int,
+        image_shape: tuple[int, int, int],
         num_classes: int = 0,
     ):
         super().__init__()
@@ -429,9 +435,7 @@ class ResNetDiscriminator(nn.Module):
     The final Linear has a bias (Mimicry, snresnet_64; snresnet_32 has none); ReLUs are not in place (Mimicry's
     in-place ReLU at the start of DBlock also changes the shortcut's input)."""
 
-    def __init__(
-        self, channels: int = 64, image_shape: tuple[int, int, int] = LEGACY_IMAGE_SHAPE, num_classes: int = 0
-    ):
+    def __init__(self, channels: int, image_shape: tuple[int, int, int], num_classes: int = 0):
         super().__init__()
         self.image_shape = check_shape(image_shape, "resnet")
         self.num_classes = num_classes
@@ -477,44 +481,83 @@ def apply_spectral_norm(module: nn.Module) -> nn.Module:
     return module
 
 
-def build_generator(
-    cfg: ModelConfig, shape: tuple[int, int, int] = LEGACY_IMAGE_SHAPE, num_classes: int = 0
-) -> nn.Module:
-    """G for images of `shape` = (channels, height, width); square only (dcgan: 28/32/64/128, resnet: 28/32/64,
-    fastgan: 32/64/128; 1 or 3 channels). `num_classes`: the classes of the labelled data, used (and needed, >= 2) when
-    cfg.conditional, else ignored."""
-    n = _num_classes(cfg, num_classes)
-    if cfg.arch == "mlp":
-        return MLPGenerator(cfg.z_dim, cfg.hidden, shape, n)
-    if cfg.arch == "resnet":
-        return ResNetGenerator(cfg.z_dim, cfg.channels, shape, n)
-    if cfg.arch == "fastgan":
-        g = FastGANGenerator(cfg.z_dim, cfg.channels, check_shape(shape, "fastgan"), n)
-        g.apply(dcgan_init)  # the authors' weights_init: N(0, 0.02) convs, N(1, 0.02) BatchNorm scales
-        return apply_spectral_norm(g)  # the authors normalise G's convs too
+def _sn(cfg: ModelConfig, d: nn.Module) -> nn.Module:
+    """D spectrally normalised when cfg.spectral_norm."""
+    return apply_spectral_norm(d) if cfg.spectral_norm else d
+
+
+def _dcgan_g(cfg: ModelConfig, shape: tuple[int, int, int], n: int) -> nn.Module:
     g = DCGANGenerator(cfg.z_dim, cfg.channels, shape, n)
     g.apply(dcgan_init)
     return g
 
 
-def build_discriminator(
-    cfg: ModelConfig, shape: tuple[int, int, int] = LEGACY_IMAGE_SHAPE, num_classes: int = 0
-) -> nn.Module:
+def _dcgan_d(cfg: ModelConfig, shape: tuple[int, int, int], n: int) -> nn.Module:
+    d = DCGANDiscriminator(cfg.channels, shape, n, batchnorm=not cfg.spectral_norm)
+    d.apply(dcgan_init)
+    return _sn(cfg, d)
+
+
+def _fastgan_g(cfg: ModelConfig, shape: tuple[int, int, int], n: int) -> nn.Module:
+    g = FastGANGenerator(cfg.z_dim, cfg.channels, check_shape(shape, "fastgan"), n)
+    g.apply(dcgan_init)  # the authors' weights_init: N(0, 0.02) convs, N(1, 0.02) BatchNorm scales
+    return apply_spectral_norm(g)  # the authors normalise G's convs too
+
+
+def _fastgan_d(cfg: ModelConfig, shape: tuple[int, int, int], n: int) -> nn.Module:
+    d = FastGANDiscriminator(cfg.channels, check_shape(shape, "fastgan"), n)
+    d.apply(dcgan_init)
+    return apply_spectral_norm(d)  # always, with its BatchNorms (the authors' D)
+
+
+Builder = Callable[[ModelConfig, tuple[int, int, int], int], nn.Module]
+
+
+@dataclass(frozen=True)
+class Architecture:
+    """A `model.arch`: its torch-free spec (gan.core.architectures) and the builders of G and D, each called
+    (cfg, shape, num_classes) with num_classes already checked (0 when unconditional)."""
+
+    spec: ArchSpec
+    generator: Builder
+    discriminator: Builder
+
+
+ARCH_BUILDERS: dict[str, Architecture] = {}
+
+
+def register(name: str, generator: Builder, discriminator: Builder) -> None:
+    """Make `name` (an `ArchSpec` in gan.core.architectures) buildable."""
+    if name not in ARCHITECTURES:
+        raise ValueError(f"architecture {name!r} has no spec in gan.core.architectures.ARCHITECTURES")
+    ARCH_BUILDERS[name] = Architecture(ARCHITECTURES[name], generator, discriminator)
+
+
+register(
+    "mlp",
+    lambda cfg, shape, n: MLPGenerator(cfg.z_dim, cfg.hidden, shape, n),
+    lambda cfg, shape, n: _sn(cfg, MLPDiscriminator(cfg.hidden, shape, n)),
+)
+register("dcgan", _dcgan_g, _dcgan_d)
+register(
+    "resnet",
+    lambda cfg, shape, n: ResNetGenerator(cfg.z_dim, cfg.channels, shape, n),
+    lambda cfg, shape, n: _sn(cfg, ResNetDiscriminator(cfg.channels, shape, n)),
+)
+register("fastgan", _fastgan_g, _fastgan_d)
+
+
+def build_generator(cfg: ModelConfig, shape: tuple[int, int, int], num_classes: int = 0) -> nn.Module:
+    """G for images of `shape` = (channels, height, width); square only, at the resolutions and channels of the
+    arch's `ArchSpec`. `num_classes`: the classes of the labelled data, used (and needed, >= 2) when cfg.conditional,
+    else ignored."""
+    return ARCH_BUILDERS[cfg.arch].generator(cfg, shape, _num_classes(cfg, num_classes))
+
+
+def build_discriminator(cfg: ModelConfig, shape: tuple[int, int, int], num_classes: int = 0) -> nn.Module:
     """D for images of `shape`, as `build_generator`; with cfg.spectral_norm every weight is spectrally normalised
-    and D has no BatchNorm."""
-    n = _num_classes(cfg, num_classes)
-    if cfg.arch == "mlp":
-        d: nn.Module = MLPDiscriminator(cfg.hidden, shape, n)
-    elif cfg.arch == "resnet":
-        d = ResNetDiscriminator(cfg.channels, shape, n)
-    elif cfg.arch == "fastgan":
-        d = FastGANDiscriminator(cfg.channels, check_shape(shape, "fastgan"), n)
-        d.apply(dcgan_init)
-        return apply_spectral_norm(d)  # always, with its BatchNorms (the authors' D)
-    else:
-        d = DCGANDiscriminator(cfg.channels, shape, n, batchnorm=not cfg.spectral_norm)
-        d.apply(dcgan_init)
-    return apply_spectral_norm(d) if cfg.spectral_norm else d
+    and D has no BatchNorm (fastgan: always normalised, with its BatchNorms)."""
+    return ARCH_BUILDERS[cfg.arch].discriminator(cfg, shape, _num_classes(cfg, num_classes))
 
 
 # --- files ---

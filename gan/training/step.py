@@ -30,8 +30,10 @@ import math
 from dataclasses import dataclass
 
 import torch
+from torch.nn.parallel import DistributedDataParallel
 
-from gan.core.config import RECONSTRUCTING_ARCHS, ModelConfig, TrainConfig
+from gan.core.architectures import ARCHITECTURES
+from gan.core.config import ModelConfig, TrainConfig
 from gan.training.augment import diff_augment
 from gan.training.losses import LOSSES, GanLoss
 from gan.training.regularisers import gradient_penalty, r1_penalty
@@ -76,13 +78,27 @@ def step_parts(model_cfg: ModelConfig, train_cfg: TrainConfig) -> StepParts:
         conditional=model_cfg.conditional,
         ada_target=train_cfg.ada_target,
         ada_kimg=train_cfg.ada_kimg,
-        reconstruct=model_cfg.arch in RECONSTRUCTING_ARCHS,
+        reconstruct=ARCHITECTURES[model_cfg.arch].reconstructing_d,
     )
 
 
 def _call(module: torch.nn.Module, inputs: torch.Tensor, labels: torch.Tensor | None) -> torch.Tensor:
     """module(inputs) for unconditional models (exactly today's call), module(inputs, labels) for conditional ones."""
     return module(inputs) if labels is None else module(inputs, labels)
+
+
+def _d_for_g(D: torch.nn.Module) -> torch.nn.Module:
+    """The D that scores G's fakes in G's update: D's own module under DistributedDataParallel (unwrapped once), so
+    no DDP reducer waits for D's gradients there. torch.compile over DDP is refused: its own module would be the eager
+    D, silently uncompiled (the config refuses train.compile with several processes, `check_processes`)."""
+    if isinstance(D, DistributedDataParallel):
+        return D.module
+    if isinstance(getattr(D, "_orig_mod", None), DistributedDataParallel):
+        raise ValueError(
+            "a compiled DistributedDataParallel D: G's update would run D's own module uncompiled; "
+            "train.compile is for one process (gan.core.config.check_processes)"
+        )
+    return D
 
 
 class GanStep:
@@ -95,6 +111,7 @@ class GanStep:
 
     def __init__(self, G, D, opt_g, opt_d, parts: StepParts, rng: torch.Generator, amp: bool = False):
         self.G, self.D, self.opt_g, self.opt_d, self.parts, self.rng, self.amp = G, D, opt_g, opt_d, parts, rng, amp
+        self.D_for_g = _d_for_g(D)
         # Only G's gradients in G's update: autograd then skips D's weight gradients, which the textbook loop
         # computes and throws away (bench/train_throughput.py: about 9% of a 64x64 DCGAN step on the CPU).
         self.g_params = [p for group in opt_g.param_groups for p in group["params"]]
@@ -178,8 +195,8 @@ class GanStep:
             self.opt_d.step()
         if parts.ada_target:
             self._adapt(real_logits)
-        # --- G: the last fakes, scored by the updated D; D's own module, so no DDP reducer waits for D ---
-        loss_g = parts.loss.g(self.run_d(getattr(D, "module", D), fake, yf))
+        # --- G: the last fakes, scored by the updated D (its own module under DDP: no reducer waits for D) ---
+        loss_g = parts.loss.g(self.run_d(self.D_for_g, fake, yf))
         self.opt_g.zero_grad(set_to_none=True)
         loss_g.backward(inputs=self.g_params)
         self.opt_g.step()

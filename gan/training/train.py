@@ -33,7 +33,7 @@ from tqdm import tqdm
 
 from gan.core import atomic
 from gan.core.codedeps import stage_code_files
-from gan.core.config import ConfigError, ModelConfig, TrainConfig, section_hash
+from gan.core.config import ConfigError, ModelConfig, TrainConfig, check_processes, section_hash
 from gan.core.errors import PipelineError
 from gan.core.length import plan
 from gan.core.splits import load_split
@@ -441,6 +441,7 @@ def train(
     bs = min(train_cfg.batch_size, n)
     if bs % world:
         raise ConfigError(f"train.batch_size = {bs} must be divisible by the number of processes ({world})")
+    check_processes(train_cfg, world)
     per_rank = bs // world
     d_steps = train_cfg.d_steps
     steps_per_epoch = n // (bs * d_steps)  # a step is one G update; each of its D updates takes its own batch
