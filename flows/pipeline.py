@@ -14,13 +14,10 @@ Exit status: 0 done, 1 failed, 2 bad settings (like the `python -m gan` stage co
 
 from __future__ import annotations
 
-import base64
 import json
-import logging
 import os
 import sys
 import time
-from datetime import UTC, datetime
 from pathlib import Path
 
 from filelock import FileLock, Timeout
@@ -39,10 +36,10 @@ from flows.notify import DATASET_CHANGED, dataset_resource
 from gan.core.config import AUTO_METRIC, ConfigError, Params, auto_metric, load_params, save_overrides
 from gan.core.length import describe_trained
 from gan.core.paths import PATHS, Paths
-from gan.core.splits import read_summary, shape_text
 from gan.lifecycle import dvcrun, gitrepo, versions
-from gan.lifecycle.champion import FILES as CHAMPION_FILES
-from gan.lifecycle.champion import Decision, decide, metric_value, promote, read_record, summary_lines
+from gan.lifecycle.champion import Decision, read_record, summary_lines
+from gan.lifecycle.gate import history_row, run_gate
+from gan.outputs.report import report_markdown
 
 REPO = Path(__file__).resolve().parents[1]
 CHAMPION_DIR = PATHS.champion
@@ -113,179 +110,12 @@ download_stage = task(
 
 @task(name="champion-gate", cache_policy=NO_CACHE)
 def champion_gate(repo: str, params: Params) -> dict:
-    """Re-score the champion with today's evaluation setup, compare, promote only if better."""
+    """Re-score the champion with today's evaluation setup, compare, promote only if better (`run_gate`)."""
     return run_gate(Path(repo), params, str(runtime.flow_run.id or ""), get_run_logger())
 
 
-def run_gate(root: Path, params: Params, flow_run_id: str, logger: logging.Logger | logging.LoggerAdapter) -> dict:
-    """The champion gate without Prefect: what `champion_gate` does in a flow run."""
-    from gan.evaluation.evaluate import evaluate
-    from gan.evaluation.features import ExtractorFiles
-    from gan.training.models import generator_shape
-
-    paths = Paths(root)
-    candidate = json.loads(paths.metrics.read_text())
-    metric = auto_metric(candidate) if params.promote.metric == AUTO_METRIC else params.promote.metric
-    metric_value(candidate, metric)  # absent: say so before spending time on re-scoring the champion
-    champ_dir = root / CHAMPION_DIR
-    record = read_record(champ_dir)  # also recovers a promotion a crash interrupted
-    pointer = root / f"{CHAMPION_DIR}.dvc"
-    if record is not None and (not pointer.exists() or not dvcrun.is_current(str(pointer.relative_to(root)), root)):
-        dvcrun.dvc(["add", str(CHAMPION_DIR)], root)  # a crash after promote() but before its `dvc add`
-        logger.info("%s did not match the champion's files: re-added it", pointer)
-    champion_now = None
-    data = read_summary(paths.prepared_summary)
-    champion_shape = generator_shape(champ_dir / "generator.pt") if record is not None else None
-    if champion_shape is not None and champion_shape != data.shape:
-        # Not comparable on today's data: a champion of another image shape cannot be scored on it.
-        logger.info("the champion makes %s images, the data is now %s: it cannot be re-scored; the candidate "
-                    "is judged alone", shape_text(champion_shape), shape_text(data.shape))  # fmt: skip
-        record = None
-    if record is not None:
-        rescored = paths.metrics_dir / ".champion-rescored.json"
-        files = ExtractorFiles(paths.classifier, paths.judge, params.evaluate.inception_weights)
-        champion_now = evaluate(params.evaluate, champ_dir / "generator.pt", files, paths.reference,
-                                rescored, classes=list(data.classes), device=params.train.device)  # fmt: skip
-        rescored.unlink(missing_ok=True)
-    p = params.promote
-    decision = decide(candidate, champion_now, p.margin, p.require_all_classes, metric=metric,
-                      require_sound=p.require_sound)  # fmt: skip
-    logger.info("champion gate: %s", " | ".join(summary_lines(decision, candidate)))
-    if decision.promote:
-        summary = data.raw
-        sources = {
-            "generator.pt": paths.generator,
-            "generator.torchscript.pt": paths.samples / "generator.torchscript.pt",
-            "metrics.json": paths.metrics,
-            "MODEL_CARD.md": paths.samples / "MODEL_CARD.md",
-            "grid.png": paths.grid,
-        }
-        assert set(sources) == set(CHAMPION_FILES)
-        promote(
-            sources,
-            champ_dir,
-            {
-                "flow_run_id": flow_run_id,
-                "promoted_at": datetime.now(UTC).isoformat(timespec="seconds"),
-                "data_version": {s: v["sha256_images"] for s, v in summary["splits"].items()},
-                "dataset": summary["dataset"],
-                "generator_md5": dvcrun.out_hash("train", root, PATHS.generator),
-                "metrics": candidate,
-                "decision": decision.as_dict(),
-            },
-        )
-        dvcrun.dvc(["add", str(CHAMPION_DIR)], root)
-        logger.info("promoted: %s is the new champion", CHAMPION_DIR)
-    return {
-        "decision": decision.as_dict(),
-        "candidate": candidate,
-        "champion": champion_now,
-        "previous_record": record,
-        "flow_run_id": flow_run_id,
-    }
-
-
-def history_row(gate: dict, params: Params, ran: list[str], train_summary: dict) -> dict:
-    """One row of data/history/runs.csv: the run, its primary metric beside the champion's, the decision.
-
-    `train_summary`: data/train/summary.json, for the epochs actually trained (a time budget can stop early).
-    """
-    cand, dec = gate["candidate"], gate["decision"]
-    metric = dec["metric"]
-    return {
-        "finished_at": datetime.now(UTC).isoformat(timespec="seconds"),
-        "flow_run_id": gate["flow_run_id"],
-        "dataset": params.data.dataset,
-        "arch": params.model.arch,
-        "epochs": train_summary.get("epochs"),
-        "steps": train_summary.get("steps"),
-        "kimg": train_summary.get("kimg"),
-        "stop": train_summary.get("stop"),
-        "kept_step": (train_summary.get("kept") or {}).get("step"),
-        "stopped_by_time_budget": train_summary.get("stopped_by_time_budget"),
-        "stages_run": " ".join(ran),
-        "metric": metric,
-        "value": dec["candidate_value"],
-        "floor": cand.get(f"{metric}_floor"),
-        "champion_value": dec["champion_value"],
-        "classes_covered": cand.get("classes_covered"),  # none without the classifier extractor
-        "class_kl": cand.get("class_kl"),
-        "promoted": dec["promote"],
-    }
-
-
-def report_markdown(repo: Path, gate: dict, recorded: str = "", changes: str = "") -> str:
-    """The `gan-report` artifact: decision, primary metric (and classes, where measured), grid, files.
-
-    `recorded`: a line on the run's git commit, tag and push; `changes`: the diff against the previous champion.
-    """
-    cand, champ, dec = gate["candidate"], gate["champion"] or {}, gate["decision"]
-    metric = dec["metric"]
-    classes = "classes_covered" in cand
-    k = cand.get("num_classes")
-
-    def row(label: str, value, covered) -> str:
-        return f"| {label} | {value} |" + (f" {covered}/{k} |" if classes else "")
-
-    table = "\n".join([
-        f"| | {metric} |" + (" classes covered |" if classes else ""),
-        "|---|---|" + ("---|" if classes else ""),
-        row("this run", cand[metric], cand.get("classes_covered")),
-        row("champion", champ.get(metric, "—"), champ.get("classes_covered", "—")),
-        row("real-vs-real floor", cand.get(f"{metric}_floor", "—"), cand.get("classes_covered_floor")),
-    ])  # fmt: skip
-    paths = Paths(repo)
-    verdict = "PROMOTED to champion" if dec["promote"] else "not promoted"
-    files = "\n".join(
-        f"- `{Paths(repo).samples / f}`"
-        for f in ("grid.png", "samples.npz", "generator.torchscript.pt", "MODEL_CARD.md", "png/")
-    )
-    return f"""# GAN pipeline run
-
-**Candidate {verdict}.** {dec["reason"]}
-
-{table}
-
-{f"**Recorded:** {recorded}" if recorded else ""}
-
-{f"## Changes since the previous champion{chr(10)}{chr(10)}{changes}" if changes else ""}
-{_pictures(paths, cand)}
-## Files
-{files}
-- champion: `{repo / CHAMPION_DIR}`
-- run history: `{repo / HISTORY}`
-"""
-
-
-def _png(path: Path, alt: str) -> str:
-    """An image inlined as a data URI: it renders in the Prefect UI with no file server and offline."""
-    return f"![{alt}](data:image/png;base64,{base64.b64encode(path.read_bytes()).decode()})"
-
-
-def _pictures(paths: Paths, cand: dict) -> str:
-    """The report's pictures: the sample grid, the closest generated/training pairs, and one row per class."""
-    parts = ["## Samples (8×8 grid)", _png(paths.grid, "sample grid")]
-    if paths.closest_pairs_picture.exists() and "copy_ct_judge" in cand:
-        parts += [
-            "## Closest to a training image (memorisation check)",
-            f"Each generated image (left) beside its nearest training image in the judge's features (right), "
-            f"closest first. **Copying: {'YES' if cand['copying_judge'] else 'no'}** — data-copying statistic "
-            f"C_T {cand['copy_ct_judge']:.2f} (unseen real images: {cand['copy_ct_judge_floor']:.2f}; strongly "
-            f"negative means copying); likely copies {cand['copy_fraction_judge']:.2%} (unseen real images: "
-            f"{cand['copy_fraction_judge_floor']:.2%}).",
-            _png(paths.closest_pairs_picture, "closest generated/training pairs"),
-        ]
-    if paths.class_grid.exists():
-        parts += ["## Samples by class (one row per class, as the domain classifier sees them)",
-                  _png(paths.class_grid, "samples by class")]  # fmt: skip
-    if paths.training_curves.exists():
-        parts += ["## Training curves (losses, D's outputs; the quality score during training, the snapshot kept "
-                  "ringed)",
-                  _png(paths.training_curves, "training curves")]  # fmt: skip
-    return "\n\n".join(parts) + "\n"
-
-
 def _report(repo: Path, gate: dict, history_rows: list[dict], recorded: str = "", changes: str = "") -> None:
+    """The run's artifacts: the metrics table, the run history, and the report (`report_markdown`)."""
     from gan.evaluation.evaluate import summary_rows  # imports torch: only when a stage ran (keeps no-op runs fast)
 
     cand, champ = gate["candidate"], gate["champion"] or {}

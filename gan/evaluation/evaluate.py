@@ -26,6 +26,7 @@ from gan.core import atomic
 from gan.core.config import ConfigError, EvaluateConfig
 from gan.core.splits import LEGACY_IMAGE_SHAPE, load_split, shape_text
 from gan.core.tensors import ImageShapeError, check_image_shape, resolve_device, to_uint8
+from gan.evaluation import keys
 from gan.evaluation.features import Extractor, ExtractorFiles, build_extractors
 from gan.evaluation.memorisation import TooFewPoints, memorisation
 from gan.evaluation.metrics import (
@@ -52,25 +53,26 @@ def _extractor_metrics(name: str, cfg: EvaluateConfig, ref: dict, f_fake: np.nda
                        ) -> dict:  # fmt: skip
     f_test, f_train = ref["test_features"], ref["train_features"]
     m: dict = {}
-    m[f"fid_{name}"] = fid_from_features(f_fake, f_test)
-    m[f"fid_{name}_floor"] = fid_from_features(f_train, f_test)
+    fid, kid_, is_ = keys.fid(name), keys.kid(name), keys.inception_score(name)
+    m[fid] = fid_from_features(f_fake, f_test)
+    m[keys.floor(fid)] = fid_from_features(f_train, f_test)
     if cfg.bootstrap:
-        m[f"fid_{name}_ci95"] = list(bootstrap_fid(f_fake, f_test, cfg.bootstrap, cfg.seed))
-        m[f"fid_{name}_floor_ci95"] = list(bootstrap_fid(f_train, f_test, cfg.bootstrap, cfg.seed))
-    m[f"kid_{name}"], m[f"kid_{name}_std"] = kid(f_test, f_fake, cfg.kid_subsets, cfg.kid_subset_size, cfg.seed)
-    m[f"kid_{name}_floor"], m[f"kid_{name}_floor_std"] = kid(f_test, f_train, cfg.kid_subsets, cfg.kid_subset_size,
+        m[keys.ci95(fid)] = list(bootstrap_fid(f_fake, f_test, cfg.bootstrap, cfg.seed))
+        m[keys.ci95(keys.floor(fid))] = list(bootstrap_fid(f_train, f_test, cfg.bootstrap, cfg.seed))
+    m[kid_], m[keys.std(kid_)] = kid(f_test, f_fake, cfg.kid_subsets, cfg.kid_subset_size, cfg.seed)
+    m[keys.floor(kid_)], m[keys.std(keys.floor(kid_))] = kid(f_test, f_train, cfg.kid_subsets, cfg.kid_subset_size,
                                                              cfg.seed)  # fmt: skip
     if p_fake is not None:  # the judge has no classes, so no score of class confidence
-        m[f"is_{name}"], m[f"is_{name}_std"] = inception_score(p_fake)
-        m[f"is_{name}_floor"], m[f"is_{name}_floor_std"] = inception_score(ref["train_probs"])
+        m[is_], m[keys.std(is_)] = inception_score(p_fake)
+        m[keys.floor(is_)], m[keys.std(keys.floor(is_))] = inception_score(ref["train_probs"])
     k = min(cfg.prdc_samples, len(f_fake), len(f_test))
     rng = np.random.default_rng(cfg.seed)
     real_k = f_test[rng.choice(len(f_test), k, replace=False)]
     side = rng.choice(len(f_fake), k, replace=False)  # the same draw for the generated and the floor's train side
     for key, v in prdc(real_k, f_fake[side], cfg.prdc_k).items():
-        m[f"{key}_{name}"] = v
+        m[keys.metric(key, name)] = v
     for key, v in prdc(real_k, f_train[side], cfg.prdc_k).items():
-        m[f"{key}_{name}_floor"] = v
+        m[keys.floor(keys.metric(key, name))] = v
     return m
 
 
@@ -95,12 +97,12 @@ def _class_metrics(ref: dict, p_fake: np.ndarray, f_fake: np.ndarray, classes: l
         per_class_floor[label] = round(fid_from_features(train_c, real_c), 4) if len(train_c) >= MIN_PER_CLASS else None
     covered = classes_covered(h_fake, h_real)
     return {
-        "num_classes": k,
-        "classes_covered": covered,
-        "classes_covered_floor": classes_covered(h_floor, h_real),
+        keys.NUM_CLASSES: k,
+        keys.CLASSES_COVERED: covered,
+        keys.floor(keys.CLASSES_COVERED): classes_covered(h_floor, h_real),
         "mode_collapse": covered < int((h_real > 0).sum()),
-        "class_kl": kl_divergence(h_fake, h_real),
-        "class_kl_floor": kl_divergence(h_floor, h_real),
+        keys.CLASS_KL: kl_divergence(h_fake, h_real),
+        keys.floor(keys.CLASS_KL): kl_divergence(h_floor, h_real),
         "class_histogram": [round(float(v), 5) for v in h_fake],
         "mean_confidence": float(p_fake.max(1).mean()),
         "mean_confidence_floor": float(ref["train_probs"].max(1).mean()),
@@ -117,16 +119,18 @@ def _conditional_metrics(p_fake: np.ndarray, requested: np.ndarray, classes: lis
         asked = requested == c
         label = classes[c] if c < len(classes) else str(c)
         per_class[label] = round(float((pred[asked] == c).mean()), 4) if asked.any() else None
-    return {"conditional_accuracy": float((pred == requested).mean()), "conditional_accuracy_per_class": per_class}
+    return {keys.CONDITIONAL_ACCURACY: float((pred == requested).mean()),
+            f"{keys.CONDITIONAL_ACCURACY}_per_class": per_class}  # fmt: skip
 
 
 def _memorisation_metrics(name: str, cfg: EvaluateConfig, ref: dict, f_fake: np.ndarray) -> tuple[dict, list]:
     """The data-copying test in this extractor's features; also returns the closest generated/training pairs."""
     r = memorisation(ref["train_all_features"], ref["test_features"], f_fake, cells=cfg.copy_cells,
                      copy_quantile=cfg.copy_quantile, seed=cfg.seed, n_pairs=cfg.copy_pairs)  # fmt: skip
-    m = {f"copy_ct_{name}": r["ct"], f"copy_ct_{name}_floor": r["ct_floor"], f"copying_{name}": r["copying"],
-         f"copy_fraction_{name}": r["copy_fraction"], f"copy_fraction_{name}_floor": r["copy_fraction_floor"],
-         f"copy_threshold_{name}": r["copy_threshold"], f"copy_cells_{name}": r["cells"]}  # fmt: skip
+    ct, fraction = keys.copy_ct(name), keys.copy_fraction(name)
+    m = {ct: r["ct"], keys.floor(ct): r["ct_floor"], keys.copying(name): r["copying"],
+         fraction: r["copy_fraction"], keys.floor(fraction): r["copy_fraction_floor"],
+         keys.copy_threshold(name): r["copy_threshold"], keys.copy_cells(name): r["cells"]}  # fmt: skip
     return m, r["closest_pairs"]
 
 
@@ -190,8 +194,8 @@ def _score(
         metrics[f"feature_dim_{name}"] = info["feature_dim"]
         record = getattr(ex, "soundness", None)  # its soundness test on this data (gan.evaluation.soundness)
         if record is not None:
-            metrics[f"separates_{name}"] = record["separates"]
-            metrics[f"soundness_{name}"] = record
+            metrics[keys.separates(name)] = record["separates"]
+            metrics[keys.soundness(name)] = record
         metrics.update(_extractor_metrics(name, cfg, ref, f_fake, p_fake))
         if name == "classifier":
             metrics["classifier_test_accuracy"] = ex.test_accuracy
@@ -275,10 +279,12 @@ def evaluate(
             with atomic.atomic_path(out_pairs) as tmp, open(tmp, "wb") as f:
                 np.savez(f, generated=np.zeros((0, *reference_shape(meta)), np.uint8))
     atomic.write_text(out_metrics, json.dumps(metrics, indent=2) + "\n")
-    found = [f"fid_{e} {metrics[f'fid_{e}']:.4f} (floor {metrics[f'fid_{e}_floor']:.4f})" for e in extractors]
-    if "copy_ct_judge" in metrics:
-        found.append(f"data-copying C_T {metrics['copy_ct_judge']:.2f} (floor {metrics['copy_ct_judge_floor']:.2f}), "
-                     f"likely copies {metrics['copy_fraction_judge']:.2%}")  # fmt: skip
+    found = [f"{keys.fid(e)} {metrics[keys.fid(e)]:.4f} (floor {metrics[keys.floor(keys.fid(e))]:.4f})"
+             for e in extractors]  # fmt: skip
+    ct, judge = keys.copy_ct(keys.MEMORISATION_EXTRACTOR), keys.MEMORISATION_EXTRACTOR
+    if ct in metrics:
+        found.append(f"data-copying C_T {metrics[ct]:.2f} (floor {metrics[keys.floor(ct)]:.2f}), "
+                     f"likely copies {metrics[keys.copy_fraction(judge)]:.2%}")  # fmt: skip
     if "classes_covered" in metrics:
         found.append(f"classes {metrics['classes_covered']}/{metrics['num_classes']}")
     if "conditional_accuracy" in metrics:
@@ -294,29 +300,30 @@ def summary_rows(m: dict) -> list[dict]:
         v = m.get(key)
         if v is None:
             return "—"
-        if f"{key}_std" in m:
-            return f"{v:.4g} ± {m[f'{key}_std']:.2g}"
-        if f"{key}_ci95" in m:
-            lo, hi = m[f"{key}_ci95"]
+        if keys.std(key) in m:
+            return f"{v:.4g} ± {m[keys.std(key)]:.2g}"
+        if keys.ci95(key) in m:
+            lo, hi = m[keys.ci95(key)]
             return f"{v:.4g} [{lo:.4g}, {hi:.4g}]"
         return f"{v:.4g}" if isinstance(v, float) else str(v)
 
     rows = []
     for name in ("classifier", "judge", "inception"):
-        if f"fid_{name}" not in m:
+        if keys.fid(name) not in m:
             continue
         score = "IS" if name == "inception" else "classifier score"
-        for metric, label in (("fid", "FID"), ("kid", "KID"), ("is", score), ("precision", "precision"),
-                              ("recall", "recall"), ("density", "density"), ("coverage", "coverage")):  # fmt: skip
-            if f"{metric}_{name}" in m:
-                rows.append({"metric": f"{label} ({name})", "value": fmt(f"{metric}_{name}"),
-                             "floor": fmt(f"{metric}_{name}_floor")})  # fmt: skip
-    if "copy_ct_judge" in m:
+        labels = ((keys.FID, "FID"), (keys.KID, "KID"), (keys.IS, score), *((p, p) for p in keys.PRDC))
+        for kind, label in labels:
+            key = keys.metric(kind, name)
+            if key in m:
+                rows.append({"metric": f"{label} ({name})", "value": fmt(key), "floor": fmt(keys.floor(key))})
+    judge = keys.MEMORISATION_EXTRACTOR
+    ct, fraction = keys.copy_ct(judge), keys.copy_fraction(judge)
+    if ct in m:
         rows += [
-            {"metric": "data-copying C_T (judge; << 0: copying)", "value": fmt("copy_ct_judge"),
-             "floor": fmt("copy_ct_judge_floor")},
-            {"metric": "likely copies (judge)", "value": f"{m['copy_fraction_judge']:.2%}",
-             "floor": f"{m['copy_fraction_judge_floor']:.2%}"},
+            {"metric": f"data-copying C_T ({judge}; << 0: copying)", "value": fmt(ct), "floor": fmt(keys.floor(ct))},
+            {"metric": f"likely copies ({judge})", "value": f"{m[fraction]:.2%}",
+             "floor": f"{m[keys.floor(fraction)]:.2%}"},
         ]  # fmt: skip
     if "classes_covered" in m:
         k = m["num_classes"]

@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import get_args
 
 from gan.core.config import AUTO_METRIC, ConfigError, PromoteConfig, auto_metric
+from gan.evaluation import keys
 
 RECORD = "record.json"
 FILES = ("generator.pt", "generator.torchscript.pt", "metrics.json", "MODEL_CARD.md", "grid.png")
@@ -57,7 +58,7 @@ def metric_value(metrics: dict, metric: str, whose: str = "metrics.json") -> flo
         present = [k for k in METRICS if k in metrics]
         raise MetricMissing(
             f"promote.metric = {metric!r}: {whose} has no such key (distances it has: {', '.join(present) or 'none'}). "
-            f"Set promote.metric in params.yaml to one of those, or add {metric.split('_', 1)[1]!r} to "
+            f"Set promote.metric in params.yaml to one of those, or add {keys.extractor_of(metric)!r} to "
             "evaluate.extractors."
         )
     return float(metrics[metric])
@@ -80,10 +81,10 @@ def decide(
     def verdict(promote: bool, reason: str) -> Decision:
         return Decision(promote, reason, metric, value, champ, margin)
 
-    extractor = metric.split("_", 1)[1]
-    unsound = candidate.get(f"separates_{extractor}") is False
+    extractor = keys.extractor_of(metric)
+    unsound = candidate.get(keys.separates(extractor)) is False
     if unsound and require_sound:
-        why = candidate.get(f"soundness_{extractor}", {}).get("reason", "")
+        why = candidate.get(keys.soundness(extractor), {}).get("reason", "")
         return verdict(False, f"{metric} is not able to separate on this data: the {extractor} scores degraded real "
                               f"images like real ones ({why}); a model it ranks cannot be trusted, so none is "
                               "promoted (more images, or a longer classifier/judge training, would help; "
@@ -91,10 +92,10 @@ def decide(
     caveat = f" ({metric} cannot separate on this data; promote.require_sound is off)" if unsound else ""
     if not math.isfinite(value):
         return verdict(False, f"candidate {metric} is {value}")
-    covered, total = candidate.get("classes_covered"), candidate.get("num_classes")
+    covered, total = candidate.get(keys.CLASSES_COVERED), candidate.get(keys.NUM_CLASSES)
     # What real images achieve on the same test (the floor) is the bar: a class the real test split barely has
     # cannot be demanded of a generator.
-    needed = candidate.get("classes_covered_floor", total)
+    needed = candidate.get(keys.floor(keys.CLASSES_COVERED), total)
     if require_all_classes and covered is not None and covered < needed:
         return verdict(
             False, f"candidate covers only {covered}/{total} classes, real images {needed}/{total} (mode collapse)"
@@ -114,13 +115,13 @@ def decide(
 def summary_lines(decision: Decision, candidate: dict) -> list[str]:
     """A few lines for a person: the metric beside its floor and the champion's value, classes, the decision."""
     m = decision.metric
-    floor = candidate.get(f"{m}_floor")
+    floor = candidate.get(keys.floor(m))
     champ = "none yet" if decision.champion_value is None else f"{decision.champion_value:.4g}"
     lines = [f"{m}: {decision.candidate_value:.4g} (real-vs-real floor {_fmt(floor)}; champion {champ})"]
-    if "classes_covered" in candidate:
-        k = candidate["num_classes"]
-        lines.append(f"classes covered: {candidate['classes_covered']}/{k} "
-                     f"(floor {candidate.get('classes_covered_floor', '?')}/{k})")  # fmt: skip
+    if keys.CLASSES_COVERED in candidate:
+        k = candidate[keys.NUM_CLASSES]
+        lines.append(f"classes covered: {candidate[keys.CLASSES_COVERED]}/{k} "
+                     f"(floor {candidate.get(keys.floor(keys.CLASSES_COVERED), '?')}/{k})")  # fmt: skip
     lines.append(f"{'PROMOTED to champion' if decision.promote else 'not promoted'}: {decision.reason}")
     return lines
 

@@ -7,15 +7,17 @@ from pathlib import Path
 import pandas as pd
 
 from gan.core import atomic
+from gan.evaluation import keys
 
 # Columns of histories written before promote.metric existed (the metric was always fid_classifier).
-_RENAMED = {"fid_classifier": "value", "fid_classifier_floor": "floor", "champion_fd": "champion_value"}
+_LEGACY_METRIC = keys.fid("classifier")
+_RENAMED = {_LEGACY_METRIC: "value", keys.floor(_LEGACY_METRIC): "floor", "champion_fd": "champion_value"}
 
 
 def _read(path: Path) -> pd.DataFrame:
     old = pd.read_csv(path) if path.exists() and path.stat().st_size else pd.DataFrame()
-    if "fid_classifier" in old.columns and "metric" not in old.columns:
-        old = old.rename(columns=_RENAMED).assign(metric="fid_classifier")
+    if _LEGACY_METRIC in old.columns and "metric" not in old.columns:
+        old = old.rename(columns=_RENAMED).assign(metric=_LEGACY_METRIC)
     return old
 
 

@@ -1,0 +1,140 @@
+"""The champion/challenger gate of a pipeline run, and the run's row of the history.
+
+`run_gate` re-scores the champion with today's evaluation setup (`rescore_champion`: nothing written),
+decides with `champion.decide`, and promotes the candidate when it is better; `history_row` turns the
+gate's result into one row of data/history/runs.csv. The Prefect flow (flows/pipeline.py) calls both.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from datetime import UTC, datetime
+from pathlib import Path
+
+from gan.core.config import AUTO_METRIC, EvaluateConfig, Params, auto_metric
+from gan.core.paths import PATHS, Paths
+from gan.core.splits import read_summary, shape_text
+from gan.evaluation import keys
+from gan.lifecycle import dvcrun
+from gan.lifecycle.champion import FILES as CHAMPION_FILES
+from gan.lifecycle.champion import decide, metric_value, promote, read_record, summary_lines
+
+Logger = logging.Logger | logging.LoggerAdapter
+
+
+def rescore_champion(
+    cfg: EvaluateConfig, generator_path: Path, paths: Paths, classes: list[str], device: str = "auto"
+) -> dict:
+    """The champion's metrics on today's evaluation setup (extractors, reference, n): the evaluate stage's
+    numbers for its generator, returned, not written."""
+    import torch  # torch only where a champion is re-scored
+
+    from gan.core.tensors import resolve_device, to_uint8
+    from gan.evaluation.evaluate import load_reference_meta, score_images
+    from gan.evaluation.features import ExtractorFiles
+    from gan.training.models import load_generator
+    from gan.training.sampling import requested_labels, sample_batches
+
+    n = load_reference_meta(paths.reference)["n"]
+    G, _ = load_generator(generator_path, resolve_device(device))
+    requested = requested_labels(n, G.num_classes) if G.num_classes else None
+    fake = torch.cat([to_uint8(b).cpu() for b in sample_batches(G, n, cfg.seed, cfg.batch_size, requested)])
+    files = ExtractorFiles(paths.classifier, paths.judge, cfg.inception_weights)
+    return score_images(fake, cfg, files, paths.reference, classes=classes, device=device, requested=requested)
+
+
+def run_gate(root: Path, params: Params, flow_run_id: str, logger: Logger) -> dict:
+    """Re-score the champion, compare it with this run's metrics.json, promote the candidate only if better.
+
+    Returns {decision, candidate, champion (re-scored metrics or None), previous_record, flow_run_id}.
+    """
+    from gan.training.models import generator_shape
+
+    paths = Paths(root)
+    candidate = json.loads(paths.metrics.read_text())
+    metric = auto_metric(candidate) if params.promote.metric == AUTO_METRIC else params.promote.metric
+    metric_value(candidate, metric)  # absent: say so before spending time on re-scoring the champion
+    champ_dir = root / PATHS.champion
+    record = read_record(champ_dir)  # also recovers a promotion a crash interrupted
+    pointer = root / f"{PATHS.champion}.dvc"
+    if record is not None and (not pointer.exists() or not dvcrun.is_current(str(pointer.relative_to(root)), root)):
+        dvcrun.dvc(["add", str(PATHS.champion)], root)  # a crash after promote() but before its `dvc add`
+        logger.info("%s did not match the champion's files: re-added it", pointer)
+    champion_now = None
+    data = read_summary(paths.prepared_summary)
+    champion_shape = generator_shape(champ_dir / "generator.pt") if record is not None else None
+    if champion_shape is not None and champion_shape != data.shape:
+        # Not comparable on today's data: a champion of another image shape cannot be scored on it.
+        logger.info("the champion makes %s images, the data is now %s: it cannot be re-scored; the candidate "
+                    "is judged alone", shape_text(champion_shape), shape_text(data.shape))  # fmt: skip
+        record = None
+    if record is not None:
+        champion_now = rescore_champion(params.evaluate, champ_dir / "generator.pt", paths, list(data.classes),
+                                        device=params.train.device)  # fmt: skip
+    p = params.promote
+    decision = decide(candidate, champion_now, p.margin, p.require_all_classes, metric=metric,
+                      require_sound=p.require_sound)  # fmt: skip
+    logger.info("champion gate: %s", " | ".join(summary_lines(decision, candidate)))
+    if decision.promote:
+        summary = data.raw
+        sources = {
+            "generator.pt": paths.generator,
+            "generator.torchscript.pt": paths.samples / "generator.torchscript.pt",
+            "metrics.json": paths.metrics,
+            "MODEL_CARD.md": paths.samples / "MODEL_CARD.md",
+            "grid.png": paths.grid,
+        }
+        assert set(sources) == set(CHAMPION_FILES)
+        promote(
+            sources,
+            champ_dir,
+            {
+                "flow_run_id": flow_run_id,
+                "promoted_at": datetime.now(UTC).isoformat(timespec="seconds"),
+                "data_version": {s: v["sha256_images"] for s, v in summary["splits"].items()},
+                "dataset": summary["dataset"],
+                "generator_md5": dvcrun.out_hash("train", root, PATHS.generator),
+                "metrics": candidate,
+                "decision": decision.as_dict(),
+            },
+        )
+        dvcrun.dvc(["add", str(PATHS.champion)], root)
+        logger.info("promoted: %s is the new champion", PATHS.champion)
+    return {
+        "decision": decision.as_dict(),
+        "candidate": candidate,
+        "champion": champion_now,
+        "previous_record": record,
+        "flow_run_id": flow_run_id,
+    }
+
+
+def history_row(gate: dict, params: Params, ran: list[str], train_summary: dict) -> dict:
+    """One row of data/history/runs.csv: the run, its primary metric beside the champion's, the decision.
+
+    `gate`: what `run_gate` returned; `train_summary`: data/train/summary.json, for the epochs actually trained
+    (a time budget can stop early).
+    """
+    cand, dec = gate["candidate"], gate["decision"]
+    metric = dec["metric"]
+    return {
+        "finished_at": datetime.now(UTC).isoformat(timespec="seconds"),
+        "flow_run_id": gate["flow_run_id"],
+        "dataset": params.data.dataset,
+        "arch": params.model.arch,
+        "epochs": train_summary.get("epochs"),
+        "steps": train_summary.get("steps"),
+        "kimg": train_summary.get("kimg"),
+        "stop": train_summary.get("stop"),
+        "kept_step": (train_summary.get("kept") or {}).get("step"),
+        "stopped_by_time_budget": train_summary.get("stopped_by_time_budget"),
+        "stages_run": " ".join(ran),
+        "metric": metric,
+        "value": dec["candidate_value"],
+        "floor": cand.get(keys.floor(metric)),
+        "champion_value": dec["champion_value"],
+        "classes_covered": cand.get(keys.CLASSES_COVERED),  # none without the classifier extractor
+        "class_kl": cand.get(keys.CLASS_KL),
+        "promoted": dec["promote"],
+    }
