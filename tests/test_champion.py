@@ -293,12 +293,12 @@ def test_gate_history_and_report_on_inception_only_metrics(tmp_path, tiny_split,
     """
     import gan.evaluation.features
     from flows import pipeline
-    from gan.lifecycle.gate import history_row, run_gate
-    from gan.outputs.report import report_markdown
     from gan.evaluation.evaluate import evaluate
     from gan.evaluation.features import ExtractorFiles
     from gan.evaluation.reference import build_reference
     from gan.lifecycle import dvcrun
+    from gan.lifecycle.gate import history_row, run_gate
+    from gan.outputs.report import report_markdown
 
     ws = tmp_path / "ws"
     weights = random_inception_weights(tmp_path / "random-inception.pth")
