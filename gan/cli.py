@@ -108,8 +108,10 @@ def stage_train(p: Params) -> None:
         except NoSoundExtractor as err:  # train without it: the last G is kept, no early stop
             note = str(err)
             logging.getLogger("gan.training.train").warning("no quality probe: %s", err)
+    from gan.core.codedeps import stage_code_sha256
+
     train(p.model, p.train, PATHS.train_split, TrainOutputs(PATHS.generator, PATHS.checkpoints, PATHS.train_log),
-          probe=probe, probe_note=note)  # fmt: skip
+          probe=probe, probe_note=note, code_sha256=stage_code_sha256("train"))  # fmt: skip
 
 
 def stage_reference(p: Params) -> None:

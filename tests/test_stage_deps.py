@@ -89,7 +89,7 @@ def test_a_cli_helper_called_by_a_stage_brings_its_imports(tmp_path, monkeypatch
     assert codedeps.PACKAGE_DIR / "evaluation" / "metrics.py" not in codedeps.stage_code_files("prepare")
 
 
-def test_resume_fingerprint_hashes_the_train_stage_code(monkeypatch, tiny_split):
+def test_resume_fingerprint_hashes_the_train_stage_code_the_cli_passes(monkeypatch, tiny_split):
     import numpy as np
     import torch  # noqa: F401  (gan.training.train imports it)
 
@@ -97,7 +97,11 @@ def test_resume_fingerprint_hashes_the_train_stage_code(monkeypatch, tiny_split)
 
     images = np.load(tiny_split)["images"]
     p = Params()
-    before = train_mod.run_fingerprint(p.model, p.train, images)
+
+    def fingerprint():
+        return train_mod.run_fingerprint(p.model, p.train, images, codedeps.stage_code_sha256("train"))
+
+    before = fingerprint()
     for path in codedeps.stage_code_files("train"):
         original = Path.read_bytes
 
@@ -106,8 +110,20 @@ def test_resume_fingerprint_hashes_the_train_stage_code(monkeypatch, tiny_split)
             return data + b"\n# edited\n" if self == _target else data
 
         monkeypatch.setattr(Path, "read_bytes", edited)
-        assert train_mod.run_fingerprint(p.model, p.train, images) != before, f"{path} not in the fingerprint"
+        assert fingerprint() != before, f"{path} not in the fingerprint"
         monkeypatch.setattr(Path, "read_bytes", original)
+
+
+def test_the_train_stage_passes_its_code_digest_to_train(monkeypatch):
+    import gan.cli
+    import gan.training.train as train_mod
+    from gan.core.config import Params
+
+    seen = {}
+    monkeypatch.setattr(train_mod, "train", lambda *args, **kwargs: seen.update(kwargs))
+    p = Params(train={"eval_every": 0})  # no probe: nothing but the call is made
+    gan.cli.stage_train(p)
+    assert seen["code_sha256"] == codedeps.stage_code_sha256("train")
 
 
 # --- params: what each stage reads (recorded by tests/params_trace while the stages run) ---

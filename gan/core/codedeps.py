@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import ast
 import functools
+import hashlib
 from pathlib import Path
 
 PACKAGE_DIR = Path(__file__).resolve().parents[1]  # gan/, above this module's layer package
@@ -123,6 +124,14 @@ def _called(functions: dict[str, ast.FunctionDef], names: list[str]) -> list[ast
         todo += [n.func.id for n in ast.walk(found[name])
                  if isinstance(n, ast.Call) and isinstance(n.func, ast.Name) and n.func.id in functions]  # fmt: skip
     return list(found.values())
+
+
+def stage_code_sha256(stage: str) -> str:
+    """SHA-256 of the bytes of `stage_code_files(stage)`, in order: what the trainer's resume fingerprint holds."""
+    h = hashlib.sha256()
+    for path in stage_code_files(stage):
+        h.update(path.read_bytes())
+    return h.hexdigest()
 
 
 def stage_code_deps(stage: str, root: Path = PACKAGE_DIR.parent) -> list[str]:

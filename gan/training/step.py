@@ -59,6 +59,10 @@ class StepParts:
     ada_kimg: float = 100.0  # images (thousands) for p to go from 0 to 1
     reconstruct: bool = False  # D(real, quadrants=q) -> (logits, reconstruction loss), added to D's loss
 
+    def r1_due(self, step: int) -> bool:
+        """Lazy R1 (StyleGAN2): applied on every `r1_every`-th step, where D's loss adds it times `r1_every`."""
+        return bool(self.r1_gamma) and step % self.r1_every == 0
+
     @property
     def stat_names(self) -> tuple[str, ...]:
         extra = (("r1",) if self.r1_gamma else ()) + (("gp",) if self.loss.gradient_penalty else ())

@@ -28,22 +28,20 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from torchvision.utils import save_image
 from tqdm import tqdm
 
 from gan.core import atomic
-from gan.core.codedeps import stage_code_files
 from gan.core.config import ConfigError, ModelConfig, TrainConfig, check_processes, section_hash
 from gan.core.errors import PipelineError
 from gan.core.length import plan
+from gan.core.pngs import write_grid
 from gan.core.splits import load_split
-from gan.core.tensors import epoch_permutation, from_uint8, resolve_device
+from gan.core.tensors import epoch_permutation, from_uint8, resolve_device, to_uint8
 from gan.training.ema import EmaGenerator
 from gan.training.models import build_discriminator, build_generator, save_generator
-from gan.training.step import BASE_STATS, CudaGraphStep, GanStep, step_parts
+from gan.training.step import CudaGraphStep, GanStep, step_parts
 
 log = logging.getLogger(__name__)
-LOG_COLUMNS = ("step", "epoch", *BASE_STATS)  # the default algorithm's columns; R1 and GP add theirs
 WARMUP_STEPS = 20  # steps timed for the estimate of the run's duration logged before it goes on
 MIN_STEPS_BETWEEN_GRIDS = 200  # a small folder's epochs are short: its sample grids every few epochs
 
@@ -154,18 +152,19 @@ class TrainResult:
     kept: dict = field(default_factory=dict)  # which G the stage kept: last, or the best snapshot (step, fd)
 
 
-def run_fingerprint(model_cfg: ModelConfig, train_cfg: TrainConfig, images: np.ndarray) -> str:
+def run_fingerprint(model_cfg: ModelConfig, train_cfg: TrainConfig, images: np.ndarray, code_sha256: str = "") -> str:
     """What a checkpoint must match to be resumed: settings that change the result, the data and the code.
 
-    The code is every package file the train stage runs, the same list dvc.yaml's train deps must
-    hold (`gan.core.codedeps`, checked by tests/test_stage_deps.py).
+    `code_sha256` is the digest of every package file the train stage runs, given by its caller (the CLI:
+    `gan.core.codedeps.stage_code_sha256("train")`, the same list dvc.yaml's train deps must hold, checked by
+    tests/test_stage_deps.py); "" for a library call outside the stage, whose checkpoints then match on settings
+    and data alone.
     """
     relevant = train_cfg.model_copy(update={"checkpoint_every": 0, "log_flush_every": 1})
     data = hashlib.sha256(repr(tuple(images.shape)).encode())  # the shape too: the same bytes can be 1×… or 3×…
     data.update(images.tobytes())
     data_hash = data.hexdigest()[:16]
-    code = b"".join(p.read_bytes() for p in stage_code_files("train"))
-    return f"{section_hash(model_cfg, relevant)}-{data_hash}-{hashlib.sha256(code).hexdigest()[:16]}"
+    return f"{section_hash(model_cfg, relevant)}-{data_hash}-{code_sha256[:16] or 'code-not-given'}"
 
 
 def load_checkpoint(path: Path) -> dict:
@@ -402,8 +401,7 @@ def save_epoch_grid(G: torch.nn.Module, fixed_z: torch.Tensor, fixed_y: torch.Te
     with torch.no_grad():
         grid = (G(fixed_z) if fixed_y is None else G(fixed_z, fixed_y)).cpu()
     G.train(was_training)
-    with atomic.atomic_path(path) as tmp:
-        save_image(grid, tmp, nrow=8, normalize=True, value_range=(-1, 1), format="png")
+    write_grid(to_uint8(grid.clamp(-1, 1)), path, nrow=8)
 
 
 def train(
@@ -415,6 +413,7 @@ def train(
     progress_bar: bool = True,
     probe: Callable[[torch.nn.Module], float] | None = None,
     probe_note: str = "",
+    code_sha256: str = "",
 ) -> TrainResult:
     """Train G and D on the prepared split; resume from `out.checkpoint_dir` if it matches.
 
@@ -423,6 +422,7 @@ def train(
     when on) every `train.eval_every` steps and at the end; with `train.keep = best` the best-scoring snapshot is
     the stage's generator, and `train.patience` scores without improvement end the run. Without a probe,
     `probe_note` says why (e.g. no extractor passed its soundness test): the run then goes on unscored.
+    `code_sha256` is the stage's code in the resume fingerprint (`run_fingerprint`).
 
     Under `torchrun` (WORLD_SIZE > 1) this is DistributedDataParallel training: NCCL on
     GPUs, gloo on CPUs; `train.batch_size` is the global batch, each rank takes its own
@@ -453,7 +453,7 @@ def train(
     length = plan(train_cfg, n, split.shape, bs)
     total_steps = length.steps
     eval_every = length.eval_every if probe is not None else 0
-    fingerprint = run_fingerprint(model_cfg, train_cfg, split.images)
+    fingerprint = run_fingerprint(model_cfg, train_cfg, split.images, code_sha256)
     num_classes = num_classes_of(split.labels) if model_cfg.conditional else 0
     if isinstance(train_cfg.eval_every, int) and train_cfg.eval_every and probe is None and not probe_note:
         raise ConfigError(
@@ -561,8 +561,7 @@ def train(
         while not stop:
             perm = epoch_permutation(n, train_cfg.seed, epoch).to(device)
             for b in range(batch, steps_per_epoch):
-                regularise = bool(train_cfg.r1_gamma) and step % train_cfg.r1_every == 0
-                step_log.add(step_fn(*next_batch(b, perm), regularise=regularise))
+                step_log.add(step_fn(*next_batch(b, perm), regularise=parts.r1_due(step)))
                 if models.ema is not None:
                     models.ema.update(models.G)
                 step += 1
