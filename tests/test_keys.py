@@ -1,11 +1,11 @@
-"""metrics.json keys come from gan/evaluation/keys.py and stay exactly what they were (readers depend on them)."""
+"""metrics.json keys come from gan/core/metric_keys.py and stay exactly what they were (readers depend on them)."""
 
 from __future__ import annotations
 
 import numpy as np
 
+from gan.core import metric_keys as keys
 from gan.core.config import EvaluateConfig
-from gan.evaluation import keys
 from gan.evaluation.evaluate import _extractor_metrics, summary_rows
 
 

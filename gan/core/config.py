@@ -19,6 +19,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from pydantic.functional_validators import PlainValidator
 
 from gan.core import atomic
+from gan.core import metric_keys as keys
 from gan.core.architectures import ARCH_NAMES, ARCHITECTURES, LOSS_NAMES, LOSS_SPECS
 from gan.core.datasets import DATASETS
 
@@ -239,7 +240,7 @@ class EvaluateConfig(_Section):
     seed: int = Field(1234, ge=0)
     n_samples: int = Field(10000, ge=2, le=1_000_000)
     batch_size: int = Field(500, ge=1, le=65536)
-    extractors: list[Literal["classifier", "judge", "inception"]] = Field(
+    extractors: list[Literal[keys.EXTRACTORS]] = Field(
         default_factory=lambda: ["classifier", "judge"],
         min_length=1,
         description="Feature extractors: 'classifier' (labelled data), 'judge' (self-supervised on your images, no "
@@ -277,15 +278,13 @@ def auto_metric(metrics: dict) -> str:
     """What promote.metric = auto compares: the classifier's FID where metrics.json has it (labelled data) and the
     classifier passed its soundness test on this data (`separates_classifier`), else the judge's. Where neither
     separates, the one present (the gate then refuses, saying why)."""
-    present = [m for m in ("fid_classifier", "fid_judge") if m in metrics]
-    sound = [m for m in present if metrics.get(f"separates_{m.split('_', 1)[1]}", True)]
-    return (sound or present or ["fid_judge"])[0]
+    present = [m for m in map(keys.fid, keys.DOMAIN_EXTRACTORS) if m in metrics]
+    sound = [m for m in present if metrics.get(keys.separates(keys.extractor_of(m)), True)]
+    return (sound or present or [keys.fid(keys.DOMAIN_EXTRACTORS[-1])])[0]
 
 
 class PromoteConfig(_Section):
-    metric: Literal[
-        "auto", "fid_classifier", "fid_judge", "fid_inception", "kid_classifier", "kid_judge", "kid_inception"
-    ] = Field(
+    metric: Literal[(AUTO_METRIC, *(keys.metric(k, e) for k in (keys.FID, keys.KID) for e in keys.EXTRACTORS))] = Field(
         "auto",
         description="The metrics.json distance the gate compares (lower is better); its extractor must be in "
         "evaluate.extractors. auto: fid_classifier where the data has labels, else fid_judge.",
@@ -472,11 +471,11 @@ def _check_across_sections(p: Params, source: str) -> None:
     """Rules that tie settings together (each section's own rules are in its schema)."""
     problems = _data_problems(p) + _train_problems(p)
     metric, extractors = p.promote.metric, p.evaluate.extractors
-    candidates = ["classifier", "judge"] if metric == AUTO_METRIC else [metric.split("_", 1)[1]]
+    candidates = list(keys.DOMAIN_EXTRACTORS) if metric == AUTO_METRIC else [keys.extractor_of(metric)]
     if not set(extractors) & set(candidates):
         needed = " or ".join(repr(c) for c in candidates)
         allowed = get_args(PromoteConfig.model_fields["metric"].annotation)
-        usable = ", ".join(m for m in allowed if m != AUTO_METRIC and m.split("_", 1)[1] in extractors)
+        usable = ", ".join(m for m in allowed if m != AUTO_METRIC and keys.extractor_of(m) in extractors)
         problems.append(
             f"promote.metric = {metric!r} needs the {needed} extractor, but evaluate.extractors = {extractors}: "
             f"set promote.metric to one of {usable}, or add {needed} to evaluate.extractors"

@@ -23,10 +23,10 @@ import numpy as np
 import torch
 
 from gan.core import atomic
+from gan.core import metric_keys as keys
 from gan.core.config import ConfigError, EvaluateConfig
 from gan.core.splits import LEGACY_IMAGE_SHAPE, load_split, shape_text
 from gan.core.tensors import ImageShapeError, check_image_shape, resolve_device, to_uint8
-from gan.evaluation import keys
 from gan.evaluation.features import Extractor, ExtractorFiles, build_extractors
 from gan.evaluation.memorisation import TooFewPoints, memorisation
 from gan.evaluation.metrics import (

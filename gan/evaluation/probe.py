@@ -21,6 +21,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from gan.core import metric_keys as keys
 from gan.core.errors import PipelineError
 from gan.core.splits import load_split
 from gan.evaluation.features import ExtractorFiles, NoExtractor, build_extractors
@@ -60,7 +61,7 @@ def build_probe(files: ExtractorFiles, train_split: str | Path, n: int, device: 
     test (`gan.evaluation.soundness`), else the judge if it passed; NoSoundExtractor (with each one's reason) when
     neither."""
     refused = []
-    for name in ("classifier", "judge"):
+    for name in keys.DOMAIN_EXTRACTORS:
         try:
             extractors, _ = build_extractors([name], files, device, 500)
         except NoExtractor:  # an unlabeled folder: the classifier is only a marker that says so

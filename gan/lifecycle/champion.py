@@ -25,8 +25,8 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import get_args
 
+from gan.core import metric_keys as keys
 from gan.core.config import AUTO_METRIC, ConfigError, PromoteConfig, auto_metric
-from gan.evaluation import keys
 
 RECORD = "record.json"
 FILES = ("generator.pt", "generator.torchscript.pt", "metrics.json", "MODEL_CARD.md", "grid.png")

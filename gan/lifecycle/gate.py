@@ -12,10 +12,10 @@ import logging
 from datetime import UTC, datetime
 from pathlib import Path
 
+from gan.core import metric_keys as keys
 from gan.core.config import AUTO_METRIC, EvaluateConfig, Params, auto_metric
 from gan.core.paths import PATHS, Paths
 from gan.core.splits import read_summary, shape_text
-from gan.evaluation import keys
 from gan.lifecycle import dvcrun
 from gan.lifecycle.champion import FILES as CHAMPION_FILES
 from gan.lifecycle.champion import decide, metric_value, promote, read_record, summary_lines

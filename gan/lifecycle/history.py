@@ -7,7 +7,7 @@ from pathlib import Path
 import pandas as pd
 
 from gan.core import atomic
-from gan.evaluation import keys
+from gan.core import metric_keys as keys
 
 # Columns of histories written before promote.metric existed (the metric was always fid_classifier).
 _LEGACY_METRIC = keys.fid("classifier")

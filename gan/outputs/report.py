@@ -9,8 +9,8 @@ from __future__ import annotations
 import base64
 from pathlib import Path
 
+from gan.core import metric_keys as keys
 from gan.core.paths import PATHS, Paths
-from gan.evaluation import keys
 
 SAMPLE_FILES = ("grid.png", "samples.npz", "generator.torchscript.pt", "MODEL_CARD.md", "png/")
 

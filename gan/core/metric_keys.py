@@ -2,7 +2,8 @@
 
 A metric measured in an extractor's features is keyed `<metric>_<extractor>` (`fid_classifier`,
 `kid_judge`); its real-vs-real twin adds `_floor`, its spread `_std`, its bootstrap interval `_ci95`.
-Readers (the gate, the run history, the report) use these functions rather than rebuilding the strings.
+Readers (the config's promote.metric, the gate, the run history, the report) use these functions rather than
+rebuilding the strings. Torch-free and in the core layer, so the config can name them too.
 """
 
 from __future__ import annotations
@@ -15,6 +16,10 @@ NUM_CLASSES = "num_classes"
 CLASS_KL = "class_kl"
 CONDITIONAL_ACCURACY = "conditional_accuracy"
 MEMORISATION_EXTRACTOR = "judge"  # the data-copying test runs in the judge's features
+EXTRACTORS = ("classifier", "judge", "inception")  # every feature extractor evaluate knows
+# The domain's own extractors in the order they are preferred (promote.metric auto, the quality probe): the
+# classifier where the data has labels and it passed its soundness test, else the judge.
+DOMAIN_EXTRACTORS = ("classifier", "judge")
 
 
 def metric(kind: str, extractor: str) -> str:
