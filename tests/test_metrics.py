@@ -81,6 +81,11 @@ def test_kid_matches_reference_on_standardised_features_and_is_unbiased():
     mean, std = kid(real, fake, subsets=1, subset_size=300)
     mu, sd = real.mean(0), real.std(0)  # the real set's units, for both sets
     assert mean == pytest.approx(kid_reference((real - mu) / sd, (fake - mu) / sd), rel=1e-3)
+    scaled = real * 3 + 1, fake * 3 + 1  # Inception's KID keeps the raw features (torch-fidelity's scale)
+    assert kid(*scaled, subsets=1, subset_size=300, standardised=False)[0] == pytest.approx(
+        kid_reference(*scaled), rel=1e-3
+    )
+    assert kid(*scaled, subsets=1, subset_size=300)[0] == pytest.approx(mean, rel=1e-3)  # standardised: unchanged
     same, _ = kid(rng.normal(size=(2000, 32)), rng.normal(size=(2000, 32)), subsets=20, subset_size=500)
     assert abs(same) < 0.01  # unbiased: ~0 for samples of one distribution
     assert kid(real, fake, subsets=10, subset_size=100)[1] > 0

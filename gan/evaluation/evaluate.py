@@ -59,9 +59,10 @@ def _extractor_metrics(name: str, cfg: EvaluateConfig, ref: dict, f_fake: np.nda
     if cfg.bootstrap:
         m[keys.ci95(fid)] = list(bootstrap_fid(f_fake, f_test, cfg.bootstrap, cfg.seed))
         m[keys.ci95(keys.floor(fid))] = list(bootstrap_fid(f_train, f_test, cfg.bootstrap, cfg.seed))
-    m[kid_], m[keys.std(kid_)] = kid(f_test, f_fake, cfg.kid_subsets, cfg.kid_subset_size, cfg.seed)
-    m[keys.floor(kid_)], m[keys.std(keys.floor(kid_))] = kid(f_test, f_train, cfg.kid_subsets, cfg.kid_subset_size,
-                                                             cfg.seed)  # fmt: skip
+    raw = name == "inception"  # Inception's KID as published (torch-fidelity's scale); the domain's standardised
+    kid_args = (cfg.kid_subsets, cfg.kid_subset_size, cfg.seed, not raw)
+    m[kid_], m[keys.std(kid_)] = kid(f_test, f_fake, *kid_args)
+    m[keys.floor(kid_)], m[keys.std(keys.floor(kid_))] = kid(f_test, f_train, *kid_args)
     if p_fake is not None:  # the judge has no classes, so no score of class confidence
         m[is_], m[keys.std(is_)] = inception_score(p_fake)
         m[keys.floor(is_)], m[keys.std(keys.floor(is_))] = inception_score(ref["train_probs"])

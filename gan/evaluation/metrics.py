@@ -84,8 +84,8 @@ def standardise(real: np.ndarray, *others: np.ndarray) -> list[np.ndarray]:
     return [(np.asarray(x, np.float64) - mu) / sd for x in (r, *others)]
 
 
-def kid(real: np.ndarray, fake: np.ndarray, subsets: int = 100, subset_size: int = 1000, seed: int = 0
-        ) -> tuple[float, float]:  # fmt: skip
+def kid(real: np.ndarray, fake: np.ndarray, subsets: int = 100, subset_size: int = 1000, seed: int = 0,
+        standardised: bool = True) -> tuple[float, float]:  # fmt: skip
     """Kernel Inception Distance (Bińkowski et al. 2018): unbiased MMD² with the cubic polynomial kernel
     k(x, y) = (x·y / d + 1)³, averaged over random subsets (torchmetrics' kernel and estimator). Returns (mean, std).
 
@@ -93,14 +93,15 @@ def kid(real: np.ndarray, fake: np.ndarray, subsets: int = 100, subset_size: int
     features of order 1 in every dimension, as Inception's pool features are (torch-fidelity's defaults: degree 3,
     gamma 1/d, coef0 1); on features of large, uneven scale (the judge's) x·y/d is dominated by a few large
     dimensions and cubed, so the subsets' spread swamps any difference. After standardising, the real-vs-real value
-    is ~0 and a change shows in every dimension, whatever its scale.
+    is ~0 and a change shows in every dimension, whatever its scale. `standardised=False` keeps the raw features:
+    the published KID of Inception's features, comparable with torch-fidelity's.
     """
     import torch
     from torchmetrics.image.kid import poly_mmd
 
     m = min(subset_size, len(real), len(fake))
     rng = np.random.default_rng(seed)
-    r, f = (torch.from_numpy(x.astype(np.float32)) for x in standardise(real, fake))
+    r, f = (torch.from_numpy(x.astype(np.float32)) for x in (standardise(real, fake) if standardised else (real, fake)))
     scores = [
         poly_mmd(r[rng.choice(len(r), m, replace=False)], f[rng.choice(len(f), m, replace=False)]).item()
         for _ in range(subsets)
