@@ -180,12 +180,12 @@ def export(
         grid = sample_uint8(G, len(rows), cfg.seed, len(rows), rows)
     else:
         grid = sample_uint8(G, 64, cfg.seed, 64)
-    write_grid(grid, out_dir / "grid.png", nrow=8)
+    write_grid(grid, out_dir / "grid.png", nrow=8, rgb=True)  # RGB as torchvision writes it
 
     png_dir = out_dir / "png"
     png_dir.mkdir(exist_ok=True)
     for i, img in enumerate(sample_uint8(G, cfg.n_png, cfg.seed + 1, 256)):
-        write_png(img, png_dir / f"{i:05d}.png")
+        write_png(img, png_dir / f"{i:05d}.png", rgb=True)
 
     c, h, w = G.image_shape
     images = np.empty((cfg.n_npz, h, w, c), dtype=np.uint8)  # NHWC

@@ -401,7 +401,7 @@ def save_epoch_grid(G: torch.nn.Module, fixed_z: torch.Tensor, fixed_y: torch.Te
     with torch.no_grad():
         grid = (G(fixed_z) if fixed_y is None else G(fixed_z, fixed_y)).cpu()
     G.train(was_training)
-    write_grid(to_uint8(grid.clamp(-1, 1)), path, nrow=8)
+    write_grid(to_uint8(grid.clamp(-1, 1)), path, nrow=8, rgb=True)  # RGB as torchvision writes it
 
 
 def train(
