@@ -63,9 +63,10 @@ class RecordFailed(RuntimeError):
 
 
 def _run_stage(stage: str, repo: str, all_current: bool = False, watch: bool = False) -> dict:
-    """`watch`: a stage dvc.yaml marks always_changed; it always runs (DVC would say it changed anyway)."""
+    """`dvc repro --single-item STAGE`: DVC runs the stage unless it finds it up to date. `all_current`: DVC said so
+    of the whole pipeline, it is not asked again. `watch`: a stage dvc.yaml marks always_changed (it always runs)."""
     logger = get_run_logger()
-    if not watch and (all_current or dvcrun.is_current(stage, repo)):
+    if all_current and not watch:
         logger.info("stage %r is up to date according to DVC: skipped", stage)
         return {"stage": stage, "ran": False}
     before = dvcrun.out_hash(stage, repo)
@@ -89,7 +90,9 @@ def _run_stage(stage: str, repo: str, all_current: bool = False, watch: bool = F
             last["log"] = now
 
     t0 = time.perf_counter()
-    dvcrun.repro_stage(stage, repo, on_line=logger.info, on_progress=on_progress)
+    if not dvcrun.repro_stage(stage, repo, on_line=logger.info, on_progress=on_progress):
+        logger.info("stage %r is up to date according to DVC: skipped", stage)
+        return {"stage": stage, "ran": False}
     after = dvcrun.out_hash(stage, repo)
     logger.info("stage %r done in %.1f s", stage, time.perf_counter() - t0)
     return {

@@ -1,13 +1,18 @@
 from __future__ import annotations
 
 import contextlib
+import csv
+import json
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -15,6 +20,7 @@ import httpx
 import numpy as np
 import pytest
 import yaml
+from filelock import FileLock
 
 from gan.core.config import apply_overrides, load_params
 
@@ -98,26 +104,65 @@ class PrefectServer:
             yield c
 
 
-@pytest.fixture(scope="session")
-def prefect_server(tmp_path_factory) -> PrefectServer:
-    """A real `prefect server start` on 127.0.0.1, shared by the whole test session."""
-    home = tmp_path_factory.mktemp("prefect-server-home")
+def shared_root(tmp_path_factory) -> Path:
+    """The folder every xdist worker of this test run shares (each worker's basetemp is a subfolder of it); without
+    xdist, this process's basetemp."""
+    base = tmp_path_factory.getbasetemp()
+    return base.parent if WORKER != "main" else base
+
+
+def built_once(tmp_path_factory, name: str, build: Callable[[Path], dict]) -> tuple[Path, dict]:
+    """`build(folder)` once per test run, whichever worker asks first; every other caller (another worker, another
+    thread) waits for it, then gets the same folder and the dict `build` returned. A failed build is retried by the
+    next caller (and fails there with its own error)."""
+    root = shared_root(tmp_path_factory)
+    folder, done = root / name, root / f"{name}.json"
+    with FileLock(str(root / f"{name}.lock")):
+        if not done.exists():
+            shutil.rmtree(folder, ignore_errors=True)
+            folder.mkdir()
+            done_tmp = done.with_suffix(".tmp")
+            done_tmp.write_text(json.dumps(build(folder)))
+            done_tmp.replace(done)
+    return folder, json.loads(done.read_text())
+
+
+def _start_prefect_server(folder: Path) -> dict:
+    """`prefect server start` on a free port of 127.0.0.1, in its own session (it outlives the worker that started
+    it: the run's main process stops it, see pytest_sessionfinish); its PREFECT_HOME and log under `folder`."""
     port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_API")}
     env.update(
-        PREFECT_HOME=str(home),
+        PREFECT_HOME=str(folder),
         PREFECT_SERVER_ANALYTICS_ENABLED="false",
         PREFECT_SERVER_SERVICES_SCHEDULER_LOOP_SECONDS="5",
         PREFECT_UI_API_URL=f"http://127.0.0.1:{port}/api",
     )
-    log = open(home / "server.log", "w")
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "prefect", "server", "start", "--host", "127.0.0.1", "--port", str(port)],
-        env=env,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-    )
-    api = f"http://127.0.0.1:{port}/api"
+    with open(folder / "server.log", "w") as log:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "prefect", "server", "start", "--host", "127.0.0.1", "--port", str(port)],
+            env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+        )  # fmt: skip
+    return {"pid": proc.pid, "port": port}
+
+
+def _pid_alive(pid: int) -> bool:
+    with contextlib.suppress(ChildProcessError):  # our own child: reap it if it ended (else it stays a zombie)
+        if os.waitpid(pid, os.WNOHANG)[0] == pid:
+            return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
+@pytest.fixture(scope="session")
+def prefect_server(tmp_path_factory) -> PrefectServer:
+    """A real `prefect server start` on 127.0.0.1, one for the whole test run: the first worker that needs it starts
+    it, the others use it (each client with its own PREFECT_HOME)."""
+    folder, info = built_once(tmp_path_factory, "prefect-server", _start_prefect_server)
+    api = f"http://127.0.0.1:{info['port']}/api"
     deadline = time.monotonic() + 180
     while True:
         try:
@@ -125,24 +170,33 @@ def prefect_server(tmp_path_factory) -> PrefectServer:
                 break
         except httpx.HTTPError:
             pass
-        if proc.poll() is not None or time.monotonic() > deadline:
-            proc.kill()
-            raise RuntimeError(f"prefect server did not start:\n{(home / 'server.log').read_text()[-3000:]}")
+        if not _pid_alive(info["pid"]) or time.monotonic() > deadline:
+            raise RuntimeError(f"prefect server did not start:\n{(folder / 'server.log').read_text()[-3000:]}")
         time.sleep(0.5)
     client_env = {
         **os.environ,
         "PREFECT_API_URL": api,
         "PREFECT_HOME": str(tmp_path_factory.mktemp("prefect-client-home")),
     }
-    try:
-        yield PrefectServer(url=f"http://127.0.0.1:{port}", api_url=api, env=client_env)
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-        log.close()
+    return PrefectServer(url=f"http://127.0.0.1:{info['port']}", api_url=api, env=client_env)
+
+
+def pytest_sessionfinish(session):
+    """The run's main process (xdist's controller, after every worker ended; or the only process) stops the shared
+    Prefect server."""
+    if WORKER != "main":
+        return
+    factory = getattr(session.config, "_tmp_path_factory", None)
+    info = factory.getbasetemp() / "prefect-server.json" if factory is not None else None
+    if info is None or not info.exists():
+        return
+    pid = json.loads(info.read_text())["pid"]
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(pid, signal.SIGTERM)
+        deadline = time.monotonic() + 20
+        while _pid_alive(pid) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        os.killpg(pid, signal.SIGKILL)
 
 
 TINY = [
@@ -172,6 +226,31 @@ def run(cmd: list[str], cwd: Path, check: bool = True, env: dict | None = None) 
     return proc
 
 
+# Tiny runs rarely cover all 10 classes, so the class rule is off in the flow tests; it is tested in
+# tests/test_champion.py::test_class_rule_refuses_a_collapsed_candidate_unless_switched_off.
+FLOW_TINY = [*TINY, "promote.require_all_classes=false", "train.lr_g=0.001", "train.lr_d=0.0005", "train.epochs=3"]
+
+
+def flow(repo: Path, server, *args: str, check: bool = True, as_json: bool = True):
+    """`python -m flows.pipeline ARGS` reporting to `server`; as_json: --json (the result, not the summary)."""
+    cmd = [sys.executable, "-m", "flows.pipeline", *(["--json"] if as_json else []), *args]
+    return run(cmd, repo, check=check, env=server.env)
+
+
+def flow_result(proc) -> dict:
+    return json.loads(proc.stdout[proc.stdout.index("{") :])
+
+
+def history(repo: Path) -> list[dict]:
+    with open(repo / "data/history/runs.csv") as f:
+        return list(csv.DictReader(f))
+
+
+def tag_message(repo: Path, name: str) -> str:
+    """The message of git tag `name` in `repo`."""
+    return run(["git", "tag", "-l", "--format=%(contents)", name], repo).stdout.strip()
+
+
 def copy_repo(dest: Path, overrides: list[str]) -> Path:
     """Copy the project's files (as git sees them) into a fresh git repo with tiny params."""
     files = subprocess.run(
@@ -194,6 +273,52 @@ def copy_repo(dest: Path, overrides: list[str]) -> Path:
     return dest
 
 
+def _completed_flow_build(server: PrefectServer) -> Callable[[Path], dict]:
+    def build(folder: Path) -> dict:
+        # The repo's DVC remote (.dvc/config: ../../gan-pipeline-dvc-remote) lands beside it, in `folder`.
+        repo = copy_repo(folder / "repo", FLOW_TINY)
+        proc = flow(repo, server)
+        return {"run_id": history(repo)[-1]["flow_run_id"], "stdout": proc.stdout, "stderr": proc.stderr}
+
+    return build
+
+
+@pytest.fixture(scope="session")
+def completed_flow(prefect_server, tmp_path_factory) -> tuple[Path, str, subprocess.CompletedProcess]:
+    """One full flow run on a tiny config (FLOW_TINY), once per test run: its repo (beside it, its DVC remote), its
+    flow run id on `prefect_server`, and the flow's output. Read only: a test that runs anything there takes a
+    copy (`completed_run`)."""
+    require_debian_fashion_mnist()
+    folder, info = built_once(tmp_path_factory, "completed-flow", _completed_flow_build(prefect_server))
+    return folder / "repo", info["run_id"], subprocess.CompletedProcess([], 0, info["stdout"], info["stderr"])
+
+
+@pytest.fixture
+def completed_run(completed_flow, tmp_path) -> tuple[Path, str, subprocess.CompletedProcess]:
+    """A copy of `completed_flow`'s repo and DVC remote, for this test to change."""
+    repo, run_id, proc = completed_flow
+    dest = tmp_path / "completed"
+    shutil.copytree(repo.parent, dest, symlinks=True)
+    return dest / "repo", run_id, proc
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _completed_flow_in_the_background(request, tmp_path_factory):
+    """When this run has tests of the completed flow, a worker starts building it at once, in a thread, and goes on
+    with other tests meanwhile; the tests that need it wait for it (`built_once`)."""
+    if not any(BUILT_IN_THE_BACKGROUND & set(item.fixturenames) for item in request.session.items):
+        return
+    if not (DEBIAN_FMNIST / "train-images-idx3-ubyte.gz").exists():
+        return  # the tests themselves skip or fail, saying why
+    build = _completed_flow_build(request.getfixturevalue("prefect_server"))
+
+    def in_background() -> None:
+        with contextlib.suppress(BaseException):  # a failed build is retried, and reported, by the first test
+            built_once(tmp_path_factory, "completed-flow", build)
+
+    threading.Thread(target=in_background, name="completed-flow", daemon=True).start()
+
+
 @pytest.fixture
 def one_torch_thread():
     """One intra-op torch thread for the test (the machine is shared), restored afterwards."""
@@ -208,14 +333,11 @@ def one_torch_thread():
 # --- scheduling under pytest-xdist -------------------------------------------------------------------------------
 # test.sh runs `-n auto --dist loadgroup`. Tests that share an expensive module-scoped fixture get one xdist_group
 # (so the fixture is built once, on one worker), and the costliest groups and tests are queued first (so the run does
-# not end with one worker busy on a long end-to-end test while the other idles).
+# not end with one worker busy on a long end-to-end test while the other idles). The tests of the completed flow
+# come after the other slow ones: a worker builds that flow in the background meanwhile, and they need not wait.
 
-# Modules whose tests must all run on one worker: test_judge's `report` fixture writes test-output/judge-soundness.json
-# from what every test of the module measured.
-WHOLE_MODULE_GROUPS = {"test_judge.py"}
-
-# Seconds each costly test (or whole module: "file.py") took sequentially on the 2-core machine, to queue it first.
-# Only the order depends on these; a test missing here counts as SLOW_DEFAULT_S if marked slow, else 1 s.
+# Seconds each costly test (or group: its xdist_group name) took in a 2-worker run on the 2-core machine, to queue it
+# first. Only the order depends on these; a test missing here counts as SLOW_DEFAULT_S if marked slow, else 1 s.
 COST_S = {
     "test_folder_flow.py::test_folder_runs_then_is_a_no_op_then_retrains_incrementally_when_it_grows": 225,
     "test_recording_e2e.py::test_two_recorded_runs_come_back_on_another_clone": 225,
@@ -235,6 +357,7 @@ COST_S = {
     "test_judge.py": 400,
 }
 SLOW_DEFAULT_S = 20
+BUILT_IN_THE_BACKGROUND = {"completed_run", "completed_flow"}  # fixtures (see _completed_flow_in_the_background)
 
 
 def _shared_fixtures(item) -> list[str]:
@@ -263,8 +386,6 @@ def _cost(item) -> float:
 
 def _group(item) -> str | None:
     module = item.nodeid.split("::")[0].split("/")[-1]
-    if module in WHOLE_MODULE_GROUPS:
-        return module
     if shared := _shared_fixtures(item):
         return f"{module}:{'+'.join(shared)}"
     return None
@@ -304,5 +425,7 @@ def pytest_collection_modifyitems(config, items):
     module_cost = {m: c for m, c in COST_S.items() if "::" not in m}
     cost = {key: module_cost.get(key) or sum(_cost(i) for i in members) for key, members in groups.items()}
     # Every worker collects and must get the same order: sort is stable and depends only on the items.
-    order = sorted(groups, key=lambda k: -cost[k])
+    waits = {k for k, members in groups.items() if any(BUILT_IN_THE_BACKGROUND & set(i.fixturenames) for i in members)}
+    rank = {key: (SLOW_DEFAULT_S - 1 + cost[key] / 1e4 if key in waits else cost[key]) for key in groups}
+    order = sorted(groups, key=lambda k: -rank[k])
     items[:] = [i for k in order for i in groups[k]]

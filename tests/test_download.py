@@ -34,7 +34,7 @@ import gan.data.download as download
 from gan.core.datasets import Checksum, DatasetSpec
 from gan.core.hashing import sha256_file
 from gan.data import cifar
-from gan.data.download import DownloadError, FetchSettings, download_dataset, fetch_verified
+from gan.data.download import DownloadError, FetchSettings, download_dataset, fetch_file
 
 FAST = FetchSettings(connect_timeout=1, read_timeout=1, retries=3, backoff=0.01, progress=False)
 NAME = "x-idx3-ubyte.gz"
@@ -48,6 +48,12 @@ def payload(n: int = 4096, seed: int = 0) -> bytes:
 DATA = payload()
 GZ = gzip.compress(DATA)
 SHA = hashlib.sha256(DATA).hexdigest()
+
+
+def fetch_from(mirrors: list[str], dest: Path, settings: FetchSettings = FAST, checksum=SHA) -> Path:
+    """NAME from the first of `mirrors` (base URLs) whose copy verifies against `checksum` (default: SHA-256 of the
+    stored bytes), as download_dataset fetches each file."""
+    return fetch_file(NAME, [m.rstrip("/") + "/" + NAME for m in mirrors], checksum, dest, settings).path
 
 
 # ---------------------------------------------------------------------------- scripted server
@@ -206,7 +212,7 @@ def assert_failed_cleanly(d: Path, dest: Path) -> None:
 
 def test_gz_over_http_is_decompressed_and_verified(server, dest_dir):
     server.script(f"/m/{NAME}", serve(GZ))
-    out = fetch_verified(NAME, SHA, [server.mirror("m")], dest_dir / LOCAL, FAST)
+    out = fetch_from([server.mirror("m")], dest_dir / LOCAL)
     assert out == dest_dir / LOCAL
     assert out.read_bytes() == DATA
     assert sha256_file(out) == SHA
@@ -217,7 +223,7 @@ def test_gz_over_http_is_decompressed_and_verified(server, dest_dir):
 def test_dest_parent_is_created(server, tmp_path):
     server.script(f"/m/{NAME}", serve(GZ))
     dest = tmp_path / "a" / "b" / LOCAL
-    assert fetch_verified(NAME, SHA, [server.mirror("m")], dest, FAST).read_bytes() == DATA
+    assert fetch_from([server.mirror("m")], dest).read_bytes() == DATA
 
 
 # ---------------------------------------------------------------------------- 2. 5xx is retried
@@ -225,7 +231,7 @@ def test_dest_parent_is_created(server, tmp_path):
 
 def test_http_500_then_success_retries_same_mirror(server, dest_dir):
     server.script(f"/m/{NAME}", status(500), serve(GZ))
-    out = fetch_verified(NAME, SHA, [server.mirror("m")], dest_dir / LOCAL, FAST)
+    out = fetch_from([server.mirror("m")], dest_dir / LOCAL)
     assert out.read_bytes() == DATA
     assert server.hits == {f"/m/{NAME}": 2}
     assert listing(dest_dir) == {LOCAL}
@@ -237,7 +243,7 @@ def test_persistent_5xx_exhausts_retries_with_backoff_then_next_mirror(server, d
     monkeypatch.setattr(download.time, "sleep", lambda s: (sleeps.append(s), real_sleep(s))[1])
     server.script(f"/busy/{NAME}", status(503))
     server.script(f"/ok/{NAME}", serve(GZ))
-    out = fetch_verified(NAME, SHA, [server.mirror("busy"), server.mirror("ok")], dest_dir / LOCAL, FAST)
+    out = fetch_from([server.mirror("busy"), server.mirror("ok")], dest_dir / LOCAL)
     assert out.read_bytes() == DATA
     assert server.hits == {f"/busy/{NAME}": 3, f"/ok/{NAME}": 1}
     assert sleeps == pytest.approx([0.01, 0.02])  # backoff doubles; no sleep after the last attempt
@@ -245,7 +251,7 @@ def test_persistent_5xx_exhausts_retries_with_backoff_then_next_mirror(server, d
 
 def test_http_429_is_transient(server, dest_dir):
     server.script(f"/m/{NAME}", status(429), status(429), serve(GZ))
-    assert fetch_verified(NAME, SHA, [server.mirror("m")], dest_dir / LOCAL, FAST).read_bytes() == DATA
+    assert fetch_from([server.mirror("m")], dest_dir / LOCAL).read_bytes() == DATA
     assert server.hits[f"/m/{NAME}"] == 3
 
 
@@ -254,7 +260,7 @@ def test_persistent_5xx_everywhere_reports_attempts(server, dest_dir):
     dest.write_bytes(PRECIOUS)
     server.script(f"/m/{NAME}", status(500))
     with pytest.raises(DownloadError) as ei:
-        fetch_verified(NAME, SHA, [server.mirror("m")], dest, FAST)
+        fetch_from([server.mirror("m")], dest)
     msg = str(ei.value)
     assert f"{server.mirror('m')}{NAME}: HTTP 500 (after 3 attempts)" in msg
     assert server.hits == {f"/m/{NAME}": 3}
@@ -269,7 +275,7 @@ def test_connection_dropped_midfile_is_retried(server, dest_dir, body):
     dest = dest_dir / LOCAL
     dest.write_bytes(PRECIOUS)
     server.script(f"/m/{NAME}", drop_midway(body), serve(body))
-    out = fetch_verified(NAME, SHA, [server.mirror("m")], dest, FAST)
+    out = fetch_from([server.mirror("m")], dest)
     assert out.read_bytes() == DATA
     assert server.hits == {f"/m/{NAME}": 2}  # same mirror, not "checksum mismatch -> next mirror"
     assert listing(dest_dir) == {LOCAL}
@@ -280,7 +286,7 @@ def test_connection_always_dropped_fails_cleanly(server, dest_dir):
     dest.write_bytes(PRECIOUS)
     server.script(f"/m/{NAME}", drop_midway(DATA))
     with pytest.raises(DownloadError) as ei:
-        fetch_verified(NAME, SHA, [server.mirror("m")], dest, FAST)
+        fetch_from([server.mirror("m")], dest)
     assert "connection broken mid-file" in str(ei.value)
     assert "(after 3 attempts)" in str(ei.value)
     assert server.hits == {f"/m/{NAME}": 3}
@@ -295,7 +301,7 @@ def test_checksum_mismatch_is_not_retried_and_falls_through(server, dest_dir):
     dest.write_bytes(PRECIOUS)
     server.script(f"/bad/{NAME}", serve(gzip.compress(payload(seed=1))))
     server.script(f"/good/{NAME}", serve(GZ))
-    out = fetch_verified(NAME, SHA, [server.mirror("bad"), server.mirror("good")], dest, FAST)
+    out = fetch_from([server.mirror("bad"), server.mirror("good")], dest)
     assert out.read_bytes() == DATA
     assert server.hits == {f"/bad/{NAME}": 1, f"/good/{NAME}": 1}
     assert listing(dest_dir) == {LOCAL}
@@ -308,7 +314,7 @@ def test_all_mirrors_bad_checksum_lists_every_mirror(server, dest_dir):
     server.script(f"/bad2/{NAME}", serve(payload(seed=2)))  # raw, also wrong
     mirrors = [server.mirror("bad1"), server.mirror("bad2")]
     with pytest.raises(DownloadError) as ei:
-        fetch_verified(NAME, SHA, mirrors, dest, FAST)
+        fetch_from(mirrors, dest)
     msg = str(ei.value)
     assert NAME in msg.splitlines()[0]
     for m in mirrors:
@@ -322,7 +328,7 @@ def test_all_mirrors_bad_checksum_lists_every_mirror(server, dest_dir):
 def test_html_error_page_with_200_is_refused(server, dest_dir):
     server.script(f"/portal/{NAME}", serve(b"<html>please log in</html>"))
     with pytest.raises(DownloadError, match="checksum mismatch"):
-        fetch_verified(NAME, SHA, [server.mirror("portal")], dest_dir / LOCAL, FAST)
+        fetch_from([server.mirror("portal")], dest_dir / LOCAL)
     assert server.hits == {f"/portal/{NAME}": 1}
     assert listing(dest_dir) == set()
 
@@ -333,7 +339,7 @@ def test_html_error_page_with_200_is_refused(server, dest_dir):
 def test_truncated_gzip_is_retried(server, dest_dir):
     short = GZ[: len(GZ) // 2]  # Content-Length matches: only the gzip stream is short
     server.script(f"/m/{NAME}", serve(short), serve(GZ))
-    out = fetch_verified(NAME, SHA, [server.mirror("m")], dest_dir / LOCAL, FAST)
+    out = fetch_from([server.mirror("m")], dest_dir / LOCAL)
     assert out.read_bytes() == DATA
     assert server.hits == {f"/m/{NAME}": 2}
     assert listing(dest_dir) == {LOCAL}
@@ -345,7 +351,7 @@ def test_truncated_gzip_forever_reports_truncation(server, dest_dir, cut):
     dest.write_bytes(PRECIOUS)
     server.script(f"/m/{NAME}", serve(GZ[:cut]))
     with pytest.raises(DownloadError) as ei:
-        fetch_verified(NAME, SHA, [server.mirror("m")], dest, FAST)
+        fetch_from([server.mirror("m")], dest)
     msg = str(ei.value)
     assert "truncated" in msg and "(after 3 attempts)" in msg
     assert server.hits == {f"/m/{NAME}": 3}
@@ -356,7 +362,7 @@ def test_corrupt_gzip_data_is_transient(server, dest_dir):
     bad = bytearray(GZ)
     bad[len(bad) // 2] ^= 0xFF  # deflate/CRC error, not a short stream
     server.script(f"/m/{NAME}", serve(bytes(bad)), serve(GZ))
-    assert fetch_verified(NAME, SHA, [server.mirror("m")], dest_dir / LOCAL, FAST).read_bytes() == DATA
+    assert fetch_from([server.mirror("m")], dest_dir / LOCAL).read_bytes() == DATA
     assert server.hits == {f"/m/{NAME}": 2}
     assert listing(dest_dir) == {LOCAL}
 
@@ -372,7 +378,7 @@ def test_hanging_server_times_out_then_file_mirror(server, dest_dir, tmp_path):
     dest.write_bytes(PRECIOUS)
     server.script(f"/slow/{NAME}", server.hang())
     t0 = time.monotonic()
-    out = fetch_verified(NAME, SHA, [server.mirror("slow"), local.as_uri() + "/"], dest, FAST)
+    out = fetch_from([server.mirror("slow"), local.as_uri() + "/"], dest)
     elapsed = time.monotonic() - t0
     assert out.read_bytes() == DATA
     assert server.hits == {f"/slow/{NAME}": 3}
@@ -394,7 +400,7 @@ def test_server_stalling_midbody_times_out(server, dest_dir):
     server.script(f"/m/{NAME}", stall)
     fast1 = FetchSettings(connect_timeout=1, read_timeout=0.5, retries=1, backoff=0.01, progress=False)
     with pytest.raises(DownloadError, match="connection broken mid-file"):
-        fetch_verified(NAME, SHA, [server.mirror("m")], dest, fast1)
+        fetch_from([server.mirror("m")], dest, fast1)
     assert server.hits == {f"/m/{NAME}": 1}
     assert_failed_cleanly(dest_dir, dest)
 
@@ -407,7 +413,7 @@ def test_file_mirror(dest_dir, tmp_path, stored):
     local = tmp_path / "mirror"
     local.mkdir()
     (local / NAME).write_bytes(stored)
-    out = fetch_verified(NAME, SHA, [local.as_uri()], dest_dir / LOCAL, FAST)  # no trailing slash either
+    out = fetch_from([local.as_uri()], dest_dir / LOCAL)  # no trailing slash either
     assert out.read_bytes() == DATA
     assert listing(dest_dir) == {LOCAL}
     assert (local / NAME).read_bytes() == stored  # the mirror is only read
@@ -418,13 +424,13 @@ def test_missing_file_mirror_is_reported_and_skipped(dest_dir, tmp_path):
     present = tmp_path / "mirror"
     present.mkdir()
     (present / NAME).write_bytes(GZ)
-    out = fetch_verified(NAME, SHA, [missing.as_uri() + "/", present.as_uri() + "/"], dest_dir / LOCAL, FAST)
+    out = fetch_from([missing.as_uri() + "/", present.as_uri() + "/"], dest_dir / LOCAL)
     assert out.read_bytes() == DATA
 
     dest = dest_dir / "other"
     dest.write_bytes(PRECIOUS)
     with pytest.raises(DownloadError) as ei:
-        fetch_verified(NAME, SHA, [missing.as_uri() + "/"], dest, FAST)
+        fetch_from([missing.as_uri() + "/"], dest)
     msg = str(ei.value)
     assert "no such file" in msg and str(missing / NAME) in msg
     assert f"{missing.as_uri()}/{NAME}" in msg
@@ -435,7 +441,7 @@ def test_missing_file_mirror_is_reported_and_skipped(dest_dir, tmp_path):
 
 def test_unsupported_scheme(dest_dir):
     with pytest.raises(DownloadError, match="unsupported URL scheme 'ftp'"):
-        fetch_verified(NAME, SHA, ["ftp://example.invalid/"], dest_dir / LOCAL, FAST)
+        fetch_from(["ftp://example.invalid/"], dest_dir / LOCAL)
     assert listing(dest_dir) == set()
 
 
@@ -444,7 +450,7 @@ def test_unsupported_scheme(dest_dir):
 
 def test_404_moves_on_without_retry(server, dest_dir):
     server.script(f"/good/{NAME}", serve(GZ))
-    out = fetch_verified(NAME, SHA, [server.mirror("gone"), server.mirror("good")], dest_dir / LOCAL, FAST)
+    out = fetch_from([server.mirror("gone"), server.mirror("good")], dest_dir / LOCAL)
     assert out.read_bytes() == DATA
     assert server.hits == {f"/gone/{NAME}": 1, f"/good/{NAME}": 1}
 
@@ -454,7 +460,7 @@ def test_all_404_lists_mirrors(server, dest_dir):
     dest.write_bytes(PRECIOUS)
     mirrors = [server.mirror("a"), server.mirror("b")]
     with pytest.raises(DownloadError) as ei:
-        fetch_verified(NAME, SHA, mirrors, dest, FAST)
+        fetch_from(mirrors, dest)
     for m in mirrors:
         assert f"{m}{NAME}: HTTP 404" in str(ei.value)
     assert "params.yaml" in str(ei.value)  # tells the user what to do
@@ -470,7 +476,7 @@ def _moves_on_at_once(server, dest_dir, attempts, mirror: str, reason: str) -> N
     dest = dest_dir / LOCAL
     dest.write_bytes(PRECIOUS)
     with pytest.raises(DownloadError) as ei:
-        fetch_verified(NAME, SHA, [mirror], dest, FAST)
+        fetch_from([mirror], dest)
     msg = str(ei.value)
     assert f"{mirror}{NAME}: {reason}" in msg
     assert "attempts" not in msg
@@ -479,7 +485,7 @@ def _moves_on_at_once(server, dest_dir, attempts, mirror: str, reason: str) -> N
 
     attempts.clear()
     server.script(f"/ok/{NAME}", serve(GZ))
-    assert fetch_verified(NAME, SHA, [mirror, server.mirror("ok")], dest, FAST).read_bytes() == DATA
+    assert fetch_from([mirror, server.mirror("ok")], dest).read_bytes() == DATA
     assert attempts == {mirror + NAME: 1, server.mirror("ok") + NAME: 1}
 
 
@@ -543,7 +549,7 @@ def test_verified_file_is_not_downloaded_again(server, refused_port, dest_dir):
     dest.write_bytes(DATA)
     mtime = dest.stat().st_mtime_ns
     server.script(f"/m/{NAME}", serve(GZ))
-    out = fetch_verified(NAME, SHA, [f"http://127.0.0.1:{refused_port}/", server.mirror("m")], dest, FAST)
+    out = fetch_from([f"http://127.0.0.1:{refused_port}/", server.mirror("m")], dest)
     assert out == dest
     assert server.hits == {}
     assert dest.read_bytes() == DATA and dest.stat().st_mtime_ns == mtime
@@ -554,7 +560,7 @@ def test_stale_file_is_replaced(server, dest_dir):
     dest = dest_dir / LOCAL
     dest.write_bytes(PRECIOUS)
     server.script(f"/m/{NAME}", serve(GZ))
-    assert fetch_verified(NAME, SHA, [server.mirror("m")], dest, FAST).read_bytes() == DATA
+    assert fetch_from([server.mirror("m")], dest).read_bytes() == DATA
     assert server.hits == {f"/m/{NAME}": 1}
     assert listing(dest_dir) == {LOCAL}
 
@@ -640,7 +646,7 @@ def test_bug_during_transfer_surfaces_as_itself_at_once(server, dest_dir, attemp
     server.script(f"/other/{NAME}", serve(GZ))
     patch(monkeypatch)
     with pytest.raises(exc, match=f"bug in the {where}"):
-        fetch_verified(NAME, SHA, [server.mirror("m"), server.mirror("other")], dest_dir / LOCAL, FAST)
+        fetch_from([server.mirror("m"), server.mirror("other")], dest_dir / LOCAL)
     assert attempts == {server.mirror("m") + NAME: 1}  # no retry, no next mirror
     assert server.hits == {f"/m/{NAME}": 1}
     assert sleeps == []
@@ -654,7 +660,7 @@ def test_multimember_gzip(server, dest_dir):
     half = len(DATA) // 2
     server.script(f"/m/{NAME}", serve(gzip.compress(DATA[:half]) + gzip.compress(DATA[half:])))
     assert gzip.decompress(gzip.compress(DATA[:half]) + gzip.compress(DATA[half:])) == DATA  # what gunzip does
-    out = fetch_verified(NAME, SHA, [server.mirror("m")], dest_dir / LOCAL, FAST)
+    out = fetch_from([server.mirror("m")], dest_dir / LOCAL)
     assert out.read_bytes() == DATA
 
 
@@ -734,40 +740,40 @@ def test_md5_of_download_rejects_other_gzip_bytes_of_the_same_content(server, de
     dest.write_bytes(PRECIOUS)
     server.script(f"/m/{NAME}", serve(other))
     with pytest.raises(DownloadError) as ei:
-        fetch_verified(NAME, Checksum(md5(good), "md5", "download"), [server.mirror("m")], dest, FAST)
+        fetch_from([server.mirror("m")], dest, checksum=Checksum(md5(good), "md5", "download"))
     msg = str(ei.value)
     assert f"checksum mismatch: got md5 {md5(other)} of the bytes as downloaded, expected {md5(good)}" in msg
     assert_failed_cleanly(dest_dir, dest)  # no sidecar either
 
     server.script(f"/m/{NAME}", serve(good))
-    assert fetch_verified(NAME, Checksum(md5(good), "md5", "download"), [server.mirror("m")], dest, FAST)
+    assert fetch_from([server.mirror("m")], dest, checksum=Checksum(md5(good), "md5", "download"))
     assert dest.read_bytes() == DATA
 
 
 def test_sha256_of_download(server, dest_dir):
     server.script(f"/m/{NAME}", serve(GZ))
     good = Checksum(hashlib.sha256(GZ).hexdigest(), "sha256", "download")
-    assert fetch_verified(NAME, good, [server.mirror("m")], dest_dir / LOCAL, FAST).read_bytes() == DATA
+    assert fetch_from([server.mirror("m")], dest_dir / LOCAL, checksum=good).read_bytes() == DATA
     with pytest.raises(DownloadError, match="checksum mismatch: got sha256"):
-        fetch_verified(NAME, Checksum(SHA, "sha256", "download"), [server.mirror("m")], dest_dir / "other", FAST)
+        fetch_from([server.mirror("m")], dest_dir / "other", checksum=Checksum(SHA, "sha256", "download"))
 
 
 def test_md5_of_decompressed_verifies_the_stored_file_itself(server, dest_dir):
     server.script(f"/m/{NAME}", serve(GZ))
     checksum = Checksum(md5(DATA), "md5", "decompressed")
-    assert fetch_verified(NAME, checksum, [server.mirror("m")], dest_dir / LOCAL, FAST).read_bytes() == DATA
+    assert fetch_from([server.mirror("m")], dest_dir / LOCAL, checksum=checksum).read_bytes() == DATA
     assert listing(dest_dir) == {LOCAL}  # the stored file shows its own checksum: no sidecar needed
-    assert fetch_verified(NAME, checksum, [server.mirror("m")], dest_dir / LOCAL, FAST)
+    assert fetch_from([server.mirror("m")], dest_dir / LOCAL, checksum=checksum)
     assert server.hits == {f"/m/{NAME}": 1}
     with pytest.raises(DownloadError, match=f"got md5 {md5(DATA)} of the decompressed bytes"):
-        fetch_verified(NAME, Checksum(md5(b"x"), "md5", "decompressed"), [server.mirror("m")], dest_dir / "o", FAST)
+        fetch_from([server.mirror("m")], dest_dir / "o", checksum=Checksum(md5(b"x"), "md5", "decompressed"))
 
 
 def test_no_checksum_just_downloads_every_time(server, dest_dir):
     dest = dest_dir / LOCAL
     server.script(f"/m/{NAME}", status(503), serve(GZ), serve(payload(seed=5)))
-    assert fetch_verified(NAME, None, [server.mirror("m")], dest, FAST).read_bytes() == DATA  # retried
-    assert fetch_verified(NAME, None, [server.mirror("m")], dest, FAST).read_bytes() == payload(seed=5)
+    assert fetch_from([server.mirror("m")], dest, checksum=None).read_bytes() == DATA  # retried
+    assert fetch_from([server.mirror("m")], dest, checksum=None).read_bytes() == payload(seed=5)
     assert server.hits == {f"/m/{NAME}": 3}
     assert listing(dest_dir) == {LOCAL}
 

@@ -35,6 +35,9 @@ def test_a_stage_run_by_the_flow_logs_its_output_but_not_dvcs_git_and_push_advic
                            text=True, check=True).stdout  # fmt: skip
     assert "git add" in plain and "dvc push" in plain  # what DVC says after a stage
     lines: list[str] = []
-    repro_stage("a", tmp_path, on_line=lines.append)
+    assert repro_stage("a", tmp_path, on_line=lines.append) is True  # it ran
     assert "stage says hi" in lines and (tmp_path / "a.txt").exists()
+    again: list[str] = []
+    assert repro_stage("a", tmp_path, on_line=again.append) is False  # DVC found it up to date
+    assert "stage says hi" not in again
     assert not [x for x in lines if "git add" in x or "autostage" in x or "dvc push" in x], lines

@@ -17,8 +17,8 @@ from PIL import Image
 from flows.notify import DATASET_CHANGED
 from gan.lifecycle import dvcrun
 
-from .conftest import copy_repo, run
-from .test_flow import dataset_changed_events, flow, flow_result, history
+from .conftest import copy_repo, flow, flow_result, history, run
+from .test_flow import dataset_changed_events
 
 pytestmark = pytest.mark.slow
 

@@ -43,6 +43,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 import torchvision.transforms.functional as TF
+from filelock import FileLock
 from scipy.stats import kendalltau, spearmanr
 from threadpoolctl import threadpool_limits
 
@@ -60,7 +61,7 @@ from gan.training.models import build_generator, load_generator
 from gan.training.sampling import sample_batches
 from gan.training.train import TrainOutputs, load_checkpoint, train
 
-from .conftest import ARTIFACTS_DIR, DEBIAN_FMNIST, REPO, require_debian_fashion_mnist, run
+from .conftest import ARTIFACTS_DIR, DEBIAN_FMNIST, REPO, require_debian_fashion_mnist, run, shared_root
 
 CPU = torch.device("cpu")
 Extract = Callable[[torch.Tensor], np.ndarray]  # uint8 N×C×H×W -> N×D features
@@ -83,13 +84,18 @@ def one_thread():
 
 
 @pytest.fixture(scope="module")
-def report():
-    """Numbers the soundness tests measured; written to test-output/judge-soundness.json at the end."""
+def report(tmp_path_factory):
+    """Numbers the soundness tests measured; added to test-output/judge-soundness.json at the end. The Fashion-MNIST
+    and the emoji tests may run on two workers: each adds its numbers to what this test run wrote there before."""
     numbers: dict = {}
     yield numbers
     if numbers:
         ARTIFACTS_DIR.mkdir(exist_ok=True)
-        (ARTIFACTS_DIR / "judge-soundness.json").write_text(json.dumps(numbers, indent=2) + "\n")
+        path, this_run = ARTIFACTS_DIR / "judge-soundness.json", str(shared_root(tmp_path_factory))
+        with FileLock(f"{path}.lock"):
+            before = json.loads(path.read_text()) if path.exists() else {}
+            kept = before if before.get("test_run") == this_run else {}
+            path.write_text(json.dumps({**kept, **numbers, "test_run": this_run}, indent=2) + "\n")
 
 
 def write_split(path: Path, images: np.ndarray, labels: np.ndarray | None = None) -> Path:
@@ -538,6 +544,7 @@ def fmnist_sweep(fmnist, fmnist_judge, report) -> Sweep:
 
 
 @pytest.mark.slow
+@pytest.mark.xdist_group("judge-fmnist")
 def test_fmnist_judge_learns_without_labels(fmnist_judge, report):
     m, seconds = fmnist_judge.metrics, fmnist_judge.seconds
     report["fashion-mnist judge"] = {**m, "wall_seconds": round(seconds, 1)}
@@ -548,28 +555,33 @@ def test_fmnist_judge_learns_without_labels(fmnist_judge, report):
 
 
 @pytest.mark.slow
+@pytest.mark.xdist_group("judge-fmnist")
 def test_fmnist_real_vs_real_floor_is_near_zero(fmnist_sweep):
     check_floor_near_zero("Fashion-MNIST", fmnist_sweep)
 
 
 @pytest.mark.slow
+@pytest.mark.xdist_group("judge-fmnist")
 def test_fmnist_judge_sees_structure_not_only_the_histogram(fmnist_sweep):
     check_sees_structure("Fashion-MNIST", fmnist_sweep)
 
 
 @pytest.mark.slow
+@pytest.mark.xdist_group("judge-fmnist")
 def test_fmnist_fd_rises_with_blur(fmnist_sweep):
     s = fmnist_sweep
     assert_increasing("Fashion-MNIST blur sigma", (0, *s.blur), (s.floor, *s.blur.values()), step_margin(s))
 
 
 @pytest.mark.slow
+@pytest.mark.xdist_group("judge-fmnist")
 def test_fmnist_fd_rises_with_noise(fmnist_sweep):
     s = fmnist_sweep
     assert_increasing("Fashion-MNIST noise std", (0, *s.noise), (s.floor, *s.noise.values()), step_margin(s))
 
 
 @pytest.mark.slow
+@pytest.mark.xdist_group("judge-fmnist")
 def test_fmnist_fd_rises_as_classes_are_removed(fmnist_sweep):
     s = fmnist_sweep
     assert_increasing("Fashion-MNIST classes removed", tuple(s.removal), tuple(s.removal.values()), step_margin(s))
@@ -692,6 +704,7 @@ def emoji_sweep(emoji, emoji_judge, report) -> Sweep:
 
 
 @pytest.mark.slow
+@pytest.mark.xdist_group("judge-emoji")
 def test_emoji_judge_learns_without_labels(emoji, emoji_judge):
     m = emoji_judge.metrics
     print(f"\nemoji judge: {len(emoji.train_images)} images, {m['steps']} steps, {emoji_judge.seconds:.1f} s, {m}")
@@ -700,28 +713,33 @@ def test_emoji_judge_learns_without_labels(emoji, emoji_judge):
 
 
 @pytest.mark.slow
+@pytest.mark.xdist_group("judge-emoji")
 def test_emoji_real_vs_real_floor_is_near_zero(emoji_sweep):
     check_floor_near_zero("emoji", emoji_sweep)
 
 
 @pytest.mark.slow
+@pytest.mark.xdist_group("judge-emoji")
 def test_emoji_judge_sees_structure_not_only_the_histogram(emoji_sweep):
     check_sees_structure("emoji", emoji_sweep)
 
 
 @pytest.mark.slow
+@pytest.mark.xdist_group("judge-emoji")
 def test_emoji_fd_rises_with_blur(emoji_sweep):
     s = emoji_sweep
     assert_increasing("emoji blur sigma", (0, *s.blur), (s.floor, *s.blur.values()), step_margin(s))
 
 
 @pytest.mark.slow
+@pytest.mark.xdist_group("judge-emoji")
 def test_emoji_fd_rises_with_noise(emoji_sweep):
     s = emoji_sweep
     assert_increasing("emoji noise std", (0, *s.noise), (s.floor, *s.noise.values()), step_margin(s))
 
 
 @pytest.mark.slow
+@pytest.mark.xdist_group("judge-emoji")
 def test_emoji_fd_rises_as_categories_are_removed(emoji_sweep):
     s = emoji_sweep
     assert_increasing("emoji categories removed", tuple(s.removal), tuple(s.removal.values()), step_margin(s))
@@ -788,6 +806,7 @@ def gan_snapshots(fmnist_labelled, tmp_path_factory) -> dict[int, torch.nn.Modul
 
 
 @pytest.mark.slow
+@pytest.mark.xdist_group("judge-fmnist")
 def test_judge_ranks_generators_like_the_labelled_classifier(fmnist, fmnist_judge, fmnist_classifier, gan_snapshots,
                                                              report):  # fmt: skip
     """DCGAN checkpoints after 23, 92, 187 and 561 steps, each scored by the judge (FD against real test images)
@@ -828,6 +847,7 @@ SWEEP_ROW = re.compile(r"^\| (floor: train vs test|same split: train vs train|bl
 
 
 @pytest.mark.slow
+@pytest.mark.xdist_group("judge-fmnist")
 def test_judge_soundness_bench_runs_end_to_end(fmnist, fmnist_classifier, tmp_path):
     """bench/judge_soundness.py on a workspace of 1,000 training images: no judge.pt, so it trains one; an MLP GAN
     kept after 1 and 2 epochs; every table present and every number parses."""

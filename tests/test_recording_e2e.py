@@ -1,6 +1,6 @@
-"""Versioned retraining end to end: two real flow runs on tiny Fashion-MNIST, recorded in git and pushed to a
-real DVC remote; another clone brings each model back (`dvc pull`, `gan restore`, `gan sample`) and `dvc repro`
-there retrains the first champion bit for bit (CPU)."""
+"""Versioned retraining end to end: two real flow runs on tiny Fashion-MNIST (the first: the shared completed flow),
+recorded in git and pushed to a real DVC remote; another clone brings each model back (`dvc pull`, `gan restore`,
+`gan sample`) and `dvc repro` there retrains the first champion bit for bit (CPU)."""
 
 from __future__ import annotations
 
@@ -14,8 +14,7 @@ import pytest
 
 from gan.lifecycle import gitrepo
 
-from .conftest import copy_repo, require_debian_fashion_mnist, run
-from .test_flow import FLOW_TINY, flow, flow_result
+from .conftest import flow, flow_result, run, tag_message
 
 pytestmark = pytest.mark.slow
 
@@ -31,26 +30,25 @@ def gan(repo: Path, *args: str) -> None:
     assert main([*args, "--repo", str(repo)]) == 0
 
 
-def test_two_recorded_runs_come_back_on_another_clone(tmp_path, prefect_server):
-    require_debian_fashion_mnist()
-    repo = copy_repo(tmp_path / "repo", FLOW_TINY)
+def test_two_recorded_runs_come_back_on_another_clone(completed_run, tmp_path, prefect_server):
+    repo, _, first_proc = completed_run  # a copy of the first run (FLOW_TINY: 3 epochs), recorded and pushed
     generator = repo / "data/models/generator.pt"
 
-    # ---- two runs with different settings; the first is the first champion, the second beats it
-    first = flow_result(flow(repo, prefect_server, "train.epochs=1"))
+    # ---- a second run with other settings; the first is the first champion, the second beats it
+    first = flow_result(first_proc)
     g1 = sha(generator)
-    second = flow_result(flow(repo, prefect_server, "train.epochs=3"))
+    second = flow_result(flow(repo, prefect_server, "train.epochs=6"))
     g2 = sha(generator)
     assert first["promoted"] and second["promoted"], second["decision"]
     assert second["ran"] == ["train", "evaluate", "export"] and g1 != g2
     tag1, tag2 = first["recorded"]["tag"], second["recorded"]["tag"]
     assert gitrepo.champion_tags(repo) == [tag2, tag1]
     assert run(["git", "status", "--porcelain"], repo).stdout == ""
-    second_message = gitrepo.tag_message(repo, tag2)
+    second_message = tag_message(repo, tag2)
     assert f"fid_classifier {second['decision']['candidate_value']}" in second_message
 
     # ---- another clone at the first champion's tag: `dvc pull` brings its exact files
-    clone = tmp_path / "clone"
+    clone = repo.parent / "clone"  # beside the repo: the relative DVC remote URL names the same remote
     run(["git", "clone", "-q", str(repo), str(clone)], tmp_path)
     run(["git", "checkout", "-q", tag1], clone)
     run([sys.executable, "-m", "dvc", "pull"], clone)

@@ -22,7 +22,7 @@ from gan.lifecycle import gitrepo, versions
 from gan.lifecycle.champion import promote
 from gan.lifecycle.restore import RestoreError, restore
 
-from .conftest import REPO, run
+from .conftest import REPO, run, tag_message
 
 MAKE = """\
 import json, pathlib, yaml
@@ -149,7 +149,7 @@ def test_a_new_champion_is_tagged_with_its_metrics_and_resolves_as_champion(mini
     first = versions.record_run(mini, "r1", versions.params_digest(mini), ROW)
     assert first.tag == "champion-20261127-020005"
     assert "data/models/champion.dvc" in first.files
-    assert "fid_classifier 10.0" in gitrepo.tag_message(mini, first.tag)
+    assert "fid_classifier 10.0" in tag_message(mini, first.tag)
     assert git(mini, "cat-file", "-t", first.tag) == "tag"  # annotated
 
     set_seed(mini, 1)

@@ -1,8 +1,8 @@
 """uint8 image tensors to PNG files, written atomically: one image, or a grid of them.
 
 The one place the project turns images into PNGs (the trainer's epoch grids, export's grid and PNGs, `gan sample`).
-Images are uint8 C×H×W (or N×C×H×W for a grid), C = 1 (grey: a grey PNG, or RGB where asked) or 3 (RGB); a float image from
-a generator is first made uint8 with `gan.core.tensors.to_uint8`.
+Images are uint8 C×H×W (or N×C×H×W for a grid), C = 1 (grey: a grey PNG, or RGB where asked) or 3 (RGB); a float
+image from a generator is first made uint8 with `gan.core.tensors.to_uint8`.
 """
 
 from __future__ import annotations
@@ -39,7 +39,7 @@ def grid(images: torch.Tensor, nrow: int | None = None, padding: int = GRID_PADD
 
 
 def write_png(image: torch.Tensor, path: str | Path, rgb: bool = False) -> None:
-    """One uint8 C×H×W image to `path` (a grey image as RGB if `rgb`, as torchvision's `save_image` does), atomically."""
+    """One uint8 C×H×W image to `path`, atomically; a grey image as RGB if `rgb` (as torchvision's `save_image`)."""
     array = png_array(image.expand(3, -1, -1) if rgb and image.dim() == 3 and image.shape[0] == 1 else image)
     with atomic.atomic_path(path) as tmp:
         Image.fromarray(array).save(tmp, format="PNG")

@@ -348,17 +348,6 @@ def _mirror_urls(mirrors: Sequence[str], remote_name: str) -> list[str]:
     return [base.rstrip("/") + "/" + remote_name for base in mirrors]
 
 
-def fetch_verified(
-    remote_name: str,
-    checksum: Checksum | str | None,
-    mirrors: Sequence[str],
-    dest: str | Path,
-    settings: FetchSettings = FetchSettings(),
-) -> Path:
-    """Fetch `remote_name` from the first mirror whose copy verifies (a str checksum: SHA-256 of the stored bytes)."""
-    return fetch_file(remote_name, _mirror_urls(mirrors, remote_name), checksum, dest, settings).path
-
-
 def url_sha256(url: str, settings: FetchSettings = FetchSettings()) -> str:
     """SHA-256 of the bytes `url` serves (not decompressed), with the same retries; nothing is stored."""
 

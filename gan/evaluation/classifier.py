@@ -59,7 +59,7 @@ class DomainClassifier(nn.Module):
     1×28×28 -> 32×14×14 -> 64×7×7 -> 128 -> classes.
     """
 
-    def __init__(self, num_classes: int, image_shape: tuple[int, int, int] = LEGACY_IMAGE_SHAPE):
+    def __init__(self, num_classes: int, image_shape: tuple[int, int, int]):
         super().__init__()
         c, h, w = (int(s) for s in image_shape)
         if min(c, h, w) < 1:

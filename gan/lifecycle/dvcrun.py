@@ -23,6 +23,7 @@ _HINTS = re.compile(
     r"^(To track the changes with git, run:|git add \S|To enable auto staging, run:|dvc config core\.autostage true$"
     r"|Use `dvc push` to send your updates to remote storage\.)"
 )
+_UNCHANGED = "Stage '{}' didn't change, skipping"  # what `dvc repro` says of a stage that is up to date
 _PROGRESS = re.compile(r"^(?P<desc>[\w-]+):\s+\d+%\|.*?\|\s*(?P<n>\d+)/(?P<total>\d+)(?: \[[^\]]*\])?")
 
 
@@ -91,9 +92,10 @@ def out_hash(stage: str, repo: str | Path, path: str | Path | None = None) -> st
 
 def repro_stage(
     stage: str, repo: str | Path, on_line: Callable[[str], None], on_progress: Callable[[int, int], None] | None = None
-) -> None:
+) -> bool:
     """`dvc repro --single-item STAGE`, with each output line (and progress-bar state) reported, but DVC's advice
-    to `git add` and `dvc push` (the flow does both)."""
+    to `git add` and `dvc push` (the flow does both). False when DVC found the stage up to date (it ran nothing),
+    True when it ran the stage (or restored its outputs from DVC's run cache)."""
     proc = subprocess.Popen(
         [sys.executable, "-m", "dvc", "repro", "--single-item", stage],
         cwd=repo,
@@ -104,6 +106,7 @@ def repro_stage(
         bufsize=1,
     )
     tail: list[str] = []
+    unchanged = False
     buf = ""
     assert proc.stdout is not None
     while True:
@@ -115,6 +118,7 @@ def repro_stage(
                 progress, line = split_progress(line)
                 if progress and on_progress:
                     on_progress(*progress)
+                unchanged = unchanged or line == _UNCHANGED.format(stage)
                 if line and not _HINTS.match(line):
                     on_line(line)
                     tail = (tail + [line])[-30:]
@@ -124,3 +128,4 @@ def repro_stage(
             buf += ch
     if proc.wait() != 0:
         raise StageFailed(f"stage {stage!r} failed (exit {proc.returncode}); last output:\n" + "\n".join(tail))
+    return not unchanged

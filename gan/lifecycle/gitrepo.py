@@ -152,7 +152,3 @@ def resolve(repo: str | Path, rev: str) -> str:
         known = ", ".join(champion_tags(repo)[:5]) or "none"
         raise GitError(f"{rev!r} names no commit in {repo} (a tag, branch or commit id; champion tags: {known})")
     return proc.stdout.strip()
-
-
-def tag_message(repo: str | Path, name: str) -> str:
-    return git(["tag", "-l", "--format=%(contents)", name], repo).stdout.strip()
