@@ -39,6 +39,7 @@ from gan.core.paths import PATHS, Paths
 from gan.lifecycle import dvcrun, gitrepo, versions
 from gan.lifecycle.champion import Decision, read_record, summary_lines
 from gan.lifecycle.gate import history_row, run_gate
+from gan.outputs.metric_table import summary_rows
 from gan.outputs.report import report_markdown
 
 REPO = Path(__file__).resolve().parents[1]
@@ -119,8 +120,6 @@ def champion_gate(repo: str, params: Params) -> dict:
 
 def _report(repo: Path, gate: dict, history_rows: list[dict], recorded: str = "", changes: str = "") -> None:
     """The run's artifacts: the metrics table, the run history, and the report (`report_markdown`)."""
-    from gan.evaluation.evaluate import summary_rows  # imports torch: only when a stage ran (keeps no-op runs fast)
-
     cand, champ = gate["candidate"], gate["champion"] or {}
     champ_rows = {r["metric"]: r["value"] for r in summary_rows(champ)}
     create_table_artifact(

@@ -18,11 +18,12 @@ from torchvision.utils import save_image
 from gan.core.config import ClassifierConfig, EvaluateConfig, ExportConfig, ModelConfig, Params
 from gan.core.tensors import to_uint8
 from gan.evaluation.classifier import train_classifier
-from gan.evaluation.evaluate import _conditional_metrics, evaluate, score_images, summary_rows
+from gan.evaluation.evaluate import _conditional_metrics, evaluate, score_images
 from gan.evaluation.features import ExtractorFiles
 from gan.evaluation.judge import FEATURE_DIM, JudgeEncoder
 from gan.evaluation.reference import build_reference
 from gan.outputs.export import export, export_torchscript, model_card
+from gan.outputs.metric_table import summary_rows
 from gan.training.models import ConditionalBatchNorm2d, build_generator, load_generator, save_generator
 from gan.training.sampling import requested_labels, sample_batches
 

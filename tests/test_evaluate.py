@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
+import io
 import json
-import sys
+import subprocess
 from pathlib import Path
 from unittest import mock
 
@@ -18,7 +20,7 @@ from gan.core.config import EvaluateConfig, apply_overrides
 from gan.core.splits import load_split
 from gan.evaluation.features import INCEPTION_FILE, InceptionExtractor, MissingWeights, inception_weights
 
-from .conftest import REPO, TINY, require_debian_fashion_mnist, run
+from .conftest import REPO, TINY, require_debian_fashion_mnist
 
 SMALL_EVAL = [*TINY, "evaluate.n_samples=500", "evaluate.bootstrap=10", "evaluate.kid_subsets=10",
               "evaluate.kid_subset_size=200", "evaluate.prdc_samples=500", "classifier.steps=48"]  # fmt: skip
@@ -32,12 +34,25 @@ def workspace(tmp_path_factory) -> Path:
     raw = apply_overrides(yaml.safe_load((REPO / "params.yaml").read_text()), SMALL_EVAL)
     (ws / "params.yaml").write_text(yaml.safe_dump(raw))
     for stage in ("download", "prepare", "classifier", "judge", "reference"):
-        run([sys.executable, "-m", "gan", stage], ws)
+        gan(ws, stage)
     return ws
 
 
+def gan(ws: Path, *argv: str, check: bool = True) -> subprocess.CompletedProcess:
+    """`python -m gan ARGV` in `ws`, run in this process (the same `main`, its exit code, stdout and stderr; a torch
+    import saved per call)."""
+    from gan.cli import main
+
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.chdir(ws), contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        code = main(list(argv))
+    proc = subprocess.CompletedProcess(["gan", *argv], code, out.getvalue(), err.getvalue())
+    assert not check or code == 0, f"gan {' '.join(argv)} exited {code}:\n{proc.stderr}"
+    return proc
+
+
 def score(ws: Path, samples: Path, *extra: str, check: bool = True):
-    proc = run([sys.executable, "-m", "gan", "evaluate", "--samples", str(samples), *extra], ws, check=check)
+    proc = gan(ws, "evaluate", "--samples", str(samples), *extra, check=check)
     return json.loads(proc.stdout) if check else proc
 
 

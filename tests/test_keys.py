@@ -6,7 +6,8 @@ import numpy as np
 
 from gan.core import metric_keys as keys
 from gan.core.config import EvaluateConfig
-from gan.evaluation.evaluate import _extractor_metrics, summary_rows
+from gan.evaluation.evaluate import _extractor_metrics
+from gan.outputs.metric_table import summary_rows
 
 
 def test_keys_are_the_names_metrics_json_has_always_used():

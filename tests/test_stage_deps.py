@@ -74,7 +74,8 @@ def test_the_closure_follows_nested_imports_but_only_the_stages_own_cli_function
     } <= train
     # cli.py imports every stage's module, each inside its own stage function: those don't count.
     assert "gan/data/download.py" not in train and "gan/evaluation/evaluate.py" not in train
-    assert "gan/evaluation/evaluate.py" in codedeps.stage_code_deps("export")  # export imports it for summary_rows
+    export = codedeps.stage_code_deps("export")  # the model card's metric table comes from outputs, not evaluation
+    assert "gan/outputs/metric_table.py" in export and "gan/evaluation/evaluate.py" not in export
 
 
 def test_a_cli_helper_called_by_a_stage_brings_its_imports(tmp_path, monkeypatch):

@@ -13,7 +13,6 @@ from pathlib import Path
 import numpy as np
 import torch
 from PIL import Image
-from torchvision.utils import make_grid
 
 from gan.core import atomic
 
@@ -33,6 +32,8 @@ def png_array(image: torch.Tensor) -> np.ndarray:
 def grid(images: torch.Tensor, nrow: int | None = None, padding: int = GRID_PADDING) -> torch.Tensor:
     """uint8 N×C×H×W -> one uint8 C×H'×W' grid (torchvision's make_grid, `nrow` images a row, default
     ceil(sqrt(N)), `padding` black pixels between and around); grey stays one channel."""
+    from torchvision.utils import make_grid  # here: torchvision's import costs seconds (it imports dynamo)
+
     nrow = nrow or math.ceil(math.sqrt(len(images)))
     g = make_grid(images.cpu(), nrow=nrow, padding=padding)
     return g[: images.shape[1]]  # make_grid repeats a grey channel three times

@@ -31,7 +31,6 @@ from collections.abc import Callable
 
 import numpy as np
 import torch
-import torchvision.transforms.functional as TF
 
 from gan.evaluation.metrics import bootstrap_fid, fid_from_features
 
@@ -51,6 +50,8 @@ def blur(images_u8: torch.Tensor, radius: float) -> torch.Tensor:
     """Gaussian blur of standard deviation `radius` px (kernel ±3 sigma, reflected edges), uint8 in and out."""
     k = 2 * math.ceil(3 * radius) + 1
     k = min(k, 2 * (min(images_u8.shape[-2:]) // 2) - 1)  # reflect padding needs the kernel inside the image
+    import torchvision.transforms.functional as TF  # here: torchvision's import costs seconds (it imports dynamo)
+
     out = TF.gaussian_blur(images_u8.float(), [k, k], [radius, radius])
     return out.round().clamp(0, 255).to(torch.uint8)
 

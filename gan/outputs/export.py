@@ -29,7 +29,7 @@ from gan.core.pngs import write_grid, write_png
 from gan.core.splits import describe_shape, shape_text
 from gan.core.tensors import from_uint8, to_uint8
 from gan.evaluation.classifier import NoClassifier, load_classifier, predict
-from gan.evaluation.evaluate import summary_rows
+from gan.outputs.metric_table import summary_rows
 from gan.outputs.pictures import class_grid, closest_pairs_picture, training_curves
 from gan.training.models import load_generator
 from gan.training.sampling import requested_labels, sample_batches, sample_uint8
