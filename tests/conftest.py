@@ -342,7 +342,7 @@ COST_S = {
     "test_folder_flow.py::test_folder_runs_then_is_a_no_op_then_retrains_incrementally_when_it_grows": 225,
     "test_recording_e2e.py::test_two_recorded_runs_come_back_on_another_clone": 225,
     "test_deployment.py::test_nightly_deployment_schedules_runs_and_a_worker_executes_one": 190,
-    "test_flow.py::test_nothing_changed_runs_nothing_then_worse_model_is_not_promoted": 165,
+    "test_flow.py::test_a_worse_model_is_not_promoted_then_a_manual_repro_is_recorded": 165,
     "test_flow.py::test_a_failed_push_or_a_refused_commit_fails_the_run_and_loses_nothing": 155,
     "test_flow.py::test_flow_runs_every_stage_with_artifacts": 140,
     "test_pipeline_e2e.py::test_dvc_repro_end_to_end": 110,

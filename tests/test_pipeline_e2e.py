@@ -94,7 +94,7 @@ def test_dvc_repro_end_to_end(tmp_path):
     assert json.loads(run(["dvc", "status", "--json"], repo).stdout) == {"source": ["always changed"]}
 
     # A changed train.* param reruns train, evaluate and export only: test_flow's
-    # test_nothing_changed_runs_nothing_then_worse_model_is_not_promoted checks that through the flow (dvc repro).
+    # test_a_worse_model_is_not_promoted_then_a_manual_repro_is_recorded checks that through the flow (dvc repro).
 
     remote = tmp_path / "remote"
     run(["dvc", "remote", "add", "-f", "-d", "local", str(remote)], repo)
