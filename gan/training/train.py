@@ -33,9 +33,10 @@ from tqdm import tqdm
 from gan.core import atomic
 from gan.core.config import ConfigError, ModelConfig, TrainConfig, check_processes, section_hash
 from gan.core.errors import PipelineError
+from gan.core.length import Plan as Length
 from gan.core.length import plan
 from gan.core.pngs import write_grid
-from gan.core.splits import load_split
+from gan.core.splits import Split, load_split
 from gan.core.tensors import epoch_permutation, from_uint8, resolve_device, to_uint8
 from gan.training.ema import EmaGenerator
 from gan.training.models import build_discriminator, build_generator, save_generator
@@ -404,6 +405,84 @@ def save_epoch_grid(G: torch.nn.Module, fixed_z: torch.Tensor, fixed_y: torch.Te
     write_grid(to_uint8(grid.clamp(-1, 1)), path, nrow=8, rgb=True)  # RGB as torchvision writes it
 
 
+@dataclass(frozen=True)
+class RunPlan:
+    """The run's sizes, decided before anything is built: every check of the settings against the data is here."""
+
+    n: int  # training images
+    batch: int  # the global batch (train.batch_size, at most n)
+    per_rank: int  # each process's share of it
+    steps_per_epoch: int  # G updates an epoch (each takes train.d_steps batches)
+    length: Length  # the planned length (gan.core.length): its steps, epochs, kimg and why
+    eval_every: int  # steps between quality scores; 0: not scored
+    num_classes: int  # for a conditional G; 0 otherwise
+
+
+def plan_run(model_cfg: ModelConfig, train_cfg: TrainConfig, split: Split, split_name: str, where: Rank,
+             has_probe: bool, probe_note: str) -> RunPlan:  # fmt: skip
+    """The sizes of the run on `split`, or a ConfigError naming the setting that does not fit the data."""
+    n = len(split.images)
+    if n == 0:
+        raise ValueError(f"{split_name}: the training split is empty")
+    bs = min(train_cfg.batch_size, n)
+    if bs % where.world:
+        raise ConfigError(f"train.batch_size = {bs} must be divisible by the number of processes ({where.world})")
+    check_processes(train_cfg, where.world)
+    d_steps = train_cfg.d_steps
+    steps_per_epoch = n // (bs * d_steps)  # a step is one G update; each of its D updates takes its own batch
+    if steps_per_epoch == 0:
+        raise ConfigError(
+            f"train.d_steps = {d_steps} × train.batch_size = {bs} needs {d_steps * bs} images per step, but "
+            f"{split_name} has {n}: lower one of them"
+        )
+    length = plan(train_cfg, n, split.shape, bs)
+    eval_every = length.eval_every if has_probe else 0
+    num_classes = num_classes_of(split.labels) if model_cfg.conditional else 0
+    if isinstance(train_cfg.eval_every, int) and train_cfg.eval_every and not has_probe and not probe_note:
+        raise ConfigError(
+            "train.eval_every > 0 needs a quality probe (gan.evaluation.probe.build_probe) to score G with"
+        )
+    if where.leader:
+        log.info("training %d steps (%.1f kimg, %.2f epochs of %d images): %s; %s", length.steps, length.kimg,
+                 length.epochs, n, length.why,
+                 f"scored every {eval_every} steps ({probe_note or 'quality probe'})" if eval_every
+                 else f"not scored during training ({probe_note or 'train.eval_every = 0'})")  # fmt: skip
+    if model_cfg.conditional and num_classes < 2:
+        raise ConfigError(
+            f"model.conditional = true, but {split_name} has no class labels (an unlabeled folder?): "
+            "set model.conditional = false, or give the images labels (class subfolders or dataset.json)"
+        )
+    return RunPlan(n, bs, bs // where.world, steps_per_epoch, length, eval_every, num_classes)
+
+
+@dataclass
+class Batches:
+    """Each step's inputs for this rank: its slice of each of the step's d_steps real batches (the epoch's
+    permutation), their noise and, for a conditional G, the real and the fake labels (from `noise`, which the
+    checkpoint keeps)."""
+
+    data: torch.Tensor  # the whole split, uint8 N×C×H×W, on the device
+    labels: torch.Tensor | None  # None: unconditional
+    run: RunPlan
+    d_steps: int
+    z_dim: int
+    rank: int
+    noise: torch.Generator
+
+    def __call__(self, b: int, perm: torch.Tensor) -> tuple:
+        """Step b's real images (d_steps×B×C×H×W), noise and labels for this rank."""
+        bs, per_rank, d_steps = self.run.batch, self.run.per_rank, self.d_steps
+        starts = [(b * d_steps + k) * bs + self.rank * per_rank for k in range(d_steps)]  # this rank's slice of each
+        idx = torch.cat([perm[s : s + per_rank] for s in starts])
+        x = from_uint8(self.data[idx]).view(d_steps, per_rank, *self.data.shape[1:])
+        z = torch.randn(d_steps, per_rank, self.z_dim, generator=self.noise, device=self.data.device)
+        if self.labels is None:
+            return x, z, None, None
+        y_fake = torch.randint(self.run.num_classes, (d_steps, per_rank), generator=self.noise,
+                               device=self.data.device)  # fmt: skip
+        return x, z, self.labels[idx].view(d_steps, per_rank), y_fake
+
+
 def train(
     model_cfg: ModelConfig,
     train_cfg: TrainConfig,
@@ -435,40 +514,10 @@ def train(
     if device.type == "cpu":
         torch.use_deterministic_algorithms(True)
     split = load_split(train_split)
-    n = len(split.images)
-    if n == 0:
-        raise ValueError(f"{train_split}: the training split is empty")
-    bs = min(train_cfg.batch_size, n)
-    if bs % world:
-        raise ConfigError(f"train.batch_size = {bs} must be divisible by the number of processes ({world})")
-    check_processes(train_cfg, world)
-    per_rank = bs // world
-    d_steps = train_cfg.d_steps
-    steps_per_epoch = n // (bs * d_steps)  # a step is one G update; each of its D updates takes its own batch
-    if steps_per_epoch == 0:
-        raise ConfigError(
-            f"train.d_steps = {d_steps} × train.batch_size = {bs} needs {d_steps * bs} images per step, but "
-            f"{train_split} has {n}: lower one of them"
-        )
-    length = plan(train_cfg, n, split.shape, bs)
-    total_steps = length.steps
-    eval_every = length.eval_every if probe is not None else 0
+    run = plan_run(model_cfg, train_cfg, split, str(train_split), where, probe is not None, probe_note)
+    n, bs, num_classes, eval_every = run.n, run.batch, run.num_classes, run.eval_every
+    steps_per_epoch, length, total_steps, d_steps = run.steps_per_epoch, run.length, run.length.steps, train_cfg.d_steps
     fingerprint = run_fingerprint(model_cfg, train_cfg, split.images, code_sha256)
-    num_classes = num_classes_of(split.labels) if model_cfg.conditional else 0
-    if isinstance(train_cfg.eval_every, int) and train_cfg.eval_every and probe is None and not probe_note:
-        raise ConfigError(
-            "train.eval_every > 0 needs a quality probe (gan.evaluation.probe.build_probe) to score G with"
-        )
-    if rank == 0:
-        log.info("training %d steps (%.1f kimg, %.2f epochs of %d images): %s; %s", total_steps, length.kimg,
-                 length.epochs, n, length.why,
-                 f"scored every {eval_every} steps ({probe_note or 'quality probe'})" if eval_every
-                 else f"not scored during training ({probe_note or 'train.eval_every = 0'})")  # fmt: skip
-    if model_cfg.conditional and num_classes < 2:
-        raise ConfigError(
-            f"model.conditional = true, but {train_split} has no class labels (an unlabeled folder?): "
-            "set model.conditional = false, or give the images labels (class subfolders or dataset.json)"
-        )
 
     # --- models, the algorithm's parts, the noise ---
     graphed = train_cfg.cuda_graph and device.type == "cuda" and world == 1 and not train_cfg.compile
@@ -524,44 +573,17 @@ def train(
     grid_epochs = max(1, math.ceil(MIN_STEPS_BETWEEN_GRIDS / steps_per_epoch))
     every = train_cfg.checkpoint_every
 
-    def next_batch(b: int, perm: torch.Tensor) -> tuple:
-        """Step b's real images (d_steps×B×C×H×W), noise and labels for this rank."""
-        starts = [(b * d_steps + k) * bs + rank * per_rank for k in range(d_steps)]  # this rank's slice of each
-        idx = torch.cat([perm[s : s + per_rank] for s in starts])
-        x = from_uint8(data[idx]).view(d_steps, per_rank, *split.shape)
-        z = torch.randn(d_steps, per_rank, model_cfg.z_dim, generator=noise, device=device)
-        if labels is None:
-            return x, z, None, None
-        y_fake = torch.randint(num_classes, (d_steps, per_rank), generator=noise, device=device)
-        return x, z, labels[idx].view(d_steps, per_rank), y_fake
-
-    def score(at: int) -> None:
-        """Score G at step `at` (rank 0) and show it beside the progress bar."""
-        quality.record(at, models.G_out)
-        if quality.probe is not None and rank == 0:
-            step_log.quality = (f", FD {quality.last_value:.3g} (best {quality.best_value:.3g} at step "
-                                f"{quality.best_step})")  # fmt: skip
-
-    def why_stop(scored: bool) -> str:
-        """'' to go on, else a key of STOP_REASONS. The same answer on every rank: the step count is shared, the
-        budget is rank 0's clock (broadcast), and the patience, which only a score changes, is rank 0's (broadcast
-        after a score)."""
-        out_of_time = budget.spent()  # on every rank: under DDP it is itself a collective
-        if step >= total_steps:
-            return "length"
-        if scored and _agree(eval_every > 0 and quality.exhausted, where):
-            return "patience"
-        return "time" if out_of_time else ""
+    batches = Batches(data, labels, run, d_steps, model_cfg.z_dim, rank, noise)
 
     # --- the loop: epochs of steps until the plan, the time budget or the patience ends it ---
-    stop = why_stop(scored=True)  # a resumed run may have stopped already
+    stop = _why_stop(step, total_steps, True, eval_every, quality, budget, where)  # a resumed run may have stopped
     try:
         models.G.train()
         models.D.train()
         while not stop:
             perm = epoch_permutation(n, train_cfg.seed, epoch).to(device)
             for b in range(batch, steps_per_epoch):
-                step_log.add(step_fn(*next_batch(b, perm), regularise=parts.r1_due(step)))
+                step_log.add(step_fn(*batches(b, perm), regularise=parts.r1_due(step)))
                 if models.ema is not None:
                     models.ema.update(models.G)
                 step += 1
@@ -569,10 +591,10 @@ def train(
                     _log_estimate(budget, step - resumed_from, total_steps - resumed_from, train_cfg.max_seconds)
                 scored = bool(eval_every) and step % eval_every == 0
                 if scored:
-                    score(step)
+                    _score(quality, step_log, models.G_out, step, where)
                 if len(step_log.pending) >= train_cfg.log_flush_every:
                     step_log.flush(step, epoch)
-                stop = why_stop(scored)
+                stop = _why_stop(step, total_steps, scored, eval_every, quality, budget, where)
                 if stop:
                     break
                 if every and step % every == 0 and b + 1 < steps_per_epoch:
@@ -582,7 +604,7 @@ def train(
             epoch, batch = (epoch + 1, 0) if b + 1 == steps_per_epoch else (epoch, b + 1)
             if stop:
                 if eval_every and quality.last_step != step:  # the last G is a candidate too
-                    score(step)
+                    _score(quality, step_log, models.G_out, step, where)
                 if rank == 0:
                     shown = epoch if batch == 0 else epoch + 1  # a stop mid-epoch: the grid of that epoch
                     save_epoch_grid(models.G_out, fixed_z, fixed_y, sample_dir / f"epoch_{shown:03d}.png")
@@ -649,6 +671,27 @@ def train(
             raw_path.unlink(missing_ok=True)
         atomic.write_text(out.log_dir / "summary.json", json.dumps(result.__dict__, indent=2) + "\n")
     return result
+
+
+def _score(quality: QualityTracker, step_log: StepLog, G: torch.nn.Module, at: int, where: Rank) -> None:
+    """Score G at step `at` (rank 0) and show it beside the progress bar."""
+    quality.record(at, G)
+    if quality.probe is not None and where.leader:
+        step_log.quality = (f", FD {quality.last_value:.3g} (best {quality.best_value:.3g} at step "
+                            f"{quality.best_step})")  # fmt: skip
+
+
+def _why_stop(step: int, total_steps: int, scored: bool, eval_every: int, quality: QualityTracker,
+              budget: TimeBudget, where: Rank) -> str:  # fmt: skip
+    """'' to go on, else a key of STOP_REASONS. The same answer on every rank: the step count is shared, the
+    budget is rank 0's clock (broadcast), and the patience, which only a score changes, is rank 0's (broadcast
+    after a score)."""
+    out_of_time = budget.spent()  # on every rank: under DDP it is itself a collective
+    if step >= total_steps:
+        return "length"
+    if scored and _agree(eval_every > 0 and quality.exhausted, where):
+        return "patience"
+    return "time" if out_of_time else ""
 
 
 def _log_estimate(budget: TimeBudget, done: int, planned: int, max_seconds: float) -> None:
