@@ -145,10 +145,12 @@ def evaluate_samples(p: Params, samples: str, out: str | None) -> None:
 
 
 def stage_export(p: Params) -> None:
+    from gan.lifecycle.gitrepo import describe_head
     from gan.outputs.export import export
 
     export(p.export, p, PATHS.generator, PATHS.metrics, PATHS.prepared_summary, PATHS.train_summary, PATHS.samples,
-           classifier_path=PATHS.classifier, pairs_path=PATHS.closest_pairs, train_log_dir=PATHS.train_log)  # fmt: skip
+           classifier_path=PATHS.classifier, pairs_path=PATHS.closest_pairs, train_log_dir=PATHS.train_log,
+           code=describe_head("."))  # fmt: skip
 
 
 STAGES = {

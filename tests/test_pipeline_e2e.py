@@ -79,6 +79,8 @@ def test_dvc_repro_end_to_end(tmp_path):
         assert z["images"].shape == (200, 28, 28, 1) and z["images"].dtype == np.uint8
     card = (samples / "MODEL_CARD.md").read_text()
     assert "fashion-mnist" in card and f"{metrics['fid_classifier']:.4g}" in card and "KID (classifier)" in card
+    head = run(["git", "rev-parse", "HEAD"], repo).stdout.strip()
+    assert f"- code: `{head}`" in card  # the commit the stage ran (the copy's code is committed: no local changes)
     # TorchScript loads where this project cannot be imported.
     probe = (
         "import sys; sys.modules['gan'] = None; import torch; "

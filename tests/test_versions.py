@@ -452,3 +452,20 @@ def test_dvc_diff_against_a_recorded_run(mini):
     assert diff.metrics == [("fid_classifier", 10.0, 12.0, 2.0)]
     md = markdown(diff, first="fid_classifier")
     assert "| train.seed | 0 | 2 |" in md and "| fid_classifier | 10 | 12 | 2 |" in md
+
+
+def test_describe_head_names_the_commit_and_uncommitted_stage_code(tmp_path):
+    assert gitrepo.describe_head(tmp_path) == "unknown (not a git checkout)"
+    run(["git", "init", "-q"], tmp_path)
+    assert gitrepo.describe_head(tmp_path) == "unknown (not a git checkout)"  # no commit yet
+    (tmp_path / "gan").mkdir()
+    (tmp_path / "gan" / "x.py").write_text("a = 1\n")
+    (tmp_path / "notes.txt").write_text("x")
+    run(["git", "add", "-A"], tmp_path)
+    run(["git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "c"], tmp_path)
+    commit = run(["git", "rev-parse", "HEAD"], tmp_path).stdout.strip()
+    assert gitrepo.describe_head(tmp_path) == commit
+    (tmp_path / "notes.txt").write_text("y")  # not stage code
+    assert gitrepo.describe_head(tmp_path) == commit
+    (tmp_path / "gan" / "x.py").write_text("a = 2\n")
+    assert gitrepo.describe_head(tmp_path) == f"{commit} (with uncommitted changes)"

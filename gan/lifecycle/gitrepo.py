@@ -62,6 +62,16 @@ def head(repo: str | Path) -> str | None:
     return proc.stdout.strip() or None
 
 
+def describe_head(repo: str | Path, paths: tuple[str, ...] = ("gan", "flows", "dvc.yaml")) -> str:
+    """HEAD's commit, "(with uncommitted changes)" where `paths` differ from it: the code a stage ran (the model
+    card records it); "unknown (not a git checkout)" outside git."""
+    commit = head(repo) if is_repo(repo) else None
+    if commit is None:
+        return "unknown (not a git checkout)"
+    dirty = git(["diff", "--quiet", "HEAD", "--", *paths], repo, check=False).returncode != 0
+    return commit + (" (with uncommitted changes)" if dirty else "")
+
+
 def _identity(repo: str | Path) -> list[str]:
     """`-c user.name=... -c user.email=...` where the repository has no identity, else nothing."""
     has = all(git(["config", key], repo, check=False).stdout.strip() for key in ("user.name", "user.email"))

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import io
 import json
-import subprocess
 import warnings
 from pathlib import Path
 
@@ -36,20 +35,6 @@ from gan.training.sampling import requested_labels, sample_batches, sample_uint8
 
 CLASS_GRID_PER_CLASS = 8
 CLASS_GRID_DRAWS = 2000  # samples classified to fill the per-class rows
-
-
-def code_version(repo: Path = Path(".")) -> str:
-    try:
-        rev = subprocess.run(
-            ["git", "rev-parse", "HEAD"], cwd=repo, capture_output=True, text=True, check=True
-        ).stdout.strip()
-        dirty = (
-            subprocess.run(["git", "diff", "--quiet", "HEAD", "--", "gan", "flows", "dvc.yaml"], cwd=repo).returncode
-            != 0
-        )
-        return rev + (" (with uncommitted changes)" if dirty else "")
-    except (OSError, subprocess.CalledProcessError):
-        return "unknown (not a git checkout)"
 
 
 def _trace_inputs(G: torch.nn.Module, n: int) -> tuple[torch.Tensor, ...]:
@@ -171,7 +156,10 @@ def export(
     classifier_path: str | Path | None = None,
     pairs_path: str | Path | None = None,
     train_log_dir: str | Path | None = None,
+    code: str = "",
 ) -> dict:
+    """The stage's outputs in `out_dir` (the module docstring lists them). `code`: the code version the model card
+    records (the CLI gives `gan.lifecycle.gitrepo.describe_head`; "" writes "not recorded")."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     G, _ = load_generator(generator_path)
@@ -205,7 +193,7 @@ def export(
         metrics,
         json.loads(Path(data_summary_path).read_text()),
         json.loads(Path(train_summary_path).read_text()),
-        code_version(),
+        code or "not recorded",
         G.image_shape,
     )
     atomic.write_text(out_dir / "MODEL_CARD.md", card)
