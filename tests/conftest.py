@@ -45,6 +45,8 @@ else:
 os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")
 os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
 ARTIFACTS_DIR = REPO / "test-output"
+PARAMS_TRACE_DIR = Path(__file__).parent / "params_trace"  # its sitecustomize records the params each stage reads
+PARAMS_TRACE_FILE = "params-read.jsonl"
 
 
 def pytest_configure(config):
@@ -275,9 +277,11 @@ def copy_repo(dest: Path, overrides: list[str]) -> Path:
 
 def _completed_flow_build(server: PrefectServer) -> Callable[[Path], dict]:
     def build(folder: Path) -> dict:
-        # The repo's DVC remote (.dvc/config: ../../gan-pipeline-dvc-remote) lands beside it, in `folder`.
+        # The repo's DVC remote (.dvc/config: ../../gan-pipeline-dvc-remote) lands beside it, in `folder`; so does
+        # the params trace: every params key each stage read (tests/params_trace, checked by test_pipeline_e2e).
         repo = copy_repo(folder / "repo", FLOW_TINY)
-        proc = flow(repo, server)
+        trace = {"PYTHONPATH": str(PARAMS_TRACE_DIR), "GAN_PARAMS_TRACE": str(folder / PARAMS_TRACE_FILE)}
+        proc = run([sys.executable, "-m", "flows.pipeline", "--json"], repo, env={**server.env, **trace})
         return {"run_id": history(repo)[-1]["flow_run_id"], "stdout": proc.stdout, "stderr": proc.stderr}
 
     return build
@@ -339,22 +343,22 @@ def one_torch_thread():
 # Seconds each costly test (or group: its xdist_group name) took in a 2-worker run on the 2-core machine, to queue it
 # first. Only the order depends on these; a test missing here counts as SLOW_DEFAULT_S if marked slow, else 1 s.
 COST_S = {
-    "test_folder_flow.py::test_folder_runs_then_is_a_no_op_then_retrains_incrementally_when_it_grows": 225,
-    "test_recording_e2e.py::test_two_recorded_runs_come_back_on_another_clone": 225,
-    "test_deployment.py::test_nightly_deployment_schedules_runs_and_a_worker_executes_one": 190,
-    "test_flow.py::test_a_worse_model_is_not_promoted_then_a_manual_repro_is_recorded": 165,
-    "test_flow.py::test_a_failed_push_or_a_refused_commit_fails_the_run_and_loses_nothing": 155,
-    "test_flow.py::test_flow_runs_every_stage_with_artifacts": 140,
-    "test_pipeline_e2e.py::test_dvc_repro_end_to_end": 110,
-    "test_flow.py::test_two_runs_at_once_do_not_corrupt_the_workspace": 122,
-    "test_flow.py::test_download_with_new_bytes_emits_dataset_changed": 120,
-    "test_folder_flow.py::test_an_unlabeled_folder_is_scored_by_the_judge_with_class_metrics_not_applicable": 95,
-    "test_train.py::test_compiled_training_matches_eager": 65,
-    "test_flow.py::test_a_run_that_waited_for_the_lock_reads_params_after_it": 48,
-    "test_reliability.py::test_kill_9_with_the_quality_probe_best_snapshot_and_patience": 48,
-    "test_bench.py::test_recipes_bench_trains_every_candidate_on_a_folder_and_prints_the_table": 45,
-    "test_bench.py::test_ruler_bench_scores_snapshots_with_both_extractor_sets": 42,
-    "test_judge.py": 400,
+    "test_folder_flow.py::test_folder_runs_then_is_a_no_op_then_retrains_incrementally_when_it_grows": 220,
+    "test_flow.py::test_download_with_new_bytes_emits_dataset_changed": 150,
+    "test_flow.py::test_a_failed_push_or_a_refused_commit_fails_the_run_and_loses_nothing": 150,
+    "test_deployment.py::test_nightly_deployment_schedules_runs_and_a_worker_executes_one": 135,
+    "test_recording_e2e.py::test_two_recorded_runs_come_back_on_another_clone": 125,
+    "test_flow.py::test_a_worse_model_is_not_promoted_then_a_manual_repro_is_recorded": 120,
+    "test_folder_flow.py::test_an_unlabeled_folder_is_scored_by_the_judge_with_class_metrics_not_applicable": 100,
+    "test_flow.py::test_a_run_that_waited_for_the_lock_reads_params_after_it": 60,
+    "test_flow.py::test_two_runs_at_once_do_not_corrupt_the_workspace": 50,
+    "test_reliability.py::test_kill_9_with_the_quality_probe_best_snapshot_and_patience": 55,
+    "test_bench.py::test_recipes_bench_trains_every_candidate_on_a_folder_and_prints_the_table": 55,
+    "test_bench.py::test_ruler_bench_scores_snapshots_with_both_extractor_sets": 55,
+    "test_train.py::test_compiled_training_matches_eager": 20,
+    "judge-fmnist": 310,
+    "judge-emoji": 100,
+    "test_evaluate.py:workspace": 190,
 }
 SLOW_DEFAULT_S = 20
 BUILT_IN_THE_BACKGROUND = {"completed_run", "completed_flow"}  # fixtures (see _completed_flow_in_the_background)

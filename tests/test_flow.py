@@ -225,10 +225,9 @@ def test_download_with_new_bytes_emits_dataset_changed(completed_run, prefect_se
     git(repo, "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qam", "new checksum")  # code is committed
     before = dvcrun.out_hash("download", repo)
 
-    # New raw bytes: downloaded and prepared again; the prepared images are the same (the changed label is past
-    # limit_test), so DVC reruns nothing after prepare.
-    proc = flow(repo, prefect_server, f"data.mirrors=['file://{mirror}/']")
-    assert flow_result(proc)["ran"] == ["source", "download", "prepare"]
+    # gan/core/datasets.py is code every stage imports (through the config): everything reruns, so with a cheap model.
+    proc = flow(repo, prefect_server, f"data.mirrors=['file://{mirror}/']", "model.arch=mlp", "train.epochs=1")
+    assert flow_result(proc)["ran"][:3] == ["source", "download", "prepare"]
     after = dvcrun.out_hash("download", repo)
     assert after != before
     assert f"dataset fashion-mnist changed: emitted {DATASET_CHANGED}" in proc.stderr

@@ -1,10 +1,10 @@
-"""End to end: `dvc repro` on a tiny config, real Fashion-MNIST from the Debian package,
-in a temporary copy of the repo (a real git + DVC repo)."""
+"""End to end, on the completed tiny flow run (`completed_flow`: real Fashion-MNIST from the Debian package, every
+stage run by `dvc repro --single-item` in a git + DVC copy of the repo): what each stage wrote, and that each read
+only the params dvc.yaml declares for it. Bad params stop `dvc repro` before any stage."""
 
 from __future__ import annotations
 
 import json
-import os
 import sys
 
 import numpy as np
@@ -12,28 +12,25 @@ import pytest
 import yaml
 from PIL import Image
 
-from .conftest import TINY, copy_repo, require_debian_fashion_mnist, run
-from .test_stage_deps import TRACE_DIR, dvc_stages, params_problems, read_trace
+from .conftest import PARAMS_TRACE_FILE, TINY, copy_repo, run
+from .test_stage_deps import dvc_stages, params_problems, read_trace
 
 pytestmark = pytest.mark.slow
 
 
-def ran_stages(output: str) -> list[str]:
-    return [line.split("'")[1] for line in output.splitlines() if line.startswith("Running stage '")]
-
-
-def test_dvc_repro_end_to_end(tmp_path):
-    require_debian_fashion_mnist()
-    repo = copy_repo(tmp_path / "repo", TINY)
-    trace = tmp_path / "params-read.jsonl"  # every params key each stage reads, recorded as it runs
-    env = {**os.environ, "PYTHONPATH": str(TRACE_DIR), "GAN_PARAMS_TRACE": str(trace)}
-    first = run(["dvc", "repro"], repo, env=env)
+def test_every_stage_reads_only_the_params_dvc_yaml_declares(completed_flow):
+    """The completed flow ran its stages with the params tracer (every key each `python -m gan STAGE` read)."""
+    repo = completed_flow[0]
+    trace = read_trace(repo.parent / PARAMS_TRACE_FILE)
     stages = ["source", "download", "prepare", "classifier", "judge", "train", "reference", "evaluate", "export"]
-    assert ran_stages(first.stdout) == stages
-    assert {t["stage"] for t in read_trace(trace)} == set(stages), "the params tracer did not run in every stage"
-    problems = params_problems(read_trace(trace), dvc_stages(repo / "dvc.yaml"))
+    assert {t["stage"] for t in trace} == set(stages), "the params tracer did not run in every stage"
+    problems = params_problems(trace, dvc_stages(repo / "dvc.yaml"))
     assert not problems, "dvc.yaml misses params its stages read:\n" + "\n".join(problems)
 
+
+def test_the_stages_outputs_end_to_end(completed_flow, tmp_path):
+    """What every stage wrote, on the completed tiny flow (read only)."""
+    repo = completed_flow[0]
     raw = repo / "data/raw/fashion-mnist"
     assert sorted(p.name for p in raw.iterdir()) == [
         "t10k-images-idx3-ubyte",
@@ -79,8 +76,8 @@ def test_dvc_repro_end_to_end(tmp_path):
         assert z["images"].shape == (200, 28, 28, 1) and z["images"].dtype == np.uint8
     card = (samples / "MODEL_CARD.md").read_text()
     assert "fashion-mnist" in card and f"{metrics['fid_classifier']:.4g}" in card and "KID (classifier)" in card
-    head = run(["git", "rev-parse", "HEAD"], repo).stdout.strip()
-    assert f"- code: `{head}`" in card  # the commit the stage ran (the copy's code is committed: no local changes)
+    code = run(["git", "rev-list", "--max-parents=0", "HEAD"], repo).stdout.strip()  # before the flow's own commit
+    assert f"- code: `{code}`" in card  # the commit the stage ran (the copy's code is committed: no local changes)
     # TorchScript loads where this project cannot be imported.
     probe = (
         "import sys; sys.modules['gan'] = None; import torch; "
@@ -88,20 +85,9 @@ def test_dvc_repro_end_to_end(tmp_path):
     )
     assert run([sys.executable, "-c", probe], tmp_path).stdout.strip() == "(2, 1, 28, 28)"
     log_rows = (repo / "data/train/log.tsv").read_text().splitlines()
-    assert len(log_rows) == 1 + 3000 // 64
-
-    second = run(["dvc", "repro"], repo)
-    assert ran_stages(second.stdout) == ["source"]  # always looks at the source; nothing after it reran
-    assert "Stage 'download' didn't change, skipping" in second.stdout
-    assert json.loads(run(["dvc", "status", "--json"], repo).stdout) == {"source": ["always changed"]}
-
-    # A changed train.* param reruns train, evaluate and export only: test_flow's
-    # test_a_worse_model_is_not_promoted_then_a_manual_repro_is_recorded checks that through the flow (dvc repro).
-
-    remote = tmp_path / "remote"
-    run(["dvc", "remote", "add", "-f", "-d", "local", str(remote)], repo)
-    run(["dvc", "push"], repo)
-    assert any(remote.rglob("*")), "dvc push stored nothing"
+    assert len(log_rows) == 1 + 3 * (3000 // 64)  # FLOW_TINY: 3 epochs of 3000 images, batch 64
+    # That `dvc repro` then reruns nothing but the source watcher, and that everything was pushed: test_flow's
+    # test_flow_runs_every_stage_with_artifacts.
 
 
 def test_bad_params_stop_dvc_before_any_stage(tmp_path):

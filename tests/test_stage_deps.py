@@ -19,7 +19,7 @@ import yaml
 from gan.core import codedeps
 from gan.core.config import Params
 
-from .conftest import REPO
+from .conftest import PARAMS_TRACE_DIR, REPO
 
 CMD = re.compile(r"^python -m gan (\w+)$")
 
@@ -129,7 +129,7 @@ def test_the_train_stage_passes_its_code_digest_to_train(monkeypatch):
 
 # --- params: what each stage reads (recorded by tests/params_trace while the stages run) ---
 
-TRACE_DIR = Path(__file__).parent / "params_trace"
+TRACE_DIR = PARAMS_TRACE_DIR
 
 
 # Keys a stage reads that cannot change what it writes (declaring them would rerun it for nothing), and why.
