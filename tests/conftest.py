@@ -233,10 +233,11 @@ def run(cmd: list[str], cwd: Path, check: bool = True, env: dict | None = None) 
 FLOW_TINY = [*TINY, "promote.require_all_classes=false", "train.lr_g=0.001", "train.lr_d=0.0005", "train.epochs=3"]
 
 
-def flow(repo: Path, server, *args: str, check: bool = True, as_json: bool = True):
-    """`python -m flows.pipeline ARGS` reporting to `server`; as_json: --json (the result, not the summary)."""
+def flow(repo: Path, server, *args: str, check: bool = True, as_json: bool = True, env: dict | None = None):
+    """`python -m flows.pipeline ARGS` reporting to `server`; as_json: --json (the result, not the summary); `env`:
+    more environment variables for it."""
     cmd = [sys.executable, "-m", "flows.pipeline", *(["--json"] if as_json else []), *args]
-    return run(cmd, repo, check=check, env=server.env)
+    return run(cmd, repo, check=check, env={**server.env, **(env or {})})
 
 
 def flow_result(proc) -> dict:
@@ -281,7 +282,7 @@ def _completed_flow_build(server: PrefectServer) -> Callable[[Path], dict]:
         # the params trace: every params key each stage read (tests/params_trace, checked by test_pipeline_e2e).
         repo = copy_repo(folder / "repo", FLOW_TINY)
         trace = {"PYTHONPATH": str(PARAMS_TRACE_DIR), "GAN_PARAMS_TRACE": str(folder / PARAMS_TRACE_FILE)}
-        proc = run([sys.executable, "-m", "flows.pipeline", "--json"], repo, env={**server.env, **trace})
+        proc = flow(repo, server, env=trace)
         return {"run_id": history(repo)[-1]["flow_run_id"], "stdout": proc.stdout, "stderr": proc.stderr}
 
     return build
