@@ -225,6 +225,47 @@ def _acquire(lock: FileLock, path: Path, timeout: float, logger) -> None:
         ) from None
 
 
+def conclude_run(repo: str, params: Params, params_sha: str, ran: list[str]) -> dict:
+    """After the stages: the gate (when any stage ran), the history row, the git commit (a tag for a new
+    champion), the report artifacts and `dvc push`. Also the end of a sweep's --promote (its best trial applied)."""
+    logger = get_run_logger()
+    p = params.promote
+    if not ran:
+        logger.info("nothing changed: every stage is up to date, champion unchanged")
+        result = {"ran": [], "promoted": False, "summary": _unchanged_summary(Path(repo), p.metric)}
+        row = None
+    else:
+        from gan.lifecycle.history import append_run  # pandas: only when a stage ran
+
+        gate = champion_gate(repo, params)
+        train_summary = json.loads(Paths(Path(repo)).train_summary.read_text())
+        row = history_row(gate, params, ran, train_summary)
+        row["flow_run_name"] = str(runtime.flow_run.name or "")
+        history = append_run(Path(repo) / HISTORY, row)
+        dvcrun.dvc(["add", str(HISTORY.parent)], repo)
+        changes = _changes_since_champion(repo, gate["decision"]["metric"], logger)
+        summary = [f"training: {describe_trained(train_summary)}", *summary_lines(Decision(**gate["decision"]),
+                   gate["candidate"]), *_files_lines(Path(repo))]  # fmt: skip
+        result = {"ran": ran, "promoted": gate["decision"]["promote"], "decision": gate["decision"],
+                  "summary": summary}  # fmt: skip
+    # ---- record: a git commit of the pipeline's files (a tag for a new champion), then `dvc push`
+    rec_state = commit_task(repo, params_sha, row, return_state=True) if p.commit else None
+    rec = None if rec_state is None else rec_state.result(raise_on_failure=False)
+    if ran:
+        _report(Path(repo), gate, history.to_dict("records"), _recorded_line(rec, p.push), changes)
+    result["recorded"] = None if isinstance(rec, BaseException) else rec
+    result["summary"].append(_recorded_line(rec, p.push).replace("`", ""))
+    pushed = push_task(repo, return_state=True).result(raise_on_failure=False) if p.push else None
+    if isinstance(pushed, dict):
+        result["pushed"] = pushed
+        result["summary"].append(f"dvc push: {pushed['message']} ({pushed['url']})")
+    # A refused commit or a failed push fails the run (the refusal first: the push often fails for its reason).
+    failures = [e for e in (rec, pushed) if isinstance(e, BaseException)]
+    if failures:
+        raise failures[0] if len(failures) == 1 else RecordFailed(" | ".join(map(str, failures)))
+    return result
+
+
 @flow(name="gan-pipeline", log_prints=True)
 def gan_pipeline(overrides: list[str] | None = None, repo: str | None = None, lock_timeout: float = 600.0) -> dict:
     """Bring the DVC pipeline up to date, stage by stage, then gate the champion."""
@@ -255,41 +296,7 @@ def gan_pipeline(overrides: list[str] | None = None, repo: str | None = None, lo
             if stage == "download" and res["ran"] and res["changed_output"] and res["previous_output"]:
                 _emit_dataset_changed(params.data.dataset, res["previous_output"], repo, logger)
         ran = [r["stage"] for r in results if r["ran"] and (r["stage"] not in watch or r["changed_output"])]
-        p = params.promote
-        if not ran:
-            logger.info("nothing changed: every stage is up to date, champion unchanged")
-            result = {"ran": [], "promoted": False, "summary": _unchanged_summary(Path(repo), p.metric)}
-            row = None
-        else:
-            from gan.lifecycle.history import append_run  # pandas: only when a stage ran
-
-            gate = champion_gate(repo, params)
-            train_summary = json.loads(Paths(Path(repo)).train_summary.read_text())
-            row = history_row(gate, params, ran, train_summary)
-            row["flow_run_name"] = str(runtime.flow_run.name or "")
-            history = append_run(Path(repo) / HISTORY, row)
-            dvcrun.dvc(["add", str(HISTORY.parent)], repo)
-            changes = _changes_since_champion(repo, gate["decision"]["metric"], logger)
-            summary = [f"training: {describe_trained(train_summary)}", *summary_lines(Decision(**gate["decision"]),
-                       gate["candidate"]), *_files_lines(Path(repo))]  # fmt: skip
-            result = {"ran": ran, "promoted": gate["decision"]["promote"], "decision": gate["decision"],
-                      "summary": summary}  # fmt: skip
-        # ---- record: a git commit of the pipeline's files (a tag for a new champion), then `dvc push`
-        rec_state = commit_task(repo, params_sha, row, return_state=True) if p.commit else None
-        rec = None if rec_state is None else rec_state.result(raise_on_failure=False)
-        if ran:
-            _report(Path(repo), gate, history.to_dict("records"), _recorded_line(rec, p.push), changes)
-        result["recorded"] = None if isinstance(rec, BaseException) else rec
-        result["summary"].append(_recorded_line(rec, p.push).replace("`", ""))
-        pushed = push_task(repo, return_state=True).result(raise_on_failure=False) if p.push else None
-        if isinstance(pushed, dict):
-            result["pushed"] = pushed
-            result["summary"].append(f"dvc push: {pushed['message']} ({pushed['url']})")
-        # A refused commit or a failed push fails the run (the refusal first: the push often fails for its reason).
-        failures = [e for e in (rec, pushed) if isinstance(e, BaseException)]
-        if failures:
-            raise failures[0] if len(failures) == 1 else RecordFailed(" | ".join(map(str, failures)))
-        return result
+        return conclude_run(repo, params, params_sha, ran)
     finally:
         lock.release()
 

@@ -90,23 +90,27 @@ def out_hash(stage: str, repo: str | Path, path: str | Path | None = None) -> st
     return outs[0].get("md5") if outs else None
 
 
-def repro_stage(
-    stage: str, repo: str | Path, on_line: Callable[[str], None], on_progress: Callable[[int, int], None] | None = None
-) -> bool:
-    """`dvc repro --single-item STAGE`, with each output line (and progress-bar state) reported, but DVC's advice
-    to `git add` and `dvc push` (the flow does both). False when DVC found the stage up to date (it ran nothing),
-    True when it ran the stage (or restored its outputs from DVC's run cache)."""
+def stream(
+    args: list[str],
+    repo: str | Path,
+    on_line: Callable[[str], None],
+    on_progress: Callable[[int, int], None] | None = None,
+    env: dict[str, str] | None = None,
+    **popen,
+) -> tuple[int, list[str]]:
+    """`dvc ARGS` with each output line (and progress-bar state) reported as it comes, but DVC's advice to
+    `git add` and `dvc push`. Returns the exit status and the last 30 lines reported. `env`: more variables."""
     proc = subprocess.Popen(
-        [sys.executable, "-m", "dvc", "repro", "--single-item", stage],
+        [sys.executable, "-m", "dvc", *args],
         cwd=repo,
-        env=_env(),
+        env={**_env(), **(env or {})},
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
         bufsize=1,
+        **popen,
     )
     tail: list[str] = []
-    unchanged = False
     buf = ""
     assert proc.stdout is not None
     while True:
@@ -118,7 +122,6 @@ def repro_stage(
                 progress, line = split_progress(line)
                 if progress and on_progress:
                     on_progress(*progress)
-                unchanged = unchanged or line == _UNCHANGED.format(stage)
                 if line and not _HINTS.match(line):
                     on_line(line)
                     tail = (tail + [line])[-30:]
@@ -126,6 +129,15 @@ def repro_stage(
                 break
         else:
             buf += ch
-    if proc.wait() != 0:
-        raise StageFailed(f"stage {stage!r} failed (exit {proc.returncode}); last output:\n" + "\n".join(tail))
-    return not unchanged
+    return proc.wait(), tail
+
+
+def repro_stage(
+    stage: str, repo: str | Path, on_line: Callable[[str], None], on_progress: Callable[[int, int], None] | None = None
+) -> bool:
+    """`dvc repro --single-item STAGE`, streamed (`stream`). False when DVC found the stage up to date (it ran
+    nothing), True when it ran the stage (or restored its outputs from DVC's run cache)."""
+    rc, tail = stream(["repro", "--single-item", stage], repo, on_line, on_progress)
+    if rc != 0:
+        raise StageFailed(f"stage {stage!r} failed (exit {rc}); last output:\n" + "\n".join(tail))
+    return _UNCHANGED.format(stage) not in tail

@@ -1,0 +1,245 @@
+"""A sweep as one Prefect flow: the shared stages once, then every trial as a DVC experiment, in parallel on Dask.
+
+Wiring only (the machinery is gan/lifecycle/sweep.py, the sweep file gan/core/sweepfile.py, the report
+gan/outputs/sweep_report.py).
+
+    python -m flows.sweep sweeps/lr-loss.yaml                        # a local Dask cluster sized to the machine
+    python -m flows.sweep sweeps/lr-loss.yaml --address tcp://scheduler:8786 --git-remote origin
+    python -m flows.sweep sweeps/lr-loss.yaml --promote              # the best trial through the champion gate
+
+Exit status: 0 every trial finished, 1 a trial (or the sweep) failed, 2 a bad sweep file or setting.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from pathlib import Path
+
+from filelock import FileLock
+from prefect import flow, get_run_logger, task
+from prefect.artifacts import create_markdown_artifact, create_table_artifact
+from prefect.cache_policies import NO_CACHE
+from prefect.futures import wait
+from prefect_dask import DaskTaskRunner
+
+from flows.pipeline import LOCK, REPO, _acquire, conclude_run, run_stage
+from gan.core.config import AUTO_METRIC, ConfigError, auto_metric, load_params
+from gan.core.sweepfile import SweepError, SweepSpec, Trial, load_sweep, plan
+from gan.lifecycle import dvcrun, gitrepo, versions
+from gan.lifecycle import sweep as sw
+from gan.outputs.sweep_report import TrialRow, ranked, report_markdown, table_rows, write_report
+
+REPORT_DIR = "sweep-reports"  # <repo>/sweep-reports/<sweep>/ (git-ignored)
+ARTIFACT_KEY = "gan-sweep-{}"
+
+
+def cluster_size(spec: SweepSpec) -> tuple[int, int, bool]:
+    """(workers, torch threads per trial, one GPU per worker) of the local cluster: one worker per GPU where there
+    are GPUs; else the sweep's `parallel` (0: one trial per core, each with one torch thread: on a 2-core CPU that
+    beat one trial at a time with two threads, bench/sweep_speed.py)."""
+    import torch
+
+    gpus = torch.cuda.device_count()
+    if gpus and not spec.parallel:
+        return gpus, spec.threads, True
+    cores = os.cpu_count() or 1
+    workers = spec.parallel or cores
+    return workers, spec.threads or max(1, cores // workers), False
+
+
+def task_runner(spec: SweepSpec, address: str | None) -> DaskTaskRunner:
+    if address:
+        return DaskTaskRunner(address=address)
+    workers, _, _ = cluster_size(spec)
+    return DaskTaskRunner(cluster_kwargs={"n_workers": workers, "threads_per_worker": 1, "processes": True,
+                                          "dashboard_address": None})  # fmt: skip
+
+
+@task(name="trial", cache_policy=NO_CACHE)
+def trial_task(trial: Trial, base: sw.Baseline, threads: int, one_gpu_each: bool, work_root: str | None) -> dict:
+    """One trial on whichever Dask worker runs it: clone, pull, `dvc exp run`, push (`gan.lifecycle.sweep`)."""
+    logger = get_run_logger()
+    gpu = None
+    if one_gpu_each:
+        from distributed import get_worker
+
+        gpu = int(get_worker().name) % max(1, _gpus())
+    logger.info("trial %s: %s", trial.name, trial.own or "(base settings)")
+    result = sw.run_trial(trial, base, work_root, sw.trial_env(threads, gpu), logger.info)
+    logger.info("trial %s finished in %.0f s: experiment %s", trial.label, result["seconds"], result["commit"][:10])
+    return result
+
+
+def _gpus() -> int:
+    import torch
+
+    return torch.cuda.device_count()
+
+
+def _machine() -> str:
+    import platform
+
+    import torch
+
+    if torch.cuda.is_available():
+        return torch.cuda.get_device_name(0)
+    return f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores"
+
+
+def _rows(repo: str, base: sw.Baseline, trials: list[Trial], done: dict[str, str], commits: dict[str, str],
+          ran: set[str], failed: dict[str, str]) -> list[TrialRow]:  # fmt: skip
+    rows = []
+    for t in trials:
+        if t.name in failed:
+            rows.append(TrialRow(t.label, t.name, t.own, reason=failed[t.name]))
+            continue
+        exp = done[t.name]
+        rec = sw.read_trial(repo, exp, commits[exp])
+        rows.append(TrialRow(t.label, exp, t.own, rec.metrics, rec.train_summary, rec.quality, rec.grid_png,
+                             ran_now=t.name in ran))  # fmt: skip
+    return rows
+
+
+@flow(name="gan-sweep", log_prints=True, task_runner=DaskTaskRunner())
+def gan_sweep(
+    sweep_file: str,
+    repo: str | None = None,
+    git_remote: str | None = None,
+    promote: bool = False,
+    threads: int | None = None,
+    work_root: str | None = None,
+    lock_timeout: float = 600.0,
+) -> dict:
+    """The shared stages, then the trials not yet finished from this commit (in parallel), the report, and with
+    `promote` the best trial through the champion gate."""
+    logger = get_run_logger()
+    repo = str(Path(repo or REPO).resolve())
+    # ---- the sweep file and every trial's settings: refused here, before anything runs
+    spec = load_sweep(sweep_file)
+    trials = plan(spec, Path(repo) / "params.yaml")
+    sw.check_trial_keys(repo, trials)
+    url = sw.git_url(repo, git_remote)
+    if dirty := sw.uncommitted_inputs(repo):
+        raise SweepError(f"uncommitted changes to {', '.join(dirty)}: every trial runs the committed HEAD (on other "
+                         f"machines too). Commit them (or stash) and start the sweep again.")  # fmt: skip
+    logger.info("sweep %s: %d trial(s) of %s", spec.name, len(trials), ", ".join(t.label for t in trials))
+    # ---- the shared stages, once, in the workspace; their dvc.lock committed, outputs pushed, HEAD published
+    lock = FileLock(str(Path(repo) / LOCK))
+    _acquire(lock, Path(repo) / LOCK, lock_timeout, logger)
+    try:
+        watch = dvcrun.watch_stages(repo)
+        shared = sw.shared_stages(repo)
+        for stage in shared:
+            run_stage.with_options(name=stage)(stage, repo, watch=stage in watch)
+        if changed := sw.uncommitted_inputs(repo):
+            commit = gitrepo.commit_paths(repo, versions.pipeline_files(Path(repo)),
+                                          f"gan-sweep {spec.name}: shared stages {', '.join(shared)}")  # fmt: skip
+            logger.info("committed the shared stages' dvc.lock (%s): %s", ", ".join(changed), commit[:10])
+        base = sw.publish_baseline(repo, spec.name, url, sw.trial_inputs(repo))
+    finally:
+        lock.release()
+    logger.info("baseline %s published to %s (%s); DVC remote %s", base.commit[:10], url, base.ref, base.dvc_url)
+    # ---- the trials not yet finished from this baseline, in parallel
+    done = sw.done_trials(trials, sw.finished(base))
+    for t in trials:
+        if t.name in done:
+            logger.info("trial %s: already finished from this commit (experiment %s): not run again", t.label,
+                        done[t.name])  # fmt: skip
+    todo = [t for t in trials if t.name not in done]
+    workers, default_threads, one_gpu_each = cluster_size(spec)
+    futures = [trial_task.with_options(name=f"trial-{t.label}").submit(t, base, threads or default_threads,
+               one_gpu_each, work_root) for t in todo]  # fmt: skip
+    wait(futures)
+    failed: dict[str, str] = {}
+    for t, fut in zip(todo, futures, strict=True):
+        result = fut.state.result(raise_on_failure=False)
+        if isinstance(result, BaseException):
+            failed[t.name] = f"{type(result).__name__}: {result}"
+            logger.error("trial %s failed: %s", t.label, result)
+        else:
+            done[t.name] = result["name"]
+    # ---- the report: every trial read at its experiment's commit (fetched into this repository)
+    sw.fetch_experiments(repo, base, sorted(set(done.values())))
+    commits = sw.finished(base)
+    rows = _rows(repo, base, trials, done, commits, {t.name for t in todo}, failed)
+    ok = [r for r in rows if r.metrics is not None]
+    metric = spec.metric if spec.metric != AUTO_METRIC else auto_metric(ok[0].metrics) if ok else "fid_classifier"
+    best = ranked(rows, metric)[0] if ok else None
+    result = {"sweep": spec.name, "metric": metric, "baseline": base.commit, "trials": table_rows(rows, metric),
+              "failed": sorted(failed), "ran": [t.name for t in todo if t.name not in failed],
+              "skipped": [t.name for t in trials if t.name not in failed and t not in todo],
+              "best": best.name if best else None}  # fmt: skip
+    # ---- --promote: the best trial into the workspace, through the champion gate, recorded as a normal run is
+    promoted = ""
+    if promote and best is not None:
+        _acquire(lock, Path(repo) / LOCK, lock_timeout, logger)
+        try:
+            sw.apply_experiment(repo, base, best.name)
+            params = load_params(Path(repo) / "params.yaml")
+            run = conclude_run(repo, params, versions.params_digest(Path(repo)), sw.trial_stages(repo))
+        finally:
+            lock.release()
+        result["promotion"] = run
+        promoted = f"**--promote:** best trial `{best.label}` through the champion gate: {run['decision']['reason']}"
+    report = write_report(Path(repo) / REPORT_DIR / spec.name, spec.name, rows, metric, _machine(), promoted)
+    create_markdown_artifact(report.read_text(), key=ARTIFACT_KEY.format(spec.name),
+                             description=f"Sweep {spec.name}: trials ranked by {metric}")  # fmt: skip
+    create_table_artifact(result["trials"], key=ARTIFACT_KEY.format(spec.name) + "-table",
+                          description=f"Sweep {spec.name}: every trial")  # fmt: skip
+    result["report"] = str(report)
+    result["summary"] = [f"sweep {spec.name}: {len(ok)} finished ({len(result['ran'])} ran now), {len(failed)} "
+                         f"failed; best {best.label if best else '—'}", f"report: {report}",
+                         *(f"failed: {name}" for name in sorted(failed))]  # fmt: skip
+    if promoted:
+        result["summary"].append(promoted.replace("**", "").replace("`", ""))
+    return result
+
+
+def _one_api_for_all_workers() -> None:
+    """With no PREFECT_API_URL, start Prefect's temporary API here and give its URL to the Dask workers (they
+    inherit the environment): else each worker process would start a temporary API of its own on the same
+    database, its trials would not show in the flow run, and the databases would lock each other."""
+    if os.environ.get("PREFECT_API_URL"):
+        return
+    from prefect.server.api.server import SubprocessASGIServer
+
+    server = SubprocessASGIServer()
+    server.start(timeout=int(os.environ.get("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")))
+    os.environ["PREFECT_API_URL"] = server.api_url
+
+
+def main(argv: list[str] | None = None) -> int:
+    import argparse
+
+    ap = argparse.ArgumentParser(prog="python -m flows.sweep", description="Run a sweep as DVC experiments on Dask.")
+    ap.add_argument("sweep_file", help="the sweep file (YAML; docs/sweeps.md)")
+    ap.add_argument("--address", help="an existing Dask scheduler (tcp://HOST:8786); default: a local cluster")
+    ap.add_argument("--git-remote", help="the git remote trials clone from and push to (a remote's name or a URL); "
+                    "default: this repository itself (one machine)")  # fmt: skip
+    ap.add_argument("--promote", action="store_true", help="the best trial through the champion gate")
+    ap.add_argument("--work-root", help="where each worker makes its trial clones (default: its temp folder)")
+    ap.add_argument("--json", action="store_true", help="print the result as JSON instead of the summary")
+    args = ap.parse_args(argv)
+    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+    _one_api_for_all_workers()
+    try:
+        spec = load_sweep(args.sweep_file)
+    except SweepError as err:
+        print(err, file=sys.stderr)
+        return 2
+    runner = task_runner(spec, args.address)
+    state = gan_sweep.with_options(task_runner=runner)(
+        str(Path(args.sweep_file).resolve()), git_remote=args.git_remote, promote=args.promote,
+        work_root=args.work_root, return_state=True)  # fmt: skip
+    if not state.is_completed():
+        print(f"flow run {state.name}: {state.message}", file=sys.stderr)
+        return 2 if isinstance(state.result(raise_on_failure=False), ConfigError) else 1
+    result = state.result()
+    print(json.dumps(result, indent=2, default=str) if args.json else "\n".join(result["summary"]))
+    return 1 if result["failed"] else 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,226 @@
+"""The sweep file: which settings to try, how long each trial trains, how many run at once.
+
+    name: lr-loss                      # experiment names start with it
+    base: {train.eval_every: 50}       # params.yaml overrides every trial shares
+    search:                            # exactly one of grid, random, trials
+      grid: {train.lr_g: [0.0005, 0.001, 0.002], train.loss: [ns, hinge]}
+    budget: {max_seconds: 300}         # each trial's length: kimg, or max_seconds (a cap on the planned length)
+    parallel: 0                        # trials at once on the local cluster (0 = sized to the machine)
+    threads: 0                         # torch threads per trial (0 = the machine's cores / parallel)
+    metric: auto                       # the distance trials are ranked by (promote.metric's choices)
+
+Validated like params.yaml (pydantic, unknown keys refused, the key and value named), and every trial's settings
+are validated against params.yaml by the params schema before anything runs (`plan`). A trial's name carries the
+sweep's name, the trial's label and a hash of everything it overrides, so the same settings get the same name
+in any later sweep (which then skips them).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import itertools
+import json
+import math
+import random
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from gan.core.config import AUTO_METRIC, ConfigError, PromoteConfig, load_params
+
+NAME = r"^[a-z0-9][a-z0-9-]{0,39}$"  # a git ref component and a readable experiment name prefix
+KEY = re.compile(r"^[a-z_]+\.[a-z_0-9]+$")  # section.key of params.yaml
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
+
+
+def _check_keys(overrides: dict[str, Any]) -> dict[str, Any]:
+    for key in overrides:
+        if not KEY.match(key):
+            raise ValueError(f"{key!r} is not a params.yaml key of the form section.key (e.g. train.lr_g)")
+    return overrides
+
+
+class Range(_Strict):
+    low: float
+    high: float
+    log: bool = Field(False, description="draw uniformly in log space (learning rates)")
+    integer: bool = False
+
+    @model_validator(mode="after")
+    def _ordered(self) -> Range:
+        if not self.low < self.high:
+            raise ValueError(f"low ({self.low}) must be below high ({self.high})")
+        if self.log and self.low <= 0:
+            raise ValueError("log: low must be above 0")
+        return self
+
+
+class RandomSearch(_Strict):
+    n: int = Field(ge=1, le=1000, description="how many draws")
+    seed: int = Field(0, ge=0)
+    ranges: dict[str, Range] = {}
+    choices: dict[str, list[Any]] = {}
+
+    @model_validator(mode="after")
+    def _some(self) -> RandomSearch:
+        _check_keys(self.ranges)
+        _check_keys(self.choices)
+        if not self.ranges and not self.choices:
+            raise ValueError("random: give ranges and/or choices to draw from")
+        if empty := [k for k, v in self.choices.items() if not v]:
+            raise ValueError(f"random.choices: {', '.join(empty)} has no values")
+        return self
+
+
+class Search(_Strict):
+    grid: dict[str, list[Any]] | None = Field(None, description="every combination of these values")
+    random: RandomSearch | None = None
+    trials: dict[str, dict[str, Any]] | None = Field(None, description="named trials, each its own overrides")
+
+    @model_validator(mode="after")
+    def _one(self) -> Search:
+        given = [k for k in ("grid", "random", "trials") if getattr(self, k) is not None]
+        if len(given) != 1:
+            raise ValueError(f"give exactly one of grid, random, trials (got {', '.join(given) or 'none'})")
+        if self.grid is not None:
+            _check_keys(self.grid)
+            if not self.grid or any(not v for v in self.grid.values()):
+                raise ValueError("grid: every key needs at least one value")
+        for label, overrides in (self.trials or {}).items():
+            if not re.match(r"^[a-z0-9][a-z0-9-]{0,39}$", label):
+                raise ValueError(f"trial name {label!r}: lowercase letters, digits and dashes, at most 40")
+            _check_keys(overrides)
+        if self.trials is not None and not self.trials:
+            raise ValueError("trials: name at least one")
+        return self
+
+
+class Budget(_Strict):
+    max_seconds: float | None = Field(None, gt=0, description="wall-clock training budget of each trial")
+    kimg: float | None = Field(None, gt=0, description="thousands of real images each trial shows D")
+
+    @model_validator(mode="after")
+    def _one(self) -> Budget:
+        if (self.max_seconds is None) == (self.kimg is None):
+            raise ValueError("give exactly one of max_seconds, kimg")
+        return self
+
+    def overrides(self) -> dict[str, Any]:
+        if self.kimg is not None:
+            return {"train.kimg": self.kimg, "train.epochs": 0}
+        return {"train.max_seconds": self.max_seconds}  # a cap on the planned length (base's, or params.yaml's)
+
+
+class SweepSpec(_Strict):
+    name: str = Field(pattern=NAME, description="experiment names start with it")
+    base: dict[str, Any] = Field({}, description="params.yaml overrides every trial shares")
+    search: Search
+    budget: Budget
+    parallel: int = Field(0, ge=0, le=256, description="trials at once on the local cluster (0 = sized)")
+    threads: int = Field(0, ge=0, le=256, description="torch threads per trial (0 = cores / parallel)")
+    metric: PromoteConfig.model_fields["metric"].annotation = Field(  # promote.metric's choices
+        AUTO_METRIC, description="the distance trials are ranked by (auto: as promote.metric = auto picks it)"
+    )
+
+    _keys = field_validator("base")(classmethod(lambda cls, v: _check_keys(v)))
+
+
+class SweepError(ConfigError):
+    """The sweep file (or a trial's settings) is invalid; the message names the key and value."""
+
+
+@dataclass(frozen=True)
+class Trial:
+    name: str  # the DVC experiment's name: <sweep>-<label>-<hash of every override>
+    label: str  # what differs, short: "lr_g-0.002-loss-hinge", or the trials: entry's name
+    overrides: dict[str, Any]  # base + budget + the trial's own, as params.yaml keys
+    own: dict[str, Any]  # the trial's own settings (what the report shows)
+
+    @property
+    def key(self) -> str:
+        return self.name.rsplit("-", 1)[-1]
+
+
+def settings_hash(overrides: dict[str, Any]) -> str:
+    return hashlib.sha256(json.dumps(overrides, sort_keys=True).encode()).hexdigest()[:8]
+
+
+def _slug(own: dict[str, Any]) -> str:
+    text = "-".join(f"{k.split('.', 1)[1]}-{v}" for k, v in own.items()) or "base"
+    text = re.sub(r"[^a-z0-9.]+", "-", text.lower()).strip("-.")
+    return re.sub(r"\.+", ".", text)[:60].strip("-.") or "base"
+
+
+def _draw(r: Range, rng: random.Random) -> float | int:
+    if r.log:
+        value = math.exp(rng.uniform(math.log(r.low), math.log(r.high)))
+    else:
+        value = rng.uniform(r.low, r.high)
+    return round(value) if r.integer else float(f"{value:.4g}")
+
+
+def _own_settings(search: Search) -> list[tuple[str | None, dict[str, Any]]]:
+    if search.grid is not None:
+        keys = list(search.grid)
+        return [(None, dict(zip(keys, combo, strict=True))) for combo in itertools.product(*search.grid.values())]
+    if search.trials is not None:
+        return list(search.trials.items())
+    rnd = search.random
+    rng = random.Random(rnd.seed)
+    draws = []
+    for _ in range(rnd.n):
+        own = {k: _draw(r, rng) for k, r in rnd.ranges.items()}
+        own |= {k: rng.choice(v) for k, v in rnd.choices.items()}
+        draws.append((None, own))
+    return draws
+
+
+def plan(spec: SweepSpec, params_path: str | Path) -> list[Trial]:
+    """Every trial of the sweep, each validated against `params_path` by the params schema (a bad value stops
+    the sweep here, naming the trial). Duplicate settings (a random search drawing twice) are run once."""
+    trials: dict[str, Trial] = {}
+    for label, own in _own_settings(spec.search):
+        overrides = {**spec.base, **spec.budget.overrides(), **own}
+        label = label or _slug(own)
+        try:
+            load_params(params_path, overrides)
+        except ConfigError as err:
+            raise SweepError(f"sweep {spec.name!r}, trial {label!r} ({own}): {err}") from None
+        digest = settings_hash(overrides)
+        trials.setdefault(digest, Trial(f"{spec.name}-{label}-{digest}", label, overrides, own))
+    return list(trials.values())
+
+
+def _format(err: ValidationError, source: str) -> str:
+    lines = [f"{source}: {err.error_count()} invalid setting(s); nothing was run."]
+    for e in err.errors():
+        key = ".".join(str(p) for p in e["loc"]) or "(top level)"
+        if e["type"] == "extra_forbidden":
+            lines.append(f"  - {key}: unknown key")
+        else:
+            lines.append(f"  - {key} = {e.get('input')!r}: {e['msg']}")
+    return "\n".join(lines)
+
+
+def load_sweep(path: str | Path) -> SweepSpec:
+    """Read and validate a sweep file. Raises SweepError naming every bad key and value."""
+    path = Path(path)
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except FileNotFoundError:
+        raise SweepError(f"{path}: no such sweep file") from None
+    except yaml.YAMLError as err:
+        raise SweepError(f"{path}: not valid YAML: {err}") from None
+    if not isinstance(raw, dict):
+        raise SweepError(f"{path}: expected a mapping (name, base, search, budget, ...), got {type(raw).__name__}")
+    try:
+        return SweepSpec.model_validate(raw)
+    except ValidationError as err:
+        raise SweepError(_format(err, str(path))) from None

@@ -1,0 +1,278 @@
+"""Sweeps as DVC experiments: the shared stages once, then each trial in a clone of its own, pushed as an experiment.
+
+A trial never runs in the user's workspace. Whatever machine runs it (a Dask worker here or elsewhere) clones the
+repository at the sweep's baseline commit from a git remote, pulls the outputs of the stages every trial shares
+from the DVC remote, runs `dvc exp run` on the trial's stages (train and what follows it) with the trial's
+settings, then pushes the outputs (`dvc push`) and, last, the experiment's git ref (`dvc exp push`). A trial is
+finished exactly when its ref is on the git remote: a trial killed at any point before leaves nothing there, and
+a sweep started again runs only the trials whose ref is missing (`finished`).
+
+The user's repository then sees every trial with `dvc exp show` (its refs are fetched, `fetch_experiments`), and
+`read_trial` reads a trial's metrics, training summary, probe curve and sample grid at its commit.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import yaml
+
+from gan.core.errors import PipelineError
+from gan.core.paths import PATHS
+from gan.core.sweepfile import SweepError, Trial
+from gan.lifecycle import dvcrun, gitrepo, versions
+
+FIRST_TRIAL_STAGE = "train"  # a trial reruns this stage and every stage downstream of it
+REF_PREFIX = "refs/gan-sweeps/"  # the baseline commit of each sweep, on the git remote the workers clone from
+SWEEP_REMOTE = "sweep"  # the DVC remote a trial's clone pulls from and pushes to (.dvc/config.local)
+INPUTS = ("params.yaml", "dvc.yaml", "dvc.lock", "gan", "flows")  # what must be committed for a trial to run it
+
+
+class TrialFailed(PipelineError):
+    """A trial's clone, run or push failed; the message says which step and ends with its last output lines."""
+
+
+# ---- the stages: which every trial shares, which each trial reruns
+
+
+def _stage_graph(repo: str | Path) -> dict[str, dict]:
+    return yaml.safe_load((Path(repo) / "dvc.yaml").read_text())["stages"]
+
+
+def _outs(stage: dict) -> list[str]:
+    return [next(iter(o)) if isinstance(o, dict) else o for o in (stage.get("outs") or []) + (stage.get("metrics")
+            or [])]  # fmt: skip
+
+
+def _produces(stage: dict, path: str) -> bool:
+    return any(path == out or path.startswith(out.rstrip("/") + "/") for out in _outs(stage))
+
+
+def trial_stages(repo: str | Path) -> list[str]:
+    """`train` and every stage downstream of it, in dvc.yaml's order."""
+    stages = _stage_graph(repo)
+    chosen = [FIRST_TRIAL_STAGE]
+    for name, stage in stages.items():
+        if name not in chosen and any(_produces(stages[c], d) for c in chosen for d in stage.get("deps") or []):
+            chosen.append(name)
+    return [n for n in stages if n in chosen]
+
+
+def shared_stages(repo: str | Path) -> list[str]:
+    """The stages every trial shares (everything not downstream of train), run once, up front, in the workspace."""
+    trial = set(trial_stages(repo))
+    return [n for n in _stage_graph(repo) if n not in trial]
+
+
+def trial_inputs(repo: str | Path) -> list[str]:
+    """The shared stages whose outputs a trial reads: their outputs are what a trial's clone pulls."""
+    stages = _stage_graph(repo)
+    deps = [d for n in trial_stages(repo) for d in stages[n].get("deps") or []]
+    return [n for n in shared_stages(repo) if any(_produces(stages[n], d) for d in deps)]
+
+
+def check_trial_keys(repo: str | Path, trials: list[Trial]) -> None:
+    """Refuse a setting that a shared stage reads (e.g. data.*, classifier.*, train.device): a trial changing it
+    would not be comparable with the others (they share that stage's outputs)."""
+    stages = _stage_graph(repo)
+    for name in shared_stages(repo):
+        for param in stages[name].get("params") or []:
+            param = param if isinstance(param, str) else next(iter(param))
+            for t in trials:
+                for key in t.overrides:
+                    if key == param or key.startswith(param + "."):
+                        raise SweepError(
+                            f"trial {t.label!r}: {key} is read by the shared stage {name!r}, which runs once for "
+                            f"every trial; a sweep may vary only what the stages from {FIRST_TRIAL_STAGE!r} on read. "
+                            f"Set {key} in params.yaml (and commit) to sweep with a different one."
+                        )
+
+
+# ---- the baseline every trial starts from
+
+
+@dataclass(frozen=True)
+class Baseline:
+    sweep: str
+    git_url: str  # where a trial's clone comes from and its experiment goes to
+    ref: str  # REF_PREFIX + sweep: the baseline commit on that remote
+    commit: str
+    dvc_url: str  # the DVC remote shared outputs are pulled from and trial outputs pushed to
+    shared: tuple[str, ...]  # the stages whose outputs a trial pulls
+
+    def exp_prefix(self) -> str:
+        """Where DVC keeps the experiments of this baseline: refs/exps/<2 hex>/<38 hex>/."""
+        return f"refs/exps/{self.commit[:2]}/{self.commit[2:]}/"
+
+
+def git_url(repo: str | Path, remote: str | None) -> str:
+    """A git remote's URL (a configured remote's name, or a URL or path as is); None: the repository itself."""
+    if not remote:
+        return str(Path(gitrepo.toplevel(repo) or repo).resolve())
+    proc = gitrepo.git(["remote", "get-url", remote], repo, check=False)
+    if proc.returncode == 0:
+        url = proc.stdout.strip()
+        return url if "://" in url or ":" in url.split("/", 1)[0] else str((Path(repo) / url).resolve())
+    if "://" in remote or ":" in remote.split("/", 1)[0] or Path(remote).exists():
+        return remote if "://" in remote or not Path(remote).exists() else str(Path(remote).resolve())
+    raise SweepError(f"--git-remote {remote!r}: neither a remote of this repository (`git remote -v`) nor a URL/path")
+
+
+def uncommitted_inputs(repo: str | Path) -> list[str]:
+    """The trial's inputs (params.yaml, dvc.yaml, dvc.lock, code) that differ from HEAD: trials run HEAD."""
+    return [c.path for c in gitrepo.changes(repo, [p for p in INPUTS if (Path(repo) / p).exists()])]
+
+
+def publish_baseline(repo: str | Path, sweep: str, url: str, shared: list[str]) -> Baseline:
+    """Push HEAD to `refs/gan-sweeps/<sweep>` on the git remote (where every trial's clone fetches it) and the
+    workspace's outputs to its default DVC remote (set up as the pipeline sets one up where none is)."""
+    repo = Path(repo)
+    commit = gitrepo.head(repo)
+    if not commit:
+        raise SweepError(f"{repo}: no commit yet; commit params.yaml, dvc.yaml and dvc.lock first")
+    ref = REF_PREFIX + sweep
+    gitrepo.git(["push", "-q", "--force", url, f"{commit}:{ref}"], repo)
+    remote = versions.push(repo).remote
+    return Baseline(sweep, url, ref, commit, remote.url, tuple(shared))
+
+
+def finished(base: Baseline) -> dict[str, str]:
+    """{experiment name: commit} of the experiments on the git remote that start from the baseline."""
+    out = gitrepo.git(["ls-remote", base.git_url, base.exp_prefix() + "*"], ".").stdout
+    return {ref.rsplit("/", 1)[1]: sha for sha, _, ref in (line.partition("\t") for line in out.splitlines()) if ref}
+
+
+def done_trials(trials: list[Trial], done: dict[str, str]) -> dict[str, str]:
+    """{trial name: experiment name} of the trials whose settings already ran from this baseline (the hash at
+    the end of a name: the same settings under another label, in an earlier sweep, count too)."""
+    by_key = {name.rsplit("-", 1)[-1]: name for name in done}
+    return {t.name: by_key[t.key] for t in trials if t.key in by_key}
+
+
+# ---- one trial, in a clone of its own
+
+
+def trial_env(threads: int, gpu: int | None) -> dict[str, str]:
+    """The trial's stage processes: `threads` torch threads (0: torch's default), the one GPU `gpu` (None: all)."""
+    env = {}
+    if threads:
+        env |= {"OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)}
+    if gpu is not None:
+        env["CUDA_VISIBLE_DEVICES"] = str(gpu)
+    return env
+
+
+def _die_with_parent() -> None:
+    """In the child (Linux): SIGKILL when the process that started it dies, so a killed worker's trial stops."""
+    if sys.platform.startswith("linux"):
+        import ctypes
+        import signal
+
+        ctypes.CDLL(None).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+
+
+def _step(what: str, args: list[str], folder: Path, on_line: Callable[[str], None], env: dict | None = None) -> None:
+    rc, tail = dvcrun.stream(args, folder, on_line, env=env, preexec_fn=_die_with_parent)
+    if rc != 0:
+        raise TrialFailed(f"{what} failed (exit {rc}); last output:\n" + "\n".join(tail))
+
+
+def run_trial(
+    trial: Trial, base: Baseline, work_root: str | Path | None, env: dict[str, str], on_line: Callable[[str], None]
+) -> dict:
+    """Clone, pull the shared outputs, `dvc exp run` the trial's stages with its settings, push outputs then the
+    experiment. Returns {name, commit, seconds}; raises TrialFailed with the failing step and its output."""
+    t0 = time.perf_counter()
+    if work_root:
+        Path(work_root).mkdir(parents=True, exist_ok=True)
+    folder = Path(tempfile.mkdtemp(prefix=f"{trial.name}-", dir=work_root))
+    try:
+        # -- the baseline, from the git remote
+        try:
+            gitrepo.git(["clone", "-q", "--no-checkout", base.git_url, str(folder)], ".")
+            gitrepo.git(["fetch", "-q", "origin", base.ref], folder)
+            gitrepo.git(["checkout", "-q", "--detach", base.commit], folder)
+            name, email = gitrepo.FALLBACK_IDENTITY
+            for key, value in (("user.name", name), ("user.email", email)):
+                if not gitrepo.git(["config", key], folder, check=False).stdout.strip():
+                    gitrepo.git(["config", key, value], folder)
+        except gitrepo.GitError as err:
+            raise TrialFailed(f"clone of {base.git_url} at {base.commit[:10]} failed: {err}") from None
+        # -- the shared stages' outputs, from the DVC remote
+        dvcrun.dvc(["remote", "add", "--local", "--default", "--force", SWEEP_REMOTE, base.dvc_url], folder)
+        _step(f"dvc pull of the shared outputs from {base.dvc_url}", ["pull", *base.shared], folder, on_line)
+        # -- the trial: its stages, as a DVC experiment
+        sets = [a for k, v in trial.overrides.items() for a in ("-S", f"params.yaml:{k}={json.dumps(v)}")]
+        run = ["exp", "run", "-n", trial.name, "--downstream", FIRST_TRIAL_STAGE, *sets]
+        _step(f"trial {trial.label}", run, folder, on_line, env)
+        # -- outputs first, then the ref: the ref on the remote means the trial is complete
+        _step(f"dvc push to {base.dvc_url}", ["push"], folder, on_line)
+        _step(f"dvc exp push to {base.git_url}", ["exp", "push", "--no-cache", base.git_url, trial.name], folder,
+              on_line)  # fmt: skip
+        commit = gitrepo.git(["rev-parse", base.exp_prefix() + trial.name], folder).stdout.strip()
+        return {"name": trial.name, "commit": commit, "seconds": round(time.perf_counter() - t0, 1)}
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+# ---- the user's repository: see the trials, read them, bring one in
+
+
+def fetch_experiments(repo: str | Path, base: Baseline, names: list[str]) -> None:
+    """Fetch the experiments' refs into the repository (`dvc exp show` lists them; `dvc exp apply NAME`)."""
+    if names and Path(base.git_url).resolve() != Path(gitrepo.toplevel(repo) or repo).resolve():
+        specs = [f"+{base.exp_prefix()}{n}:{base.exp_prefix()}{n}" for n in names]
+        gitrepo.git(["fetch", "-q", base.git_url, *specs], repo)
+
+
+@dataclass
+class TrialRecord:
+    """What the sweep report shows of a finished trial, read at its experiment's commit."""
+
+    name: str
+    commit: str
+    metrics: dict
+    train_summary: dict
+    quality: str  # data/train/quality.tsv ("" without a probe)
+    grid_png: bytes
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+def read_trial(repo: str | Path, name: str, commit: str) -> TrialRecord:
+    """A finished trial's files at its commit: git-tracked ones from git, DVC outputs through the DVC API (the
+    local cache, else the default remote the trial pushed them to)."""
+    import dvc.api
+
+    paths = PATHS
+
+    def dvc_read(path: Path, mode: str = "r"):
+        return dvc.api.read(path.as_posix(), repo=str(repo), rev=commit, mode=mode)
+
+    metrics = json.loads(gitrepo.git(["show", f"{commit}:{paths.metrics.as_posix()}"], repo).stdout)
+    try:
+        quality = dvc_read(paths.train_quality)
+    except FileNotFoundError:
+        quality = ""
+    return TrialRecord(name, commit, metrics, json.loads(dvc_read(paths.train_summary)), quality,
+                       dvc_read(paths.grid, "rb"))  # fmt: skip
+
+
+def apply_experiment(repo: str | Path, base: Baseline, name: str) -> None:
+    """Bring a trial into the workspace: its outputs from the DVC remote, then `dvc exp apply` (params.yaml,
+    dvc.lock and the outputs become the trial's)."""
+    dvcrun.dvc(["exp", "pull", base.git_url, name], repo)
+    dvcrun.dvc(["exp", "apply", name], repo)
+
+
+def work_root_default() -> str:
+    return os.path.join(tempfile.gettempdir(), "gan-sweep-trials")

@@ -1,0 +1,160 @@
+"""The sweep report: every trial in one table sorted by the ranking metric, their sample grids side by side, the
+probe curves of all trials in one plot. Markdown with the pictures inlined (the Prefect artifact), also written
+as files (`write_report`).
+"""
+
+from __future__ import annotations
+
+import base64
+import io
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+from PIL import Image
+
+from gan.core import metric_keys as keys
+from gan.core.atomic import write_bytes, write_text
+from gan.outputs.pictures import QUALITY_PANEL, curves_figure
+
+
+@dataclass(frozen=True)
+class TrialRow:
+    """One trial as the report shows it: finished (metrics, summary, curve, grid) or failed (reason)."""
+
+    label: str
+    name: str  # the DVC experiment
+    settings: dict
+    metrics: dict | None = None
+    train_summary: dict | None = None
+    quality: str = ""  # quality.tsv text
+    grid_png: bytes = b""
+    reason: str = ""  # why it failed
+    ran_now: bool = True  # False: finished in an earlier sweep run (skipped)
+
+
+def _num(value, spec: str = ".4g") -> str:
+    return "—" if value is None or (isinstance(value, float) and math.isnan(value)) else format(value, spec)
+
+
+def ranked(rows: list[TrialRow], metric: str) -> list[TrialRow]:
+    """Finished trials by the metric (lower is better), then the failed ones."""
+    ok = sorted((r for r in rows if r.metrics is not None), key=lambda r: r.metrics.get(metric, math.inf))
+    return ok + [r for r in rows if r.metrics is None]
+
+
+def table_rows(rows: list[TrialRow], metric: str) -> list[dict]:
+    """The table: rank, trial, metric, its floor and 95 % interval, precision/recall in the metric's features,
+    steps, training seconds, what the trial sets, and its status."""
+    extractor = keys.extractor_of(metric)
+    out = []
+    for rank, r in enumerate(ranked(rows, metric), 1):
+        m, s = r.metrics or {}, r.train_summary or {}
+        ci = m.get(keys.ci95(metric))
+        out.append({
+            "rank": rank if r.metrics is not None else "—",
+            "trial": r.label,
+            metric: _num(m.get(metric)),
+            "floor": _num(m.get(keys.floor(metric))),
+            "95% interval": f"{ci[0]:.4g}–{ci[1]:.4g}" if isinstance(ci, list) and len(ci) == 2 else "—",
+            "precision": _num(m.get(f"precision_{extractor}"), ".3f"),
+            "recall": _num(m.get(f"recall_{extractor}"), ".3f"),
+            "steps": s.get("steps", "—"),
+            "train s": _num(s.get("seconds"), ".0f"),
+            "settings": ", ".join(f"{k}={v}" for k, v in r.settings.items()) or "(base)",
+            "status": ("failed: " + r.reason.splitlines()[0][:160]) if r.metrics is None else
+                      ("ran" if r.ran_now else "finished earlier"),
+            "experiment": r.name,
+        })  # fmt: skip
+    return out
+
+
+def _markdown_table(rows: list[dict]) -> str:
+    if not rows:
+        return "(no trials)\n"
+    head = list(rows[0])
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    lines += ["| " + " | ".join(str(r[h]).replace("|", "/") for h in head) + " |" for r in rows]
+    return "\n".join(lines) + "\n"
+
+
+def _png(fig: Figure) -> bytes:
+    FigureCanvasAgg(fig)
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png")
+    return buf.getvalue()
+
+
+def grids_picture(rows: list[TrialRow], metric: str, per_row: int = 4) -> bytes:
+    """Each finished trial's sample grid, side by side in rank order, titled with its rank, label and metric."""
+    done = [r for r in ranked(rows, metric) if r.grid_png]
+    cols = max(1, min(per_row, len(done)))
+    lines = max(1, math.ceil(len(done) / cols))
+    fig = Figure(figsize=(3.2 * cols, 3.5 * lines), dpi=100, layout="constrained")
+    axes = np.atleast_1d(fig.subplots(lines, cols, squeeze=False)).ravel()
+    for ax in axes:
+        ax.axis("off")
+    for k, (ax, r) in enumerate(zip(axes, done, strict=False), 1):
+        ax.imshow(np.asarray(Image.open(io.BytesIO(r.grid_png)).convert("RGB")))
+        ax.set_title(f"{k}. {r.label}\n{metric} {_num(r.metrics.get(metric))}", fontsize=8)
+    return _png(fig)
+
+
+def curves_png(rows: list[TrialRow]) -> bytes | None:
+    """The probe's score during training (quality.tsv) of every trial that has one, in one plot; None if none."""
+    series = {}
+    for r in rows:
+        lines = [ln.split("\t") for ln in r.quality.splitlines() if ln]
+        if len(lines) < 2:
+            continue
+        cols = {h: np.array([float(x[i]) for x in lines[1:]]) for i, h in enumerate(lines[0])}
+        if "step" in cols and "fd" in cols:
+            series[r.label] = (cols["step"], cols["fd"])
+    if not series:
+        return None
+    return _png(curves_figure([(QUALITY_PANEL, series)], ylabels={QUALITY_PANEL: "FD"}))
+
+
+def _inline(png: bytes, alt: str) -> str:
+    return f"![{alt}](data:image/png;base64,{base64.b64encode(png).decode()})"
+
+
+def report_markdown(sweep: str, rows: list[TrialRow], metric: str, machine: str, promoted: str = "") -> str:
+    """The report page; `promoted`: a line on the best trial's gate decision (with --promote)."""
+    ok = [r for r in rows if r.metrics is not None]
+    failed = [r for r in rows if r.metrics is None]
+    parts = [
+        f"# Sweep `{sweep}`",
+        f"{len(ok)} trial(s) finished, {len(failed)} failed; ranked by **{metric}** (lower is better) beside its "
+        f"real-vs-real floor. Trials ran on: {machine}.",
+        promoted,
+        "## Trials",
+        _markdown_table(table_rows(rows, metric)),
+    ]
+    for r in failed:
+        parts.append(f"**{r.label} failed:**\n\n```\n{r.reason[-2000:]}\n```")
+    if ok:
+        parts += ["## Samples (rank order)", _inline(grids_picture(rows, metric), "sample grids")]
+    curves = curves_png(rows)
+    if curves:
+        parts += ["## Quality during training (every trial's probe)", _inline(curves, "probe curves")]
+    parts.append("Every trial is a DVC experiment: `dvc exp show`; bring one into the workspace with "
+                 "`dvc exp apply NAME` (or `dvc exp branch NAME BRANCH`).")  # fmt: skip
+    return "\n\n".join(p for p in parts if p) + "\n"
+
+
+def write_report(folder: Path, sweep: str, rows: list[TrialRow], metric: str, machine: str, promoted: str = ""
+                 ) -> Path:  # fmt: skip
+    """report.md (pictures inlined), grids.png and curves.png in `folder`; returns report.md's path."""
+    folder.mkdir(parents=True, exist_ok=True)
+    if any(r.grid_png for r in rows):
+        write_bytes(folder / "grids.png", grids_picture(rows, metric))
+    curves = curves_png(rows)
+    if curves:
+        write_bytes(folder / "curves.png", curves)
+    path = folder / "report.md"
+    write_text(path, report_markdown(sweep, rows, metric, machine, promoted))
+    return path
