@@ -8,7 +8,8 @@
 # 1. the tests that need CUDA (the CUDA-graph step against eager, DiffAugment on CUDA, the step's parts);
 # 2. `train.cuda_graph` for real (it had never run on a GPU): the default model trained eagerly and as a CUDA
 #    graph, and a graph with the parts that can run in one (hinge, spectral norm, EMA, conditional), images/s;
-# 3. the ablation of bench/ablation.py at GPU budgets (15 and 30 s).
+# 3. a 4-trial sweep one trial at a time vs two at once on the GPU (bench/sweep_speed.py; needs prefect, dvc and
+#    distributed installed there, e.g. as wheels in .whl).
 set -uo pipefail
 OUT=${OUT:-bench-output/gpu}
 mkdir -p "$OUT"
@@ -41,9 +42,7 @@ run_train graph-parts train.cuda_graph=true train.loss=hinge model.spectral_norm
 run_train eager-parts train.cuda_graph=false train.loss=hinge model.spectral_norm=true train.ema_decay=0.999 \
     model.conditional=true
 
-echo "== 3. the ablation at GPU budgets"
-timeout 300 python3 bench/ablation.py fashion --device cuda --minutes 0.25 0.5 --snapshot-every 500 \
-    --variants default sn-hinge ema diffaugment conditional sn-hinge-ema-conditional 2>&1 | tail -20 \
-    | tee "$OUT/ablation.txt"
-cp bench-output/ablation-fashion-cuda.json "$OUT/" 2>/dev/null
+echo "== 3. a sweep on the GPU: one trial at a time vs two at once"
+timeout 300 python3 bench/sweep_speed.py --layouts 1x8 2x4 2>&1 | tail -8 | tee "$OUT/sweep-speed.txt"
+cp bench-output/sweep-speed.json "$OUT/" 2>/dev/null
 exit 0

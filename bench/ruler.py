@@ -2,7 +2,7 @@
 
     python bench/ruler.py --tgz emoji-datasource-google-16.0.0.tgz [--folder emoji32] [--steps 150,300,...]
 
-On a folder of bench/recipes.py (default: the 3,390 emoji at 32 px), the classifier and the judge are trained twice:
+On a folder of bench/folders.py (default: the 3,390 emoji at 32 px), the classifier and the judge are trained twice:
 with the defaults (`classifier.steps`/`judge.steps: auto`) and as briefly as their old epoch defaults made them on
 this folder (--weak: 26 and 13 steps). Printed: each extractor's soundness record (gan/evaluation/soundness.py: the
 real-vs-real
@@ -32,8 +32,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "bench"))
 
-from ablation import machine_name  # noqa: E402
-from recipes import FASHION_IMAGES, FOLDERS, workspace  # noqa: E402
+from folders import FASHION_IMAGES, FOLDERS, machine_name, workspace  # noqa: E402
 
 from gan.core.config import load_params  # noqa: E402
 from gan.core.paths import Paths  # noqa: E402
@@ -106,7 +105,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--tgz", type=Path, default=None, help="emoji folders: the npm package's tarball")
     ap.add_argument("--folder", default="emoji32", choices=FOLDERS)
-    ap.add_argument("--root", type=Path, default=REPO / "bench-output" / "recipes")
+    ap.add_argument("--root", type=Path, default=REPO / "bench-output" / "folders")
     ap.add_argument("--weak", default="26,13", help="classifier,judge steps of the weak set")
     ap.add_argument("--steps", default="150,300,600,1000,1500,2000,3000,4000")
     ap.add_argument("--out", type=Path, default=REPO / "bench-output" / "ruler", help="grids and ruler.json")
@@ -116,7 +115,7 @@ def main() -> None:
     args = ap.parse_args()
     out = args.out
     out.mkdir(parents=True, exist_ok=True)
-    print(f"machine: {machine_name('cpu')}, torch {torch.__version__}", flush=True)
+    print(f"machine: {machine_name()}, torch {torch.__version__}", flush=True)
     ws = workspace(args.folder, args.root, args.tgz, "cpu", args.overrides, args.fashion_images)
     weak = weak_workspace(ws, tuple(int(s) for s in args.weak.split(",")))
     sets = {"default": ws, f"weak ({args.weak} steps)": weak}

@@ -210,7 +210,7 @@ def _files_lines(repo: Path) -> list[str]:
     ]
 
 
-def _acquire(lock: FileLock, path: Path, timeout: float, logger) -> None:
+def acquire(lock: FileLock, path: Path, timeout: float, logger) -> None:
     try:
         lock.acquire(timeout=0)
         return
@@ -274,7 +274,7 @@ def gan_pipeline(overrides: list[str] | None = None, repo: str | None = None, lo
     params_path = Path(repo) / "params.yaml"
     load_params(params_path, overrides)  # a bad setting fails here, before waiting or any task
     lock = FileLock(str(Path(repo) / LOCK))
-    _acquire(lock, Path(repo) / LOCK, lock_timeout, logger)
+    acquire(lock, Path(repo) / LOCK, lock_timeout, logger)
     try:
         # Read params (again) under the lock: a run that waited uses params.yaml as the previous run left it.
         if overrides:

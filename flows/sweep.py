@@ -24,12 +24,12 @@ from prefect.cache_policies import NO_CACHE
 from prefect.futures import wait
 from prefect_dask import DaskTaskRunner
 
-from flows.pipeline import LOCK, REPO, _acquire, conclude_run, run_stage
+from flows.pipeline import LOCK, REPO, acquire, conclude_run, run_stage
 from gan.core.config import AUTO_METRIC, ConfigError, auto_metric, load_params
 from gan.core.sweepfile import SweepError, SweepSpec, Trial, load_sweep, plan
 from gan.lifecycle import dvcrun, gitrepo, versions
 from gan.lifecycle import sweep as sw
-from gan.outputs.sweep_report import TrialRow, ranked, report_markdown, table_rows, write_report
+from gan.outputs.sweep_report import TrialRow, ranked, table_rows, write_report
 
 REPORT_DIR = "sweep-reports"  # <repo>/sweep-reports/<sweep>/ (git-ignored)
 ARTIFACT_KEY = "gan-sweep-{}"
@@ -78,17 +78,19 @@ def _gpus() -> int:
     return torch.cuda.device_count()
 
 
-def _machine() -> str:
+def _machine(address: str | None) -> str:
+    if address:
+        return f"the Dask cluster at {address}"
     import platform
 
     import torch
 
     if torch.cuda.is_available():
         return torch.cuda.get_device_name(0)
-    return f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores"
+    return f"a local Dask cluster on {platform.processor() or platform.machine()}, {os.cpu_count()} cores"
 
 
-def _rows(repo: str, base: sw.Baseline, trials: list[Trial], done: dict[str, str], commits: dict[str, str],
+def _rows(repo: str, trials: list[Trial], done: dict[str, str], commits: dict[str, str],
           ran: set[str], failed: dict[str, str]) -> list[TrialRow]:  # fmt: skip
     rows = []
     for t in trials:
@@ -111,6 +113,7 @@ def gan_sweep(
     threads: int | None = None,
     work_root: str | None = None,
     lock_timeout: float = 600.0,
+    address: str | None = None,
 ) -> dict:
     """The shared stages, then the trials not yet finished from this commit (in parallel), the report, and with
     `promote` the best trial through the champion gate."""
@@ -127,7 +130,7 @@ def gan_sweep(
     logger.info("sweep %s: %d trial(s) of %s", spec.name, len(trials), ", ".join(t.label for t in trials))
     # ---- the shared stages, once, in the workspace; their dvc.lock committed, outputs pushed, HEAD published
     lock = FileLock(str(Path(repo) / LOCK))
-    _acquire(lock, Path(repo) / LOCK, lock_timeout, logger)
+    acquire(lock, Path(repo) / LOCK, lock_timeout, logger)
     try:
         watch = dvcrun.watch_stages(repo)
         shared = sw.shared_stages(repo)
@@ -163,7 +166,7 @@ def gan_sweep(
     # ---- the report: every trial read at its experiment's commit (fetched into this repository)
     sw.fetch_experiments(repo, base, sorted(set(done.values())))
     commits = sw.finished(base)
-    rows = _rows(repo, base, trials, done, commits, {t.name for t in todo}, failed)
+    rows = _rows(repo, trials, done, commits, {t.name for t in todo}, failed)
     ok = [r for r in rows if r.metrics is not None]
     metric = spec.metric if spec.metric != AUTO_METRIC else auto_metric(ok[0].metrics) if ok else "fid_classifier"
     best = ranked(rows, metric)[0] if ok else None
@@ -174,16 +177,16 @@ def gan_sweep(
     # ---- --promote: the best trial into the workspace, through the champion gate, recorded as a normal run is
     promoted = ""
     if promote and best is not None:
-        _acquire(lock, Path(repo) / LOCK, lock_timeout, logger)
+        acquire(lock, Path(repo) / LOCK, lock_timeout, logger)
         try:
-            sw.apply_experiment(repo, base, best.name)
+            sw.apply_experiment(repo, best.name)
             params = load_params(Path(repo) / "params.yaml")
             run = conclude_run(repo, params, versions.params_digest(Path(repo)), sw.trial_stages(repo))
         finally:
             lock.release()
         result["promotion"] = run
         promoted = f"**--promote:** best trial `{best.label}` through the champion gate: {run['decision']['reason']}"
-    report = write_report(Path(repo) / REPORT_DIR / spec.name, spec.name, rows, metric, _machine(), promoted)
+    report = write_report(Path(repo) / REPORT_DIR / spec.name, spec.name, rows, metric, _machine(address), promoted)
     create_markdown_artifact(report.read_text(), key=ARTIFACT_KEY.format(spec.name),
                              description=f"Sweep {spec.name}: trials ranked by {metric}")  # fmt: skip
     create_table_artifact(result["trials"], key=ARTIFACT_KEY.format(spec.name) + "-table",
@@ -232,7 +235,7 @@ def main(argv: list[str] | None = None) -> int:
     runner = task_runner(spec, args.address)
     state = gan_sweep.with_options(task_runner=runner)(
         str(Path(args.sweep_file).resolve()), git_remote=args.git_remote, promote=args.promote,
-        work_root=args.work_root, return_state=True)  # fmt: skip
+        work_root=args.work_root, address=args.address, return_state=True)  # fmt: skip
     if not state.is_completed():
         print(f"flow run {state.name}: {state.message}", file=sys.stderr)
         return 2 if isinstance(state.result(raise_on_failure=False), ConfigError) else 1

@@ -94,8 +94,8 @@ class Search(_Strict):
             if not self.grid or any(not v for v in self.grid.values()):
                 raise ValueError("grid: every key needs at least one value")
         for label, overrides in (self.trials or {}).items():
-            if not re.match(r"^[a-z0-9][a-z0-9-]{0,39}$", label):
-                raise ValueError(f"trial name {label!r}: lowercase letters, digits and dashes, at most 40")
+            if not re.match(r"^[a-z0-9][a-z0-9.-]{0,39}$", label) or ".." in label or label.endswith("."):
+                raise ValueError(f"trial name {label!r}: lowercase letters, digits, dots and dashes, at most 40")
             _check_keys(overrides)
         if self.trials is not None and not self.trials:
             raise ValueError("trials: name at least one")
@@ -125,7 +125,7 @@ class SweepSpec(_Strict):
     budget: Budget
     parallel: int = Field(0, ge=0, le=256, description="trials at once on the local cluster (0 = sized)")
     threads: int = Field(0, ge=0, le=256, description="torch threads per trial (0 = cores / parallel)")
-    metric: PromoteConfig.model_fields["metric"].annotation = Field(  # promote.metric's choices
+    metric: PromoteConfig.model_fields[metric].annotation = Field(  # promote.metric's choices
         AUTO_METRIC, description="the distance trials are ranked by (auto: as promote.metric = auto picks it)"
     )
 
@@ -192,7 +192,8 @@ def plan(spec: SweepSpec, params_path: str | Path) -> list[Trial]:
         try:
             load_params(params_path, overrides)
         except ConfigError as err:
-            raise SweepError(f"sweep {spec.name!r}, trial {label!r} ({own}): {err}") from None
+            text = str(err).replace("no stage was run", "no trial was run")
+            raise SweepError(f"sweep {spec.name!r}, trial {label!r} ({own}): {text}") from None
         digest = settings_hash(overrides)
         trials.setdefault(digest, Trial(f"{spec.name}-{label}-{digest}", label, overrides, own))
     return list(trials.values())
@@ -209,11 +210,26 @@ def _format(err: ValidationError, source: str) -> str:
     return "\n".join(lines)
 
 
+class _Loader(yaml.SafeLoader):
+    """PyYAML's safe loader, reading 1e-4 as a number (YAML 1.2) as a sweep file's author means it."""
+
+
+_Loader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(
+        r"^[-+]?(?:[0-9][0-9_]*\.[0-9_]*(?:[eE][-+]?[0-9]+)?|[0-9][0-9_]*[eE][-+]?[0-9]+|\.[0-9_]+"
+        r"(?:[eE][-+]?[0-9]+)?|\.inf|\.nan)$",
+        re.X,
+    ),  # fmt: skip
+    list("-+0123456789."),
+)
+
+
 def load_sweep(path: str | Path) -> SweepSpec:
     """Read and validate a sweep file. Raises SweepError naming every bad key and value."""
     path = Path(path)
     try:
-        raw = yaml.safe_load(path.read_text())
+        raw = yaml.load(path.read_text(), Loader=_Loader)  # noqa: S506 (a safe loader)
     except FileNotFoundError:
         raise SweepError(f"{path}: no such sweep file") from None
     except yaml.YAMLError as err:

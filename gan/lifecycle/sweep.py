@@ -170,6 +170,16 @@ def trial_env(threads: int, gpu: int | None) -> dict[str, str]:
     return env
 
 
+def yaml_value(value) -> str:
+    """A setting as `dvc exp run -S KEY=VALUE` reads it back (as YAML): a float always with a dot in its mantissa
+    (PyYAML, like YAML 1.1, reads 1e-05 as a string)."""
+    if isinstance(value, float):
+        text = repr(value)
+        mantissa, e, exponent = text.partition("e")
+        return f"{mantissa}.0e{exponent}" if e and "." not in mantissa else text
+    return json.dumps(value)
+
+
 def _die_with_parent() -> None:
     """In the child (Linux): SIGKILL when the process that started it dies, so a killed worker's trial stops."""
     if sys.platform.startswith("linux"):
@@ -191,8 +201,8 @@ def run_trial(
     """Clone, pull the shared outputs, `dvc exp run` the trial's stages with its settings, push outputs then the
     experiment. Returns {name, commit, seconds}; raises TrialFailed with the failing step and its output."""
     t0 = time.perf_counter()
-    if work_root:
-        Path(work_root).mkdir(parents=True, exist_ok=True)
+    work_root = Path(work_root or work_root_default())
+    work_root.mkdir(parents=True, exist_ok=True)
     folder = Path(tempfile.mkdtemp(prefix=f"{trial.name}-", dir=work_root))
     try:
         # -- the baseline, from the git remote
@@ -210,7 +220,7 @@ def run_trial(
         dvcrun.dvc(["remote", "add", "--local", "--default", "--force", SWEEP_REMOTE, base.dvc_url], folder)
         _step(f"dvc pull of the shared outputs from {base.dvc_url}", ["pull", *base.shared], folder, on_line)
         # -- the trial: its stages, as a DVC experiment
-        sets = [a for k, v in trial.overrides.items() for a in ("-S", f"params.yaml:{k}={json.dumps(v)}")]
+        sets = [a for k, v in trial.overrides.items() for a in ("-S", f"params.yaml:{k}={yaml_value(v)}")]
         run = ["exp", "run", "-n", trial.name, "--downstream", FIRST_TRIAL_STAGE, *sets]
         _step(f"trial {trial.label}", run, folder, on_line, env)
         # -- outputs first, then the ref: the ref on the remote means the trial is complete
@@ -267,12 +277,38 @@ def read_trial(repo: str | Path, name: str, commit: str) -> TrialRecord:
                        dvc_read(paths.grid, "rb"))  # fmt: skip
 
 
-def apply_experiment(repo: str | Path, base: Baseline, name: str) -> None:
-    """Bring a trial into the workspace: its outputs from the DVC remote, then `dvc exp apply` (params.yaml,
-    dvc.lock and the outputs become the trial's)."""
-    dvcrun.dvc(["exp", "pull", base.git_url, name], repo)
-    dvcrun.dvc(["exp", "apply", name], repo)
+def _local_only_outs(repo: str | Path) -> dict[str, list[str]]:
+    """{stage: its outputs DVC neither caches nor git tracks (train's checkpoints)}: they stay where a trial ran."""
+    found: dict[str, list[str]] = {}
+    for name, stage in _stage_graph(repo).items():
+        for out in stage.get("outs") or []:
+            if isinstance(out, dict) and next(iter(out.values())).get("cache") is False:
+                found.setdefault(name, []).append(next(iter(out)))
+    return found
+
+
+def apply_experiment(repo: str | Path, name: str) -> None:
+    """Bring a fetched trial into the workspace: `dvc exp apply` (params.yaml, dvc.lock, metrics), `dvc pull` of its
+    outputs from the default remote. Its checkpoints stayed on the worker (never cached): the workspace's are
+    another run's, so they are emptied and recorded as such (`dvc commit`), and `dvc status` is clean. On a failure
+    the workspace is put back as it was (HEAD's files and outputs) and the error raised."""
+    repo = Path(repo)
+    try:
+        proc = dvcrun.dvc(["exp", "apply", name], repo, check=False)
+        if proc.returncode != 0 and "Checkout failed" not in proc.stdout + proc.stderr:  # outputs come next
+            raise TrialFailed(f"dvc exp apply {name} failed: {(proc.stderr or proc.stdout).strip()}")
+        dvcrun.dvc(["pull"], repo)
+        for stage, outs in _local_only_outs(repo).items():
+            for out in outs:
+                shutil.rmtree(repo / out, ignore_errors=True)
+                (repo / out).mkdir(parents=True)
+            dvcrun.dvc(["commit", "-f", stage], repo)
+    except (TrialFailed, dvcrun.StageFailed):
+        gitrepo.git(["checkout", "HEAD", "--", *versions.pipeline_files(repo)], repo, check=False)
+        dvcrun.dvc(["checkout", "--force"], repo, check=False)
+        raise
 
 
 def work_root_default() -> str:
+    """Where a worker makes its trial clones by default: its machine's temporary folder."""
     return os.path.join(tempfile.gettempdir(), "gan-sweep-trials")

@@ -81,8 +81,18 @@ def class_grid(images_u8: torch.Tensor, predicted: np.ndarray, classes: list[str
     return counts
 
 
-CURVE_COLOURS = ("tab:blue", "tab:red", "tab:green", "tab:purple", "tab:orange", "tab:brown", "tab:pink", "tab:gray",
-                 "tab:olive", "tab:cyan")
+CURVE_COLOURS = (
+    "tab:blue",
+    "tab:red",
+    "tab:green",
+    "tab:purple",
+    "tab:orange",
+    "tab:brown",
+    "tab:pink",
+    "tab:gray",
+    "tab:olive",
+    "tab:cyan",
+)
 MARK_COLOUR = "#c80000"  # the snapshot kept
 PANEL_W, PANEL_H, MARGIN = 560, 170, 44  # px: each panel is (PANEL_W + 2 MARGIN) × (PANEL_H + 2 MARGIN)
 DPI = 100

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import base64
 import io
+import json
 import math
 from dataclasses import dataclass
 from pathlib import Path
@@ -148,8 +149,22 @@ def report_markdown(sweep: str, rows: list[TrialRow], metric: str, machine: str,
 
 def write_report(folder: Path, sweep: str, rows: list[TrialRow], metric: str, machine: str, promoted: str = ""
                  ) -> Path:  # fmt: skip
-    """report.md (pictures inlined), grids.png and curves.png in `folder`; returns report.md's path."""
+    """report.md (pictures inlined), grids.png, curves.png and trials.json (each trial's settings, metrics and
+    training summary, for tables across sweeps: bench/sweep_table.py) in `folder`; returns report.md's path."""
     folder.mkdir(parents=True, exist_ok=True)
+    trials = [
+        {
+            "label": r.label,
+            "experiment": r.name,
+            "settings": r.settings,
+            "metrics": r.metrics,
+            "train_summary": r.train_summary,
+            "failed": r.reason or None,
+        }
+        for r in ranked(rows, metric)
+    ]
+    write_text(folder / "trials.json", json.dumps({"sweep": sweep, "metric": metric, "machine": machine,
+                                                   "trials": trials}, indent=1) + "\n")  # fmt: skip
     if any(r.grid_png for r in rows):
         write_bytes(folder / "grids.png", grids_picture(rows, metric))
     curves = curves_png(rows)
