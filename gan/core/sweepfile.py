@@ -36,6 +36,9 @@ NAME = r"^[a-z0-9][a-z0-9-]{0,39}$"  # a git ref component and a readable experi
 KEY = re.compile(r"^[a-z_]+\.[a-z_0-9]+$")  # section.key of params.yaml
 
 
+MetricName = PromoteConfig.model_fields["metric"].annotation  # the distances promote.metric may name
+
+
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
 
@@ -125,7 +128,7 @@ class SweepSpec(_Strict):
     budget: Budget
     parallel: int = Field(0, ge=0, le=256, description="trials at once on the local cluster (0 = sized)")
     threads: int = Field(0, ge=0, le=256, description="torch threads per trial (0 = cores / parallel)")
-    metric: PromoteConfig.model_fields[metric].annotation = Field(  # promote.metric's choices
+    metric: MetricName = Field(  # promote.metric's choices
         AUTO_METRIC, description="the distance trials are ranked by (auto: as promote.metric = auto picks it)"
     )
 
