@@ -332,7 +332,7 @@ def test_a_rerun_runs_nothing_and_promote_records_the_best_trial(swept):
     params = yaml.safe_load((repo / "params.yaml").read_text())["train"]
     assert f"train.lr_g={params['lr_g']}" in best["settings"] and f"train.loss={params['loss']}" in best["settings"]
     decision = result["promotion"]["decision"]
-    assert decision["metric"] == "fid_classifier" and decision["candidate"] == pytest.approx(
+    assert decision["metric"] == "fid_classifier" and decision["candidate_value"] == pytest.approx(
         float(best["fid_classifier"]), rel=1e-3
     )
     log = run(["git", "log", "--format=%s", f"{before}..HEAD"], repo).stdout
