@@ -151,7 +151,8 @@ def gan_sweep(
             logger.info("trial %s: already finished from this commit (experiment %s): not run again", t.label,
                         done[t.name])  # fmt: skip
     todo = [t for t in trials if t.name not in done]
-    workers, default_threads, one_gpu_each = cluster_size(spec)
+    # a cluster of other machines: each trial uses torch's default there unless the sweep file sets threads
+    _, default_threads, one_gpu_each = (0, spec.threads, False) if address else cluster_size(spec)
     futures = [trial_task.with_options(name=f"trial-{t.label}").submit(t, base, threads or default_threads,
                one_gpu_each, work_root) for t in todo]  # fmt: skip
     wait(futures)

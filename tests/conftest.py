@@ -359,6 +359,7 @@ COST_S = {
     "test_train.py::test_compiled_training_matches_eager": 20,
     "judge-fmnist": 310,
     "judge-emoji": 100,
+    "sweep-cluster": 330,
     "test_evaluate.py:workspace": 190,
 }
 SLOW_DEFAULT_S = 20
