@@ -121,7 +121,7 @@ def folder_source(name: str, root: Path, tgz: Path | None, fashion_images: int =
 # ---------------------------------------------------------------- workspaces
 
 
-def _sh(cmd: list[str], cwd: Path, env: dict | None = None) -> str:
+def sh(cmd: list[str], cwd: Path, env: dict | None = None) -> str:
     env = {**os.environ, "DVC_NO_ANALYTICS": "1", "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}",
            **(env or {})}  # fmt: skip
     proc = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True)
@@ -134,10 +134,10 @@ def git_workspace(ws: Path, settings: dict, stages: str = "reference") -> Path:
     """This repository's files (as git sees them, data/ aside) in a fresh git repository at `ws`, `settings`
     ({section: {key: value}}) merged into params.yaml, `dvc repro STAGES` run and everything committed. Built once:
     an existing workspace (its dvc.lock committed) is returned as it is."""
-    if (ws / "dvc.lock").exists() and not _sh(["git", "status", "--porcelain", "dvc.lock"], ws).strip():
+    if (ws / "dvc.lock").exists() and not sh(["git", "status", "--porcelain", "dvc.lock"], ws).strip():
         return ws
     ws.mkdir(parents=True, exist_ok=True)
-    for f in _sh(["git", "ls-files", "-co", "--exclude-standard"], REPO).split():
+    for f in sh(["git", "ls-files", "-co", "--exclude-standard"], REPO).split():
         if not f.startswith("data/") and (REPO / f).is_file():
             (ws / f).parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(REPO / f, ws / f)
@@ -146,15 +146,15 @@ def git_workspace(ws: Path, settings: dict, stages: str = "reference") -> Path:
         params[section].update(values)
     (ws / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     if not (ws / ".git").exists():
-        _sh(["git", "init", "-q"], ws)
-    _sh(["git", "add", "-A"], ws)
-    _sh(["git", *IDENTITY, "commit", "-qm", "bench workspace", "--allow-empty"], ws)
+        sh(["git", "init", "-q"], ws)
+    sh(["git", "add", "-A"], ws)
+    sh(["git", *IDENTITY, "commit", "-qm", "bench workspace", "--allow-empty"], ws)
     t0 = time.perf_counter()
     print(f"{ws.name}: dvc repro {stages} ...", flush=True)
-    _sh([sys.executable, "-m", "dvc", "repro", stages], ws)
+    sh([sys.executable, "-m", "dvc", "repro", stages], ws)
     print(f"{ws.name}: shared stages in {time.perf_counter() - t0:.0f} s", flush=True)
-    _sh(["git", "add", "-A"], ws)
-    _sh(["git", *IDENTITY, "commit", "-qm", f"bench workspace: dvc repro {stages}"], ws)
+    sh(["git", "add", "-A"], ws)
+    sh(["git", *IDENTITY, "commit", "-qm", f"bench workspace: dvc repro {stages}"], ws)
     return ws
 
 

@@ -15,10 +15,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
-import shutil
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -26,50 +22,15 @@ from pathlib import Path
 import yaml
 
 REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / "bench"))
+
+from folders import git_workspace, machine_name, sh  # noqa: E402
+
 SETTINGS = {  # the workspace: a quarter of Fashion-MNIST, scored on 2,000 images
     "data": {"mirrors": ["file:///usr/share/datasets/fashion-mnist/"], "limit_train": 10000, "limit_test": 2000},
     "evaluate": {"n_samples": 2000},
     "promote": {"push": False},
 }
-
-
-def cpu() -> str:
-    try:
-        out = subprocess.run(["lscpu"], capture_output=True, text=True, check=True).stdout
-        info = dict(line.split(":", 1) for line in out.splitlines() if ":" in line)
-        return f"{info['Model name'].strip()}, {os.cpu_count()} cores"
-    except (OSError, subprocess.CalledProcessError, KeyError):
-        return f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores"
-
-
-def sh(cmd: list[str], cwd: Path) -> str:
-    env = {**os.environ, "DVC_NO_ANALYTICS": "1", "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}"}
-    proc = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True)
-    if proc.returncode:
-        raise SystemExit(f"{' '.join(cmd)} failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}")
-    return proc.stdout
-
-
-def workspace(ws: Path) -> Path:
-    if (ws / "dvc.lock").exists():
-        return ws
-    ws.mkdir(parents=True, exist_ok=True)
-    files = sh(["git", "ls-files", "-co", "--exclude-standard"], REPO).split()
-    for f in files:
-        if not f.startswith("data/") and (REPO / f).is_file():
-            (ws / f).parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(REPO / f, ws / f)
-    params = yaml.safe_load((REPO / "params.yaml").read_text())
-    for section, values in SETTINGS.items():
-        params[section].update(values)
-    (ws / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
-    for cmd in (["git", "init", "-q"], ["git", "add", "-A"], ["git", "-c", "user.name=b", "-c", "user.email=b@b",
-                "commit", "-qm", "bench workspace"], [sys.executable, "-m", "dvc", "repro", "reference"],
-                ["git", "add", "-A"], ["git", "-c", "user.name=b", "-c", "user.email=b@b", "commit", "-qm",
-                "shared stages"]):  # fmt: skip
-        print("workspace:", " ".join(cmd[-3:]), flush=True)
-        sh(cmd, ws)
-    return ws
 
 
 def main() -> None:
@@ -78,7 +39,7 @@ def main() -> None:
     ap.add_argument("--kimg", type=float, default=20.0, help="each trial's length")
     ap.add_argument("--layouts", nargs="+", default=["1x2", "2x1"], help="WORKERSxTHREADS, the first the baseline")
     args = ap.parse_args()
-    ws = workspace(args.workspace.resolve())
+    ws = git_workspace(args.workspace.resolve(), SETTINGS)
     rows = []
     for layout in args.layouts:
         workers, threads = map(int, layout.split("x"))
@@ -95,7 +56,7 @@ def main() -> None:
         rows.append({"layout": layout, "workers": workers, "threads": threads, "seconds": round(seconds, 1),
                      "train_seconds": [t["train s"] for t in result["trials"]]})  # fmt: skip
         print(f"{layout}: {seconds:.0f} s", flush=True)
-    machine = cpu()
+    machine = machine_name()
     print(f"\nmachine: {machine}; 4 trials of {args.kimg:g} kimg each (10,000 Fashion-MNIST images)\n")
     print("| layout (workers × threads) | wall time | vs first |\n|---|---|---|")
     for r in rows:

@@ -100,11 +100,10 @@ def test_trials_rerun_train_and_what_follows_it_and_may_not_change_a_shared_stag
     assert sw.trial_stages(REPO) == ["train", "evaluate", "export"]
     assert sw.shared_stages(REPO) == ["source", "download", "prepare", "classifier", "judge", "reference"]
     assert sw.trial_inputs(REPO) == ["prepare", "classifier", "judge", "reference"]
-    for key, stage in (("data.resolution", "prepare"), ("classifier.lr", "classifier"), ("train.device", "classifier"),
-                       ("evaluate.n_samples", "reference")):  # fmt: skip
-        spec = {**GRID, "search": {"grid": {key: [1 if key != "train.device" else "cpu"]}}}
-        if key == "classifier.lr":
-            spec["search"]["grid"][key] = [0.002]
+    shared = [("data.resolution", 32, "prepare"), ("classifier.lr", 0.002, "classifier"),
+              ("train.device", "cpu", "classifier"), ("evaluate.n_samples", 100, "reference")]  # fmt: skip
+    for key, value, stage in shared:
+        spec = {**GRID, "search": {"grid": {key: [value]}}}
         trials = plan(load_sweep(write(tmp_path / "s.yaml", spec)), REPO / "params.yaml")
         with pytest.raises(SweepError, match=rf"{key} is read by the shared stage '{stage}'"):
             sw.check_trial_keys(REPO, trials)
