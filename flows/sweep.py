@@ -27,7 +27,7 @@ from prefect_dask import DaskTaskRunner
 from flows.pipeline import LOCK, REPO, acquire, conclude_run, run_stage
 from gan.core.config import AUTO_METRIC, ConfigError, auto_metric, load_params
 from gan.core.sweepfile import SweepError, SweepSpec, Trial, load_sweep, plan
-from gan.lifecycle import dvcrun, gitrepo, versions
+from gan.lifecycle import dvcrun, versions
 from gan.lifecycle import sweep as sw
 from gan.outputs.sweep_report import TrialRow, ranked, table_rows, write_report
 
@@ -136,10 +136,8 @@ def gan_sweep(
         shared = sw.shared_stages(repo)
         for stage in shared:
             run_stage.with_options(name=stage)(stage, repo, watch=stage in watch)
-        if changed := sw.uncommitted_inputs(repo):
-            commit = gitrepo.commit_paths(repo, versions.pipeline_files(Path(repo)),
-                                          f"gan-sweep {spec.name}: shared stages {', '.join(shared)}")  # fmt: skip
-            logger.info("committed the shared stages' dvc.lock (%s): %s", ", ".join(changed), commit[:10])
+        if committed := sw.commit_shared_stages(repo, spec.name):
+            logger.info("committed what the shared stages changed (%s): %s", ", ".join(committed[1]), committed[0][:10])
         base = sw.publish_baseline(repo, spec.name, url, sw.trial_inputs(repo))
     finally:
         lock.release()

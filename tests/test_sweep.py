@@ -110,6 +110,25 @@ def test_trials_rerun_train_and_what_follows_it_and_may_not_change_a_shared_stag
     sw.check_trial_keys(REPO, plan(load_sweep(write(tmp_path / "s.yaml", GRID)), REPO / "params.yaml"))
 
 
+def test_the_shared_stages_commit_names_only_the_files_that_changed(tmp_path):
+    # a workspace that never ran the flow has no data/history.dvc: git must not be asked to commit it
+    for f in ("dvc.yaml", "params.yaml"):
+        shutil.copy(REPO / f, tmp_path / f)
+    (tmp_path / "dvc.lock").write_text("schema: '2.0'\nstages: {}\n")
+    for cmd in (["git", "init", "-q"], ["git", "add", "-A"], ["git", "-c", "user.name=t", "-c", "user.email=t@t",
+                "commit", "-qm", "start"]):  # fmt: skip
+        run(cmd, tmp_path)
+    assert sw.commit_shared_stages(tmp_path, "s") is None
+    (tmp_path / "dvc.lock").write_text("schema: '2.0'\nstages: {prepare: {cmd: python -m gan prepare}}\n")
+    (tmp_path / "data" / "metrics").mkdir(parents=True)
+    (tmp_path / "data" / "metrics" / "judge.json").write_text("{}")
+    commit, paths = sw.commit_shared_stages(tmp_path, "s")
+    assert sorted(paths) == ["data/metrics/judge.json", "dvc.lock"]
+    assert run(["git", "show", "--name-only", "--format=%s", commit], tmp_path).stdout.split() == [
+        "gan-sweep", "s:", "the", "shared", "stages", "(source,", "download,", "prepare,", "classifier,", "judge,",
+        "reference)", "data/metrics/judge.json", "dvc.lock"]  # fmt: skip
+
+
 def test_a_finished_trial_is_found_by_its_settings_hash(tmp_path):
     trials = plan(load_sweep(write(tmp_path / "s.yaml", GRID)), REPO / "params.yaml")
     done = {f"older-label-{trials[1].key}": "c" * 40, "unrelated-00000000": "d" * 40}

@@ -131,6 +131,17 @@ def uncommitted_inputs(repo: str | Path) -> list[str]:
     return [c.path for c in gitrepo.changes(repo, [p for p in INPUTS if (Path(repo) / p).exists()])]
 
 
+def commit_shared_stages(repo: str | Path, sweep: str) -> tuple[str, list[str]] | None:
+    """Commit what running the shared stages changed among the pipeline's own files (dvc.lock, their metrics, the
+    .gitignores DVC keeps): the trials' baseline must record those outputs. (commit, paths), or None if nothing
+    changed. Files the workspace does not have (a run's history before any run) are not named to git."""
+    changed = [c.path for c in gitrepo.changes(repo, versions.pipeline_files(Path(repo)))]
+    if not changed:
+        return None
+    stages = ", ".join(shared_stages(repo))
+    return gitrepo.commit_paths(repo, changed, f"gan-sweep {sweep}: the shared stages ({stages})"), changed
+
+
 def publish_baseline(repo: str | Path, sweep: str, url: str, shared: list[str]) -> Baseline:
     """Push HEAD to `refs/gan-sweeps/<sweep>` on the git remote (where every trial's clone fetches it) and the
     workspace's outputs to its default DVC remote (set up as the pipeline sets one up where none is)."""
