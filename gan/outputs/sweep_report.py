@@ -143,7 +143,8 @@ def report_markdown(sweep: str, rows: list[TrialRow], metric: str, machine: str,
     if curves:
         parts += ["## Quality during training (every trial's probe)", _inline(curves, "probe curves")]
     parts.append("Every trial is a DVC experiment: `dvc exp show`; bring one into the workspace with "
-                 "`dvc exp apply NAME` (or `dvc exp branch NAME BRANCH`).")  # fmt: skip
+                 "`dvc exp apply NAME && dvc pull` (its outputs are on the DVC remote), or "
+                 "`dvc exp branch NAME BRANCH`.")  # fmt: skip
     return "\n\n".join(p for p in parts if p) + "\n"
 
 
