@@ -12,6 +12,7 @@ Exit status: 0 every trial finished, 1 a trial (or the sweep) failed, 2 a bad sw
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import sys
@@ -79,6 +80,7 @@ def _gpus() -> int:
 
 
 def _machine(address: str | None) -> str:
+    """Where the trials ran, for the report: the remote cluster's address, or this machine's GPU or CPU."""
     if address:
         return f"the Dask cluster at {address}"
     import platform
@@ -86,8 +88,12 @@ def _machine(address: str | None) -> str:
     import torch
 
     if torch.cuda.is_available():
-        return torch.cuda.get_device_name(0)
-    return f"a local Dask cluster on {platform.processor() or platform.machine()}, {os.cpu_count()} cores"
+        return f"a local Dask cluster, one worker per GPU ({torch.cuda.get_device_name(0)})"
+    cpu = platform.processor() or platform.machine()
+    with contextlib.suppress(OSError):
+        names = [ln.split(":", 1)[1].strip() for ln in open("/proc/cpuinfo") if ln.startswith("model name")]
+        cpu = names[0] if names else cpu
+    return f"a local Dask cluster on {cpu}, {os.cpu_count()} cores"
 
 
 def _rows(repo: str, trials: list[Trial], done: dict[str, str], commits: dict[str, str],
