@@ -16,11 +16,17 @@ import contextlib
 import json
 import os
 import sys
+import time
 from pathlib import Path
 
 from filelock import FileLock
 from prefect import flow, get_run_logger, task
-from prefect.artifacts import create_markdown_artifact, create_table_artifact
+from prefect.artifacts import (
+    create_markdown_artifact,
+    create_progress_artifact,
+    create_table_artifact,
+    update_progress_artifact,
+)
 from prefect.cache_policies import NO_CACHE
 from prefect.futures import wait
 from prefect_dask import DaskTaskRunner
@@ -77,6 +83,25 @@ def _gpus() -> int:
     import torch
 
     return torch.cuda.device_count()
+
+
+def _watch(futures: list, sweep: str, logger, every: float = 2.0) -> None:
+    """Wait for every trial, keeping the flow run's progress artifact at the share of trials finished."""
+    if not futures:
+        return
+    progress = create_progress_artifact(0.0, key=ARTIFACT_KEY.format(sweep) + "-progress",
+                                        description=f"Sweep {sweep}: trials finished (%)")  # fmt: skip
+    pending, finished = list(futures), 0
+    while pending:
+        now = [f for f in pending if f.wrapped_future.done()]  # the Dask future: done once a (re)run ended
+        if now:
+            pending = [f for f in pending if f not in now]
+            finished += len(now)
+            update_progress_artifact(progress, 100.0 * finished / len(futures))
+            logger.info("%d of %d trial(s) finished", finished, len(futures))
+        else:
+            time.sleep(every)
+    wait(futures)
 
 
 def _machine(address: str | None) -> str:
@@ -159,7 +184,7 @@ def gan_sweep(
     _, default_threads, one_gpu_each = (0, spec.threads, False) if address else cluster_size(spec)
     futures = [trial_task.with_options(name=f"trial-{t.label}").submit(t, base, threads or default_threads,
                one_gpu_each, work_root) for t in todo]  # fmt: skip
-    wait(futures)
+    _watch(futures, spec.name, logger)
     failed: dict[str, str] = {}
     for t, fut in zip(todo, futures, strict=True):
         result = fut.state.result(raise_on_failure=False)

@@ -333,6 +333,9 @@ def test_the_sweep_shows_in_prefect_with_a_task_per_trial_and_its_report(swept):
         f"{server.api_url}/artifacts/filter", json={"artifacts": {"key": {"any_": ["gan-sweep-lr-loss"]}}}
     )
     assert arts.json() and "fid_classifier" in arts.json()[0]["data"]
+    progress = httpx.post(f"{server.api_url}/artifacts/filter",
+                          json={"artifacts": {"key": {"any_": ["gan-sweep-lr-loss-progress"]}}}).json()  # fmt: skip
+    assert progress and progress[0]["type"] == "progress" and progress[0]["data"] == 100.0, progress
 
 
 @pytest.mark.slow
