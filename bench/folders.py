@@ -37,6 +37,10 @@ import yaml
 from PIL import Image
 
 REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from gan.core.config import parse_override  # noqa: E402
+
 FOLDERS = ("emoji32", "emoji64", "emoji32-flat", "emoji32-1k", "fashion32")
 FASHION_IDX = Path("/usr/share/datasets/fashion-mnist")
 FASHION_IMAGES = 12_000
@@ -166,9 +170,8 @@ def workspace(name: str, root: Path, tgz: Path | None, device: str = "cpu", over
     settings: dict = {"data": {"dataset": "folder", "source": str(src.resolve()), "resolution": resolution},
                       "train": {"device": device}}  # fmt: skip
     for item in overrides:
-        key, value = item.split("=", 1)
-        section, field = key.split(".", 1)
-        settings.setdefault(section, {})[field] = yaml.safe_load(value)
+        (section, field), value = parse_override(item)
+        settings.setdefault(section, {})[field] = value
     return git_workspace(root / name, settings)
 
 

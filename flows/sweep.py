@@ -70,19 +70,14 @@ def trial_task(trial: Trial, base: sw.Baseline, threads: int, one_gpu_each: bool
     logger = get_run_logger()
     gpu = None
     if one_gpu_each:
+        import torch
         from distributed import get_worker
 
-        gpu = int(get_worker().name) % max(1, _gpus())
+        gpu = int(get_worker().name) % max(1, torch.cuda.device_count())
     logger.info("trial %s: %s", trial.name, trial.own or "(base settings)")
     result = sw.run_trial(trial, base, work_root, sw.trial_env(threads, gpu), logger.info)
     logger.info("trial %s finished in %.0f s: experiment %s", trial.label, result["seconds"], result["commit"][:10])
     return result
-
-
-def _gpus() -> int:
-    import torch
-
-    return torch.cuda.device_count()
 
 
 def _watch(futures: list, sweep: str, logger, every: float = 2.0) -> None:

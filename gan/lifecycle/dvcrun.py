@@ -55,17 +55,18 @@ def dvc(args: list[str], repo: str | Path, check: bool = True) -> subprocess.Com
     return proc
 
 
-def _stages(repo: str | Path) -> dict[str, dict]:
+def stage_definitions(repo: str | Path) -> dict[str, dict]:
+    """dvc.yaml's stages, by name, as written."""
     return yaml.safe_load((Path(repo) / "dvc.yaml").read_text())["stages"]
 
 
 def stage_names(repo: str | Path) -> list[str]:
-    return list(_stages(repo))
+    return list(stage_definitions(repo))
 
 
 def watch_stages(repo: str | Path) -> list[str]:
     """The stages dvc.yaml marks `always_changed`: they look at the source on every run (`source`)."""
-    return [name for name, stage in _stages(repo).items() if stage.get("always_changed")]
+    return [name for name, stage in stage_definitions(repo).items() if stage.get("always_changed")]
 
 
 def is_current(stage: str | None, repo: str | Path) -> bool:

@@ -20,10 +20,8 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
-
-import yaml
 
 from gan.core.errors import PipelineError
 from gan.core.paths import PATHS
@@ -43,10 +41,6 @@ class TrialFailed(PipelineError):
 # ---- the stages: which every trial shares, which each trial reruns
 
 
-def _stage_graph(repo: str | Path) -> dict[str, dict]:
-    return yaml.safe_load((Path(repo) / "dvc.yaml").read_text())["stages"]
-
-
 def _outs(stage: dict) -> list[str]:
     return [next(iter(o)) if isinstance(o, dict) else o for o in (stage.get("outs") or []) + (stage.get("metrics")
             or [])]  # fmt: skip
@@ -58,7 +52,7 @@ def _produces(stage: dict, path: str) -> bool:
 
 def trial_stages(repo: str | Path) -> list[str]:
     """`train` and every stage downstream of it, in dvc.yaml's order."""
-    stages = _stage_graph(repo)
+    stages = dvcrun.stage_definitions(repo)
     chosen = [FIRST_TRIAL_STAGE]
     for name, stage in stages.items():
         if name not in chosen and any(_produces(stages[c], d) for c in chosen for d in stage.get("deps") or []):
@@ -69,12 +63,12 @@ def trial_stages(repo: str | Path) -> list[str]:
 def shared_stages(repo: str | Path) -> list[str]:
     """The stages every trial shares (everything not downstream of train), run once, up front, in the workspace."""
     trial = set(trial_stages(repo))
-    return [n for n in _stage_graph(repo) if n not in trial]
+    return [n for n in dvcrun.stage_definitions(repo) if n not in trial]
 
 
 def trial_inputs(repo: str | Path) -> list[str]:
     """The shared stages whose outputs a trial reads: their outputs are what a trial's clone pulls."""
-    stages = _stage_graph(repo)
+    stages = dvcrun.stage_definitions(repo)
     deps = [d for n in trial_stages(repo) for d in stages[n].get("deps") or []]
     return [n for n in shared_stages(repo) if any(_produces(stages[n], d) for d in deps)]
 
@@ -82,7 +76,7 @@ def trial_inputs(repo: str | Path) -> list[str]:
 def check_trial_keys(repo: str | Path, trials: list[Trial]) -> None:
     """Refuse a setting that a shared stage reads (e.g. data.*, classifier.*, train.device): a trial changing it
     would not be comparable with the others (they share that stage's outputs)."""
-    stages = _stage_graph(repo)
+    stages = dvcrun.stage_definitions(repo)
     for name in shared_stages(repo):
         for param in stages[name].get("params") or []:
             param = param if isinstance(param, str) else next(iter(param))
@@ -265,9 +259,6 @@ class TrialRecord:
     quality: str  # data/train/quality.tsv ("" without a probe)
     grid_png: bytes
 
-    def as_dict(self) -> dict:
-        return asdict(self)
-
 
 def read_trial(repo: str | Path, name: str, commit: str) -> TrialRecord:
     """A finished trial's files at its commit: git-tracked ones from git, DVC outputs through the DVC API (the
@@ -291,7 +282,7 @@ def read_trial(repo: str | Path, name: str, commit: str) -> TrialRecord:
 def _local_only_outs(repo: str | Path) -> dict[str, list[str]]:
     """{stage: its outputs DVC neither caches nor git tracks (train's checkpoints)}: they stay where a trial ran."""
     found: dict[str, list[str]] = {}
-    for name, stage in _stage_graph(repo).items():
+    for name, stage in dvcrun.stage_definitions(repo).items():
         for out in stage.get("outs") or []:
             if isinstance(out, dict) and next(iter(out.values())).get("cache") is False:
                 found.setdefault(name, []).append(next(iter(out)))

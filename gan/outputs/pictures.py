@@ -163,7 +163,12 @@ def curves_picture(panels: list[tuple[str, dict[str, tuple[np.ndarray, np.ndarra
 
 def read_tsv_columns(path: str | Path) -> dict[str, np.ndarray]:
     """A tab-separated log with a header row (data/train/log.tsv, quality.tsv) as {column: float array}."""
-    lines = [ln.split("\t") for ln in Path(path).read_text().splitlines() if ln]
+    return tsv_columns(Path(path).read_text())
+
+
+def tsv_columns(text: str) -> dict[str, np.ndarray]:
+    """`read_tsv_columns` of a log's text (e.g. read at a git revision)."""
+    lines = [ln.split("\t") for ln in text.splitlines() if ln]
     if not lines:
         return {}
     header, rows = lines[0], lines[1:]

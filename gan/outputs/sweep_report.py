@@ -19,7 +19,7 @@ from PIL import Image
 
 from gan.core import metric_keys as keys
 from gan.core.atomic import write_bytes, write_text
-from gan.outputs.pictures import QUALITY_PANEL, curves_figure
+from gan.outputs.pictures import QUALITY_PANEL, curves_figure, tsv_columns
 
 
 @dataclass(frozen=True)
@@ -108,11 +108,8 @@ def curves_png(rows: list[TrialRow]) -> bytes | None:
     """The probe's score during training (quality.tsv) of every trial that has one, in one plot; None if none."""
     series = {}
     for r in rows:
-        lines = [ln.split("\t") for ln in r.quality.splitlines() if ln]
-        if len(lines) < 2:
-            continue
-        cols = {h: np.array([float(x[i]) for x in lines[1:]]) for i, h in enumerate(lines[0])}
-        if "step" in cols and "fd" in cols:
+        cols = tsv_columns(r.quality)
+        if len(cols.get("step", ())) and "fd" in cols:
             series[r.label] = (cols["step"], cols["fd"])
     if not series:
         return None
