@@ -9,6 +9,7 @@ test, through tests/params_trace) and checked against the stage's `params` here.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import re
 from pathlib import Path
@@ -50,6 +51,51 @@ def code_deps_problems(stages: dict[str, dict]) -> list[str]:
 def test_dvc_yaml_lists_exactly_the_code_each_stage_runs():
     problems = code_deps_problems(dvc_stages())
     assert not problems, "\n".join(problems)
+
+
+def lock_problems(stages: dict[str, dict], lock: dict, root: Path = REPO) -> list[str]:
+    """Where dvc.lock does not describe HEAD's code: a stage missing from it, a code file it does not record, or one
+    whose recorded md5 is not the file's (DVC 3's `hash: md5` is the md5 of the file's bytes)."""
+    locked = lock.get("stages", {})
+    problems = []
+    for name, stage in stages.items():
+        code = sorted(d for d in stage.get("deps", []) if isinstance(d, str) and d.startswith("gan/"))
+        if name not in locked:
+            problems.append(f"stage {name!r} is not in dvc.lock")
+            continue
+        recorded = {d["path"]: d.get("md5") for d in locked[name].get("deps", [])}
+        stale = [p for p in code if recorded.get(p) != hashlib.md5((root / p).read_bytes()).hexdigest()]
+        gone = sorted(p for p in recorded if p.startswith("gan/") and p not in code)
+        if stale or gone:
+            problems.append(f"stage {name!r}: dvc.lock records other code than HEAD's (changed or new: {stale}; "
+                            f"no longer a dep: {gone})")  # fmt: skip
+    return problems
+
+
+def test_dvc_lock_records_heads_code_so_the_published_metrics_are_heads():
+    """main's dvc.lock (and so data/metrics/metrics.json and the figures taken from it) comes from a run of HEAD's
+    code: every code file a stage runs has the md5 dvc.lock records for it."""
+    problems = lock_problems(dvc_stages(), yaml.safe_load((REPO / "dvc.lock").read_text()))
+    assert not problems, (
+        "dvc.lock is not HEAD's: run `dvc repro` (or `./run.sh`), then commit dvc.lock, params.yaml and "
+        "data/metrics/metrics.json with the code change\n" + "\n".join(problems)
+    )
+
+
+def test_a_stale_lock_is_caught(tmp_path):
+    stages = dvc_stages()
+    lock = {"stages": {name: {"deps": [{"path": p, "md5": hashlib.md5((REPO / p).read_bytes()).hexdigest()}
+                                       for p in st["deps"] if isinstance(p, str) and p.startswith("gan/")]}
+                       for name, st in stages.items()}}  # fmt: skip
+    assert lock_problems(stages, lock) == []
+    lock["stages"]["train"]["deps"][0]["md5"] = "0" * 32
+    lock["stages"]["export"]["deps"].append({"path": "gan/train.py", "md5": "1" * 32})
+    del lock["stages"]["source"]
+    problems = lock_problems(stages, lock)
+    assert len(problems) == 3
+    assert any("'train'" in p and "changed or new: ['gan/" in p for p in problems)
+    assert any("'export'" in p and "no longer a dep: ['gan/train.py']" in p for p in problems)
+    assert "stage 'source' is not in dvc.lock" in problems
 
 
 def test_a_missing_code_dep_is_caught(tmp_path):
