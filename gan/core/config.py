@@ -35,7 +35,11 @@ FOLDER_RESOLUTION = 64  # data.resolution = 0 with data.dataset = folder
 
 
 class DataConfig(_Section):
-    dataset: Literal["fashion-mnist", "mnist", "kmnist", "cifar10", "folder"] = "fashion-mnist"
+    dataset: Literal["fashion-mnist", "mnist", "kmnist", "cifar10", "folder"] = Field(
+        "fashion-mnist",
+        description="The images: a built-in dataset (from its mirrors, each file checked against its published "
+        "checksum) or folder (your own images, from data.source).",
+    )
     source: str = Field(
         "",
         description="folder only: a local folder, a .zip/.tar/.tar.gz/.tgz archive, or an http(s):// or file:// URL "
@@ -55,7 +59,9 @@ class DataConfig(_Section):
         0, description="1 (grey) or 3 (RGB); 0 = native for built-ins, for folder 3 if any image has colour."
     )
     crop: Literal["center", "pad"] = Field("center", description="Make images square: center-crop or letterbox.")
-    resize_filter: Literal["lanczos", "bicubic", "bilinear", "hamming", "box", "nearest"] = "lanczos"
+    resize_filter: Literal["lanczos", "bicubic", "bilinear", "hamming", "box", "nearest"] = Field(
+        "lanczos", description="The Pillow filter that resizes images to data.resolution (antialiased when shrinking)."
+    )
     background: list[int] = Field(
         default_factory=lambda: [255, 255, 255],
         min_length=3,
@@ -70,8 +76,14 @@ class DataConfig(_Section):
     )
     limit_train: int = Field(0, ge=0, description="Keep only the first N training images (0 = all).")
     limit_test: int = Field(0, ge=0, description="Keep only the first N test images (0 = all).")
-    connect_timeout: float = Field(3.0, gt=0, le=300)
-    read_timeout: float = Field(30.0, gt=0, le=3600)
+    connect_timeout: float = Field(
+        3.0,
+        gt=0,
+        le=300,
+        description="Seconds to wait for a mirror to connect (short: an offline machine then falls "
+        "through to the file:// mirrors quickly).",
+    )
+    read_timeout: float = Field(30.0, gt=0, le=3600, description="Seconds to wait for each read from a mirror.")
     retries: int = Field(3, ge=1, le=20, description="Attempts per mirror for transient errors.")
 
 
@@ -79,7 +91,7 @@ class ModelConfig(_Section):
     arch: Literal[ARCH_NAMES] = Field(  # the names of gan.core.architectures
         "dcgan", description=", ".join(a.description for a in ARCHITECTURES.values()) + "."
     )
-    z_dim: int = Field(100, ge=1, le=4096)
+    z_dim: int = Field(100, ge=1, le=4096, description="Length of the noise vector z that G turns into an image.")
     hidden: int = Field(128, ge=1, le=65536, description="mlp: hidden units (the textbook uses 128).")
     channels: int = Field(64, ge=4, le=1024, description="dcgan/resnet/fastgan: base channel count of G and D.")
     spectral_norm: bool = Field(
@@ -114,19 +126,31 @@ EvalEvery = Annotated[int | str, _auto_or("0 (never) or a number of steps", 0, i
 
 
 class TrainConfig(_Section):
-    seed: int = Field(0, ge=0)
+    seed: int = Field(
+        0,
+        ge=0,
+        description="Seed of G's and D's initial weights, the noise and the batch order (same seed, settings "
+        "and CPU type: bit-identical weights).",
+    )
     kimg: Kimg = Field(
         AUTO,
         description="Training length in thousands of real images shown to D (as StyleGAN counts). auto: sized to "
         "the data (gan.core.length); train.epochs is the alternative.",
     )
     epochs: int = Field(0, ge=0, le=100_000, description="Training length in passes over the data (0 = use kimg).")
-    batch_size: int = Field(128, ge=1, le=65536)
-    lr_g: float = Field(1e-3, gt=0, le=1)
-    lr_d: float = Field(5e-4, gt=0, le=1)
-    beta1: float = Field(0.5, ge=0, lt=1)
-    beta2: float = Field(0.999, ge=0, lt=1)
-    device: str = Field("auto", pattern=r"^(auto|cpu|cuda(:\d+)?|mps)$")
+    batch_size: int = Field(
+        128, ge=1, le=65536, description="Real images per step (the global batch, split among torchrun's processes)."
+    )
+    lr_g: float = Field(1e-3, gt=0, le=1, description="Adam learning rate of G.")
+    lr_d: float = Field(5e-4, gt=0, le=1, description="Adam learning rate of D.")
+    beta1: float = Field(0.5, ge=0, lt=1, description="Adam beta1 of G and D.")
+    beta2: float = Field(0.999, ge=0, lt=1, description="Adam beta2 of G and D.")
+    device: str = Field(
+        "auto",
+        pattern=r"^(auto|cpu|cuda(:\d+)?|mps)$",
+        description="Where training, the classifier, the judge, the reference features and the evaluation run: "
+        "auto (CUDA if present, else the CPU), cpu, cuda, cuda:N (the GPU numbered N) or mps (Apple's GPU).",
+    )
     checkpoint_every: int = Field(
         0, ge=0, description="Also checkpoint every N steps (0 = only at the end of each epoch)."
     )
@@ -182,7 +206,8 @@ class TrainConfig(_Section):
         AUTO,
         description="Score G every N steps during training (0 = never; auto: 20 times over the planned length): "
         "Fréchet distance in the features of an extractor that passed its soundness test (classifier, else judge) "
-        "to the real test images, logged to data/train/quality.tsv.",
+        "between train.eval_samples generated images and as many real training images, logged to "
+        "data/train/quality.tsv.",
     )
     eval_samples: int = Field(2000, ge=10, le=100_000, description="Images per side for train.eval_every's score.")
     keep: Literal["last", "best"] = Field(
@@ -214,32 +239,43 @@ class TrainConfig(_Section):
 
 
 class ClassifierConfig(_Section):
-    seed: int = Field(0, ge=0)
+    seed: int = Field(0, ge=0, description="Seed of the classifier's initial weights and batch order.")
     steps: Steps = Field(
         AUTO,
         description="Training steps (auto: 2 epochs, at least gan.core.length.CLASSIFIER_MIN_STEPS, so a small folder "
         "gets a classifier good enough to judge with).",
     )
-    batch_size: int = Field(128, ge=1, le=65536)
-    lr: float = Field(1e-3, gt=0, le=1)
+    batch_size: int = Field(128, ge=1, le=65536, description="Images per step.")
+    lr: float = Field(1e-3, gt=0, le=1, description="Adam learning rate.")
 
 
 class JudgeConfig(_Section):
-    seed: int = Field(0, ge=0)
+    seed: int = Field(0, ge=0, description="Seed of the judge's initial weights, batch order and views.")
     steps: Steps = Field(
         AUTO,
         description="Training steps (auto: 1 epoch, at least gan.core.length.JUDGE_MIN_STEPS, so a small folder gets a "
         "judge that can tell blurred images from real ones).",
     )
     batch_size: int = Field(256, ge=2, le=65536, description="Images per step; the other 2N-2 views are the negatives.")
-    lr: float = Field(1e-3, gt=0, le=1)
+    lr: float = Field(1e-3, gt=0, le=1, description="Adam learning rate.")
     temperature: float = Field(0.5, gt=0, le=10, description="NT-Xent temperature (SimCLR: 0.5 for small batches).")
 
 
 class EvaluateConfig(_Section):
-    seed: int = Field(1234, ge=0)
-    n_samples: int = Field(10000, ge=2, le=1_000_000)
-    batch_size: int = Field(500, ge=1, le=65536)
+    seed: int = Field(
+        1234,
+        ge=0,
+        description="Seed of the generated images scored, the real train images of the floors, the "
+        "bootstrap and the KID subsets.",
+    )
+    n_samples: int = Field(
+        10000,
+        ge=2,
+        le=1_000_000,
+        description="Images per side: n generated images against n real test images (n is at most the size of "
+        "the test and train splits).",
+    )
+    batch_size: int = Field(500, ge=1, le=65536, description="Images per batch when generating and extracting.")
     extractors: list[Literal[keys.EXTRACTORS]] = Field(
         default_factory=lambda: ["classifier", "judge"],
         min_length=1,
@@ -248,10 +284,10 @@ class EvaluateConfig(_Section):
     )
     inception_weights: str = Field("", description="Path of the FID Inception weights ('' = torch hub cache).")
     bootstrap: int = Field(50, ge=0, le=10000, description="Bootstrap rounds for the FID interval (0 = none).")
-    kid_subsets: int = Field(100, ge=1, le=10000)
-    kid_subset_size: int = Field(1000, ge=2)
+    kid_subsets: int = Field(100, ge=1, le=10000, description="KID: random subsets averaged (mean and std).")
+    kid_subset_size: int = Field(1000, ge=2, description="KID: images per side in each subset.")
     prdc_samples: int = Field(5000, ge=10, description="Samples per side for precision/recall/density/coverage.")
-    prdc_k: int = Field(5, ge=1, le=100)
+    prdc_k: int = Field(5, ge=1, le=100, description="Nearest neighbours k of precision/recall/density/coverage.")
     copy_cells: int = Field(
         50, ge=1, le=10000, description="Memorisation test: k-means cells of the training features (Meehan et al.)."
     )
@@ -266,9 +302,11 @@ class EvaluateConfig(_Section):
 
 
 class ExportConfig(_Section):
-    seed: int = Field(4321, ge=0)
-    n_png: int = Field(64, ge=0, le=100_000)
-    n_npz: int = Field(10000, ge=1, le=1_000_000)
+    seed: int = Field(4321, ge=0, description="Seed of the exported samples (grid, PNGs, NPZ).")
+    n_png: int = Field(64, ge=0, le=100_000, description="Samples written as PNG files to data/samples/png/.")
+    n_npz: int = Field(
+        10000, ge=1, le=1_000_000, description="Samples in data/samples/samples.npz (key images, N×H×W×C uint8)."
+    )
 
 
 AUTO_METRIC = "auto"

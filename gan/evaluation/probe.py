@@ -3,11 +3,10 @@
 GAN quality often peaks and then degrades, so the trainer can score G every `train.eval_every` steps and keep the
 best snapshot. The score is the Fréchet distance, in the domain's own features (the classifier's where the data has
 labels, else the judge's; only one that passed its soundness test, `gan.evaluation.soundness`), between
-`train.eval_samples`
-generated images and as many real *training* images (a seeded draw), as StyleGAN scores its snapshots. Not the test
-images: the evaluate stage reports the kept snapshot against those, and a snapshot chosen as the best of twenty noisy
-scores on the very same images would report a biased number (on 377 emoji test images the kept G scored below the
-real-vs-real floor when the probe used them). The score is the same kind of number as the evaluate stage's FID, on
+`train.eval_samples` generated images and as many real *training* images (a seeded draw from the train split, the
+same draw at every probe), as StyleGAN scores its snapshots. The test images are left to the evaluate stage, which
+reports the kept snapshot against them: a snapshot chosen as the best of twenty noisy scores on the very images it is
+then reported on would get a number biased low. The score is the same kind of number as the evaluate stage's FID, on
 fewer images; it ranks snapshots of one run, the evaluate stage reports the model.
 A class-conditional G is asked for every class equally often. The probe draws its own noise from a fixed seed: every
 call scores G on the same z, and training's random stream is untouched, so probing never changes what training does.
@@ -33,7 +32,8 @@ PROBE_SEED = 20_240_601  # the probe's own noise: the same z at every probe
 
 @dataclass
 class QualityProbe:
-    """`probe(G)` -> FD of G's samples to the real test images, in one extractor's features (lower is better)."""
+    """`probe(G)` -> FD of G's samples to the real training images drawn by `build_probe`, in one extractor's
+    features (lower is better)."""
 
     extractor_name: str
     extractor: object
