@@ -159,8 +159,12 @@ def push_task(repo: str) -> dict:
     if remote.created:
         logger.warning("no DVC remote was configured: set up %r at %s (in .dvc/config.local); for S3/GCS/SSH see "
                        "docs/versions.md (DVC remote)", remote.name, remote.url)  # fmt: skip
+    if remote.shared_from:
+        logger.info("a clone of %s: pushing to its DVC remote %s (recorded in .dvc/config.local)", remote.shared_from,
+                    remote.url)  # fmt: skip
     logger.info("dvc push to %r (%s): %s", remote.name, remote.url, pushed.message)
-    return {"remote": remote.name, "url": remote.url, "created": remote.created, "message": pushed.message}
+    return {"remote": remote.name, "url": remote.url, "created": remote.created, "shared_from": remote.shared_from,
+            "message": pushed.message}  # fmt: skip
 
 
 def _changes_since_champion(repo: str, metric: str, logger) -> str:

@@ -419,6 +419,45 @@ def test_restore_brings_back_any_version_from_the_remote_without_touching_the_wo
     assert not (clone / "data/models/generator.pt").exists()
 
 
+def test_a_clone_anywhere_restores_from_the_workspaces_remote_and_dvc_pull_reads_it_too(mini, tmp_path):
+    # The project's own .dvc/config: a remote given relative to .dvc/, i.e. beside the workspace.
+    (mini / ".dvc/config").write_text((REPO / ".dvc/config").read_text())
+    git(mini, "-c", "user.name=u", "-c", "user.email=u@u", "commit", "-qam", "the project's remote")
+    remote = tmp_path / "gan-pipeline-dvc-remote"
+    repro(mini)
+    promote_champion(mini, 10.0, datetime(2026, 11, 27, 2, 0, 0, tzinfo=UTC))
+    versions.record_run(mini, "r1", versions.params_digest(mini), ROW)
+    assert versions.push(mini).remote.url == str(remote) and (remote / "files").is_dir()
+
+    clone = tmp_path / "a/b/c/clone"  # another depth: the relative URL names a/b/c/gan-pipeline-dvc-remote
+    run(["git", "clone", "-q", str(mini), str(clone)], tmp_path)
+    assert not (clone / ".dvc/cache").exists()  # its own, empty cache: the files can only come from the remote
+    assert versions.default_remote(clone).url == str(tmp_path / "a/b/c/gan-pipeline-dvc-remote")
+    shared = versions.shared_remote(clone)
+    assert (shared.name, shared.url, shared.shared_from) == ("local", str(remote), str(mini.resolve()))
+    out = tmp_path / "out"
+    restore(clone, "champion", out)
+    assert (out / "generator.pt").read_bytes() == (mini / "data/models/champion/generator.pt").read_bytes()
+    # Recorded in the clone's own config (untracked): plain DVC commands there use the same remote.
+    assert versions.default_remote(clone).url == str(remote) and git(clone, "status", "--porcelain") == ""
+    dvc(clone, "pull")
+    assert (clone / "data/models/generator.pt").read_bytes() == (mini / "data/models/generator.pt").read_bytes()
+    assert not (tmp_path / "a/b/c/gan-pipeline-dvc-remote").exists()
+
+    # A clone of that clone, elsewhere again, finds it through the chain; the flow's push from it goes there too.
+    deeper = tmp_path / "x/clone2"
+    run(["git", "clone", "-q", str(clone), str(deeper)], tmp_path)
+    restore(deeper, "champion", tmp_path / "out2")
+    assert (tmp_path / "out2/generator.pt").read_bytes() == (out / "generator.pt").read_bytes()
+    assert versions.ensure_remote(deeper) == versions.Remote("local", str(remote))
+
+    # A clone that names its own remote (.dvc/config.local) keeps it.
+    mine = tmp_path / "m/clone3"
+    run(["git", "clone", "-q", str(mini), str(mine)], tmp_path)
+    dvc(mine, "remote", "add", "--local", "-d", "mine", str(tmp_path / "elsewhere"))
+    assert versions.shared_remote(mine) == versions.Remote("mine", str(tmp_path / "elsewhere"))
+
+
 def test_restore_errors_name_the_problem(mini, tmp_path):
     repro(mini)
     rec = versions.record_run(mini, "r1", versions.params_digest(mini), ROW)

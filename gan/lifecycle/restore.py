@@ -1,8 +1,10 @@
 """Bring back any recorded version: its generator, metrics, samples, model card and settings; or a champion.
 
 `restore(root, "champion")` (or a tag, a branch, a commit) reads that revision through DVC's file system:
-git-tracked files from git's objects, DVC outputs from the local cache or, where absent, the DVC remote.
-The work tree, the index and HEAD are not touched; the files land in a new folder.
+git-tracked files from git's objects, DVC outputs from the local cache or, where absent, the DVC remote (in a
+clone of a workspace on this machine, that workspace's remote, wherever the clone sits: `versions.shared_remote`,
+recorded in the clone's `.dvc/config.local` so that `dvc pull` there reads it too). The work tree, the index and
+HEAD are not touched; the files land in a new folder.
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ import yaml
 
 from gan.core.errors import PipelineError
 from gan.core.paths import Paths
-from gan.lifecycle import gitrepo
+from gan.lifecycle import gitrepo, versions
 
 _P = Paths(Path("."))
 # A run's outputs, as the repository holds them -> where they go in the restored folder.
@@ -68,6 +70,8 @@ def _get(fs, rev: str, commit: str, src: str, dest: Path) -> None:
 def _open(root: Path, commit: str, remote: str | None):
     from dvc.api import DVCFileSystem
 
+    if remote is None:
+        versions.adopt_shared_remote(root)
     return DVCFileSystem(str(root), rev=commit, **({"remote": remote} if remote else {}))
 
 

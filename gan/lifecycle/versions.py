@@ -2,8 +2,9 @@
 
 After a flow run, `record_run` commits exactly the files the pipeline maintains (params.yaml, dvc.lock, the
 `.dvc` files of the champion and the run history, the git-tracked metrics and DVC's `.gitignore`s) and tags
-a new champion; `push` sends every output to the default DVC remote. Together they make any past model
-restorable on another clone (`gan restore`).
+a new champion; `push` sends every output to the default DVC remote (in a clone of a workspace on this machine,
+that workspace's remote, wherever the clone sits: `shared_remote`). Together they make any past model restorable on
+another clone (`gan restore`).
 
 A commit is refused, with the reason, when it would record something other than what the run made: a
 merge conflict in those files, params.yaml edited during the run, the pipeline no longer current, or
@@ -257,30 +258,89 @@ class Remote:
     name: str
     url: str
     created: bool = False  # configured by `ensure_remote` just now
+    shared_from: str | None = None  # the repository on this machine whose remote a clone takes (`shared_remote`)
 
 
-def default_remote(root: Path) -> Remote | None:
-    """The default remote and its URL, from one `dvc config --list --show-origin` (every level, the later one
-    winning; `dvc remote list` wraps long URLs). A relative path is resolved from its config file's folder."""
+def _config(root: Path) -> dict[str, tuple[str, str]]:
+    """{key: (the config file that sets it, value)}, from one `dvc config --list --show-origin` (every level, the
+    later one winning; `dvc remote list` wraps long URLs)."""
     values: dict[str, tuple[str, str]] = {}
     for line in dvcrun.dvc(["config", "--list", "--show-origin"], root).stdout.splitlines():
         origin, _, setting = line.partition("\t")
         key, _, value = setting.partition("=")
         values[key.strip()] = (origin.strip(), value.strip())
+    return values
+
+
+def _default(root: Path, values: dict[str, tuple[str, str]]) -> Remote | None:
     name = values.get("core.remote", ("", ""))[1]
     if not name:
         return None
     origin, url = values.get(f"remote.{name}.url", ("", ""))
-    if url and "://" not in url and not Path(url).is_absolute():
+    if url and "://" not in url and not Path(url).is_absolute():  # DVC resolves them itself; kept for safety
         url = os.path.normpath((Path(root) / origin).resolve().parent / url)
     return Remote(name, url)
 
 
+def default_remote(root: Path) -> Remote | None:
+    """The default remote and its URL, as DVC sees it here. A relative path is resolved from its config file's
+    folder."""
+    return _default(root, _config(root))
+
+
+def origin_repository(root: Path) -> Path | None:
+    """The DVC project on this machine that `root` was cloned from: git remote `origin` when it is a folder (a path
+    or a file:// URL) with a DVC project at the same subfolder; None for a server (https, ssh), a bare repository,
+    or no origin."""
+    proc = gitrepo.git(["remote", "get-url", "origin"], root, check=False)
+    url = proc.stdout.strip()
+    if proc.returncode != 0 or not url:
+        return None
+    if url.startswith("file://"):
+        url = url[len("file://") :]
+    elif "://" in url or ":" in url.split("/", 1)[0]:
+        return None
+    top = Path(gitrepo.toplevel(root) or root)
+    prefix = gitrepo.git(["rev-parse", "--show-prefix"], root).stdout.strip()  # a DVC project in a subfolder
+    origin = (top / url / prefix).resolve()
+    return origin if (origin / ".dvc").is_dir() and origin != Path(root).resolve() else None
+
+
+def shared_remote(root: Path, _seen: tuple[Path, ...] = ()) -> Remote | None:
+    """The remote this repository's outputs go to and come from: DVC's default remote, except in a clone of a
+    project on this machine (`origin_repository`) whose own `.dvc/config.local` names none. There it is the remote
+    that project uses, where that is a folder (`shared_from` names the project): every clone of a workspace, at
+    whatever depth it sits, shares the workspace's remote; the tracked `.dvc/config`'s relative URL would name a
+    folder beside each clone instead."""
+    root = Path(root).resolve()
+    values = _config(root)
+    own = _default(root, values)
+    keys = ["core.remote", *([f"remote.{own.name}.url"] if own else [])]
+    if any(values.get(k, ("", ""))[0].endswith("config.local") for k in keys):
+        return own  # this clone chose its remote
+    origin = origin_repository(root)
+    if origin is None or origin in _seen or len(_seen) >= 8:
+        return own
+    theirs = shared_remote(origin, (*_seen, root))
+    if theirs is None or "://" in theirs.url or (own is not None and (own.name, own.url) == (theirs.name, theirs.url)):
+        return own
+    return Remote(theirs.name, theirs.url, shared_from=theirs.shared_from or str(origin))
+
+
+def adopt_shared_remote(root: Path) -> Remote | None:
+    """`shared_remote`, recorded in this clone's `.dvc/config.local` where it differs from DVC's default remote, so
+    that every DVC command here (`dvc pull`, `dvc push`) uses it too. None: no remote configured anywhere."""
+    remote = shared_remote(root)
+    if remote is not None and remote.shared_from:
+        dvcrun.dvc(["remote", "add", "--local", "--default", "--force", remote.name, remote.url], root)
+    return remote
+
+
 def ensure_remote(root: Path) -> Remote:
-    """The default DVC remote; where none is configured, a local one beside the work tree (in .dvc/config.local,
-    so the tracked config is untouched, and other clones do not see it): `<repo>-dvc-remote` next to the git
-    repository's folder."""
-    remote = default_remote(root)
+    """The remote outputs are pushed to (`adopt_shared_remote`: in a clone of a workspace on this machine, that
+    workspace's); where none is configured, a local one beside the work tree (in .dvc/config.local, so the tracked
+    config is untouched): `<repo>-dvc-remote` next to the git repository's folder."""
+    remote = adopt_shared_remote(root)
     if remote is not None:
         return remote
     top = Path(gitrepo.toplevel(root) or root.resolve())  # outside the git work tree, also for a subfolder repo
