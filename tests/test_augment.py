@@ -1,4 +1,5 @@
-"""DiffAugment (gan.training.augment) against the authors' reference code, plus its contracts with the trainer."""
+"""DiffAugment (gan.training.augment) against the authors' reference code, plus its contracts with the trainer and
+ADA's gate in the training step (gan.training.step)."""
 
 from __future__ import annotations
 
@@ -356,3 +357,43 @@ def test_cuda_matches_reference_and_keeps_dtype_under_autocast():
     (out.float().square().mean() + out32.square().mean()).backward()
     assert torch.isfinite(x_cl.grad).all() and x_cl.grad.abs().sum() > 0
     assert all(torch.isfinite(p.grad).all() and p.grad.abs().sum() > 0 for p in conv.parameters())
+
+
+# 6. ADA's gate, through the training step: each image D sees is augmented with probability p ----------------------
+
+
+def ada_step(p: float):
+    """A real GanStep (the trainer's models, parts and RNG) with ADA's p forced to `p`, and hooks that record every
+    batch D is given and every batch G makes."""
+    from gan.core.config import ModelConfig, TrainConfig
+    from gan.training.step import GanStep, step_parts
+    from gan.training.train import build_models
+
+    model_cfg = ModelConfig(arch="dcgan", channels=8, z_dim=16)
+    train_cfg = TrainConfig(batch_size=16, augment="color,translation,cutout", ada_target=0.6, device="cpu")
+    models = build_models(model_cfg, train_cfg, (3, 32, 32), 0, torch.device("cpu"), False, "test")
+    step = GanStep(models.G, models.D, models.opt_g, models.opt_d, step_parts(model_cfg, train_cfg), gen(7))
+    step.augment_p = torch.tensor(p)
+    seen, made = [], []
+    models.D.register_forward_pre_hook(lambda module, args: seen.append(args[0].detach().clone()))
+    models.G.register_forward_hook(lambda module, args, out: made.append(out.detach().clone()))
+    return step, seen, made
+
+
+@pytest.mark.parametrize("p", [0.0, 1.0])
+def test_ada_p_gates_every_image_d_sees(p):
+    """p = 0: D's inputs are the real batch and G's fakes bit for bit; p = 1: every single image is augmented. In
+    D's update (real, fake) and in G's (fake), over several steps (p stays forced: no adjustment is due before the
+    4th step)."""
+    step, seen, made = ada_step(p)
+    for k in range(3):
+        x, z = images((1, 16, 3, 32, 32), seed=k), images((1, 16, 16), seed=100 + k)
+        seen.clear(), made.clear()
+        step(x, z)
+        assert float(step.augment_p) == p
+        assert len(seen) == 3 and len(made) == 1  # D: real, then fake; G's update: fake
+        for got, given in zip(seen, (x[0], made[0], made[0]), strict=True):
+            if p == 0:
+                assert torch.equal(got, given)
+            else:
+                assert all(not torch.equal(a, b) for a, b in zip(got, given, strict=True))
