@@ -1,8 +1,10 @@
-"""The documentation: the MkDocs site builds with --strict (every page in the nav, every link and anchor valid), and
-the README stays short, opens with the two set-up commands, and links only to files that exist."""
+"""The documentation: the MkDocs site builds with --strict (every page in the nav, every link and anchor valid), the
+README stays short, opens with the two set-up commands, and links only to files that exist, and the configuration
+page's reference is what the params schema gives (every setting, its values, default and description)."""
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import re
 import subprocess
@@ -10,6 +12,8 @@ import sys
 from pathlib import Path
 
 from markdown.extensions.toc import slugify
+
+from gan.core.config import Params
 
 from .conftest import REPO
 
@@ -63,3 +67,27 @@ def test_readme_is_short_opens_with_the_setup_commands_and_its_links_exist() -> 
         elif fragment and file.suffix == ".md" and fragment not in anchors(file):
             broken.append(f"{target}: {path or README.name} has no heading #{fragment}")
     assert not broken, "README.md links to what does not exist:\n" + "\n".join(broken)
+
+
+def config_reference():
+    """scripts/config_reference.py, imported (it is a script, not a package module)."""
+    spec = importlib.util.spec_from_file_location("config_reference", REPO / "scripts" / "config_reference.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_configuration_page_lists_every_setting_as_the_schema_gives_it() -> None:
+    ref = config_reference()
+    page = ref.PAGE.read_text(encoding="utf-8")
+    keys = [f"{s}.{n}" for s, section in Params.model_fields.items() for n in section.annotation.model_fields]
+    missing = [k for k in keys if f"| `{k}` |" not in page]
+    assert not missing, f"docs/configuration.md lacks {missing}: run python scripts/config_reference.py"
+    undescribed = [k for k in keys if not Params.model_fields[k.split(".")[0]].annotation.model_fields[
+        k.split(".")[1]].description]  # fmt: skip
+    assert not undescribed, f"give these settings a Field(description=...) in gan/core/config.py: {undescribed}"
+    assert ref.render(page) == page, (
+        "docs/configuration.md's reference differs from what gan/core/config.py gives: run "
+        "python scripts/config_reference.py"
+    )
+    assert ref.main(["--check"]) == 0
