@@ -36,6 +36,33 @@ def metrics(fd: float = 10.0, covered: int | None = CLASSES, metric: str = "fid_
 # ---- the decision rule
 
 
+def paired(estimate: float, low: float, high: float):
+    from gan.evaluation.metrics import PairedDifference
+
+    return PairedDifference(estimate, low, high, 0.95, 200)
+
+
+def test_a_paired_difference_below_zero_beyond_the_noise_promotes():
+    d = decide(metrics(8.0), metrics(10.0), 0.02, paired=paired(-2.0, -2.6, -1.4))
+    assert d.promote and "beyond the noise" in d.reason and "[-2.6, -1.4]" in d.reason
+    assert (d.difference, d.difference_ci, d.confidence) == (-2.0, (-2.6, -1.4), 0.95)
+
+
+@pytest.mark.parametrize(("interval", "words"), [((-2.6, 0.3), "no significant difference"),
+                                                  ((0.2, 1.9), "significantly worse")])  # fmt: skip
+def test_an_interval_that_reaches_zero_keeps_the_champion_whatever_the_point_values(interval, words):
+    # 8.0 against 10.0 beats the margin by far, but the interval says the difference may be noise (or worse).
+    d = decide(metrics(8.0), metrics(10.0), 0.02, paired=paired(-1.0, *interval))
+    assert not d.promote and d.reason.startswith(f"{words}: champion kept") and "paired bootstrap" in d.reason
+    lines = summary_lines(d, metrics(8.0))
+    assert any("not promoted" in line and words in line for line in lines)
+
+
+def test_better_beyond_the_noise_but_within_the_margin_is_kept():
+    d = decide(metrics(9.9), metrics(10.0), 0.02, paired=paired(-0.1, -0.15, -0.05))
+    assert not d.promote and "by less than 2%" in d.reason
+
+
 def test_first_run_becomes_the_champion():
     d = decide(metrics(50.0), None, 0.02)
     assert d.promote and d.champion_value is None and "no champion yet" in d.reason

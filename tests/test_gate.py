@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import shutil
 
 import pytest
 
@@ -60,7 +61,7 @@ def test_the_champion_is_rescored_and_compared_with_the_margin(ws, dvc_calls, mo
     gate.run_gate(ws, params(), "run-1", LOG)
     seen = {}
 
-    def rescore(cfg, generator_path, paths, classes, device="auto"):
+    def rescore(cfg, generator_path, paths, classes, device="auto", features=None):
         seen["generator"] = generator_path
         return {"fid_judge": champion_fid}
 
@@ -94,3 +95,61 @@ def test_history_row_holds_the_metric_its_floor_the_champion_and_the_trained_len
     assert (row["stages_run"], row["flow_run_id"], row["dataset"]) == ("train evaluate", "run-1", p.data.dataset)
     no_classes = gate.history_row({**result, "candidate": CANDIDATE}, p, ["evaluate"], {})
     assert no_classes["classes_covered"] is None and no_classes["epochs"] is None
+
+
+# --- the paired decision on a real workspace: real generators, extractors and reference ---
+
+
+def _evaluate_as_candidate(ws, p, generator) -> dict:
+    """`generator` as this run's model: saved where train writes it and scored by the evaluate stage's function."""
+    from gan.core.paths import Paths
+    from gan.evaluation.evaluate import evaluate
+    from gan.evaluation.features import ExtractorFiles
+    from gan.training.models import save_generator
+
+    paths = Paths(ws)
+    save_generator(paths.generator, generator, p.model, {"test": "candidate"})
+    files = ExtractorFiles(paths.classifier, paths.judge, p.evaluate.inception_weights)
+    return evaluate(p.evaluate, paths.generator, files, paths.reference, paths.metrics, device="cpu")
+
+
+@pytest.mark.slow
+def test_the_gate_promotes_only_a_difference_beyond_the_noise_both_ways(completed_run, monkeypatch):
+    """The completed run's champion against (1) itself: no significant difference, kept; (2) an untrained G:
+    significantly worse, kept; then, with the untrained G as the champion, (3) the trained G: promoted beyond the
+    noise. Each decision carries the paired difference and its interval, and the history row records them."""
+    from gan.core.paths import Paths
+    from gan.training.models import build_generator, load_generator
+
+    ws, _, _ = completed_run
+    monkeypatch.chdir(ws)
+    p = load_params(ws / "params.yaml", ["promote.bootstrap=40"])
+    paths = Paths(ws)
+    trained, _ = load_generator(paths.generator)
+    torch = pytest.importorskip("torch")
+    torch.manual_seed(0)
+    untrained = build_generator(p.model, tuple(trained.image_shape), trained.num_classes)
+
+    same = gate.run_gate(ws, p, "same", LOG)["decision"]
+    assert not same["promote"] and same["reason"].startswith("no significant difference"), same
+    assert (
+        same["difference"] == pytest.approx(0.0, abs=1e-9) and same["difference_ci"][0] < 0 < same["difference_ci"][1]
+    )
+
+    _evaluate_as_candidate(ws, p, untrained)
+    worse = gate.run_gate(ws, p, "worse", LOG)
+    dec = worse["decision"]
+    assert not dec["promote"] and dec["reason"].startswith("significantly worse"), dec
+    assert 0 < dec["difference_ci"][0] < dec["difference"] < dec["difference_ci"][1]
+    assert dec["difference"] == pytest.approx(dec["candidate_value"] - dec["champion_value"], rel=1e-4, abs=1e-4)
+    row = gate.history_row(worse, p, ["evaluate"], {})
+    assert (row["difference"], row["difference_low"], row["difference_high"]) == (
+        dec["difference"], *dec["difference_ci"]
+    )  # fmt: skip
+
+    shutil.rmtree(ws / "data/models/champion")  # the untrained G becomes the champion ...
+    assert gate.run_gate(ws, p, "untrained", LOG)["decision"]["promote"]
+    _evaluate_as_candidate(ws, p, trained)  # ... and the trained one challenges it
+    better = gate.run_gate(ws, p, "better", LOG)["decision"]
+    assert better["promote"] and "beyond the noise" in better["reason"], better
+    assert better["difference_ci"][1] < 0

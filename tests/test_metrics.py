@@ -12,6 +12,7 @@ from gan.evaluation.metrics import (
     inception_score,
     kid,
     kl_divergence,
+    paired_bootstrap,
     prdc,
 )
 
@@ -146,3 +147,74 @@ def test_mode_collapse_shows_in_coverage_and_kl():
     assert classes_covered(collapsed, real) == 3
     assert kl_divergence(real, real) == pytest.approx(0, abs=1e-9)
     assert kl_divergence(collapsed, real) == pytest.approx(np.log(10 / 3), rel=1e-3)
+
+
+# --- the same numbers as torch-fidelity on the same features ---
+
+
+def test_fid_and_kid_equal_torch_fidelitys_on_the_same_features():
+    """FID and (raw, Inception-scale) KID on given features equal torch-fidelity's computation to 1e-6 relative."""
+    import torch
+    from torch_fidelity.metric_fid import KEY_METRIC_FID, fid_features_to_statistics, fid_statistics_to_metric
+    from torch_fidelity.metric_kid import KEY_METRIC_KID_MEAN, kid_features_to_metric
+
+    rng = np.random.default_rng(7)
+    dim = 64
+    a = np.abs(rng.normal(size=(1500, dim)) @ rng.normal(size=(dim, dim)))  # ReLU-like, correlated, uneven scales
+    b = np.abs(rng.normal(0.2, 1.1, size=(1200, dim)) @ rng.normal(size=(dim, dim)))
+    ta, tb = torch.from_numpy(a), torch.from_numpy(b)
+    theirs = fid_statistics_to_metric(fid_features_to_statistics(ta), fid_features_to_statistics(tb), False)
+    assert fid_from_features(a, b) == pytest.approx(theirs[KEY_METRIC_FID], rel=1e-6)
+    # KID over one subset holding every image of each side: no random draw, so both compute the same estimator.
+    m = min(len(a), len(b))
+    their_kid = kid_features_to_metric(ta[:m], tb[:m], kid_subsets=1, kid_subset_size=m, verbose=False, rng_seed=0,
+                                       kid_kernel="poly", kid_kernel_poly_degree=3, kid_kernel_poly_gamma=None,
+                                       kid_kernel_poly_coef0=1)  # fmt: skip
+    ours, _ = kid(a[:m], b[:m], subsets=1, subset_size=m, standardised=False)
+    assert ours == pytest.approx(their_kid[KEY_METRIC_KID_MEAN], rel=1e-6)
+
+
+# --- the paired comparison the champion gate decides with ---
+
+
+def _sets(shift: float, seed: int = 0, n: int = 1500, dim: int = 16) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Real features, a generator whose features are another draw of the same distribution, and one shifted by
+    `shift` (another draw of the same distribution too when 0)."""
+    rng = np.random.default_rng(seed)
+    mix = rng.normal(size=(dim, dim))
+    draw = lambda loc: np.abs(rng.normal(loc, 1.0, size=(n, dim)) @ mix)  # noqa: E731
+    return draw(0.0), draw(0.0), draw(shift)
+
+
+def test_paired_bootstrap_finds_a_real_difference_in_either_direction():
+    real, good, worse = _sets(shift=0.3)
+    d = paired_bootstrap(fid_from_features, real, good, worse, rounds=60, seed=1)
+    assert d.estimate == pytest.approx(fid_from_features(real, worse) - fid_from_features(real, good))
+    assert 0 < d.low < d.estimate < d.high, d  # worse beyond the noise
+    e = paired_bootstrap(fid_from_features, real, worse, good, rounds=60, seed=1)
+    assert e.low < e.estimate < e.high < 0, e  # better beyond the noise
+    assert (e.confidence, e.rounds) == (0.95, 60)
+
+
+def test_paired_bootstrap_of_two_equal_generators_straddles_zero():
+    for seed in range(3):
+        real, a, b = _sets(shift=0.0, seed=seed)
+        d = paired_bootstrap(fid_from_features, real, a, b, rounds=60, seed=seed)
+        assert d.low < 0 < d.high, (seed, d)
+
+
+def test_paired_bootstrap_is_narrower_than_the_two_intervals_it_replaces():
+    """Sharing the real resample cancels the real set's own luck: the difference's interval is narrower than what
+    the two unpaired intervals would allow."""
+    real, a, b = _sets(shift=0.05, seed=3, n=600)
+    d = paired_bootstrap(fid_from_features, real, a, b, rounds=80, seed=0)
+    (lo_a, hi_a), (lo_b, hi_b) = bootstrap_fid(a, real, 80, 0), bootstrap_fid(b, real, 80, 0)
+    assert d.high - d.low < (hi_a - lo_a) + (hi_b - lo_b)
+
+
+def test_paired_bootstrap_refuses_bad_settings():
+    real, a, b = _sets(shift=0.0, n=50)
+    with pytest.raises(ValueError, match="confidence"):
+        paired_bootstrap(fid_from_features, real, a, b, rounds=10, confidence=1.0)
+    with pytest.raises(ValueError, match="rounds"):
+        paired_bootstrap(fid_from_features, real, a, b, rounds=1)

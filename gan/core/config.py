@@ -327,7 +327,18 @@ class PromoteConfig(_Section):
         description="The metrics.json distance the gate compares (lower is better); its extractor must be in "
         "evaluate.extractors. auto: fid_classifier where the data has labels, else fid_judge.",
     )
-    margin: float = Field(0.02, ge=0, lt=1, description="Relative distance improvement a challenger needs.")
+    margin: float = Field(
+        0.02, ge=0, lt=1, description="Relative distance improvement a challenger needs, on top of being better "
+        "beyond the noise (promote.confidence)."
+    )  # fmt: skip
+    confidence: float = Field(
+        0.95, gt=0, lt=1, description="The challenger must be better than the re-scored champion beyond the noise: "
+        "the paired bootstrap interval (this confidence) of their difference on the same real images lies below 0. "
+        "Otherwise: no significant difference, the champion is kept."
+    )  # fmt: skip
+    bootstrap: int = Field(
+        200, ge=20, le=10_000, description="Bootstrap rounds of that paired comparison (each scores both generators)."
+    )  # fmt: skip
     require_all_classes: bool = Field(
         True, description="Refuse a challenger that drops any class (needs the classifier's class metrics)."
     )

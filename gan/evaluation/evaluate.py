@@ -17,6 +17,7 @@ from __future__ import annotations
 import json
 import logging
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -173,9 +174,11 @@ def _check_shape(images: torch.Tensor, meta: dict, reference_dir: str | Path) ->
 def _score(
     fake_u8: torch.Tensor, cfg: EvaluateConfig, reference_dir: Path, meta: dict, extractors: dict[str, Extractor],
     not_applicable: dict[str, str], classes: list[str] | None, requested: torch.Tensor | None = None,
+    features: dict[str, np.ndarray] | None = None,
 ) -> tuple[dict, list]:  # fmt: skip
     """All metrics of `fake_u8` against the reference; also the memorisation check's closest pairs ([] without).
-    `requested`: the class a conditional G was asked for, per image (None for an unconditional G)."""
+    `requested`: the class a conditional G was asked for, per image (None for an unconditional G); `features`, when
+    given, receives each extractor's features of the images (by extractor name)."""
     n = meta["n"]
     fake_u8 = fake_u8[:n]
     metrics: dict = {"n": n, "reference_split": meta["reference_split"], "floor_split": meta["floor_split"]}
@@ -191,6 +194,8 @@ def _score(
         with np.load(reference_dir / f"{name}.npz") as z:
             ref = {k: z[k] for k in z.files}
         f_fake, p_fake = ex(fake_u8)
+        if features is not None:
+            features[name] = f_fake
         metrics[f"extractor_{name}_sha256"] = ex.weights_sha256
         metrics[f"feature_dim_{name}"] = info["feature_dim"]
         record = getattr(ex, "soundness", None)  # its soundness test on this data (gan.evaluation.soundness)
@@ -232,10 +237,12 @@ def _finish(metrics: dict, t0: float) -> dict:
 def score_images(
     fake_u8: torch.Tensor, cfg: EvaluateConfig, files: ExtractorFiles, reference_dir: str | Path,
     classes: list[str] | None = None, device: str = "auto", requested: torch.Tensor | None = None,
+    features: dict[str, np.ndarray] | None = None,
 ) -> dict:  # fmt: skip
     """Score uint8 images N×C×H×W (the prepared data's shape, as the reference records it) against the cached
     reference features. `classes`: the class names (data/prepared/summary.json), for the per-class metrics;
-    `requested`: for a conditional G's images, the class each was asked for (reports `conditional_accuracy`)."""
+    `requested`: for a conditional G's images, the class each was asked for (reports `conditional_accuracy`);
+    `features`, when given, receives the images' features per extractor (for a paired comparison)."""
     t0 = time.perf_counter()
     reference_dir = Path(reference_dir)
     meta = load_reference_meta(reference_dir)
@@ -244,7 +251,35 @@ def score_images(
     if len(fake_u8) < n:
         raise ConfigError(f"need at least n={n} samples (evaluate.n_samples / the reference size), got {len(fake_u8)}")
     extractors, not_applicable = build_extractors(cfg.extractors, files, resolve_device(device), cfg.batch_size)
-    return _finish(_score(fake_u8, cfg, reference_dir, meta, extractors, not_applicable, classes, requested)[0], t0)
+    scored = _score(fake_u8, cfg, reference_dir, meta, extractors, not_applicable, classes, requested, features)
+    return _finish(scored[0], t0)
+
+
+def generated_images(generator_path: str | Path, cfg: EvaluateConfig, n: int, device: str = "auto"
+                     ) -> tuple[torch.Tensor, torch.Tensor | None]:  # fmt: skip
+    """The n uint8 images the evaluate stage scores for this generator (drawn with evaluate.seed), and the class each
+    was asked for (None for an unconditional G): the same images on every call, on one machine type."""
+    G, _ = load_generator(generator_path, resolve_device(device))
+    requested = requested_labels(n, G.num_classes) if G.num_classes else None
+    fake = torch.cat([to_uint8(b).cpu() for b in sample_batches(G, n, cfg.seed, cfg.batch_size, requested)])
+    return fake, requested
+
+
+def reference_features(reference_dir: str | Path, extractor: str) -> np.ndarray:
+    """The real images every generated set is compared with (the reference's test features) in one extractor."""
+    with np.load(Path(reference_dir) / f"{extractor}.npz") as z:
+        return z["test_features"]
+
+
+def distance_on_features(metric: str, cfg: EvaluateConfig) -> Callable[[np.ndarray, np.ndarray], float]:
+    """distance(real_features, generated_features) as evaluate computes `metric` (fid_E or kid_E) on them."""
+    kind, extractor = metric.split("_", 1)
+    if kind == keys.FID:
+        return fid_from_features
+    if kind == keys.KID:
+        args = (cfg.kid_subsets, cfg.kid_subset_size, cfg.seed, extractor != "inception")
+        return lambda real, fake: kid(real, fake, *args)[0]
+    raise ConfigError(f"{metric!r} is not a distance evaluate computes (fid_E or kid_E)")
 
 
 def evaluate(
@@ -269,8 +304,7 @@ def evaluate(
             f"{shape_text(reference_shape(meta))} (the prepared data's shape): re-run `train` on the prepared data"
         )
     extractors, not_applicable = build_extractors(cfg.extractors, files, dev, cfg.batch_size)
-    requested = requested_labels(meta["n"], G.num_classes) if G.num_classes else None
-    fake = torch.cat([to_uint8(b).cpu() for b in sample_batches(G, meta["n"], cfg.seed, cfg.batch_size, requested)])
+    fake, requested = generated_images(generator_path, cfg, meta["n"], device)
     metrics, pairs = _score(fake, cfg, reference_dir, meta, extractors, not_applicable, classes, requested)
     metrics = _finish(metrics, t0)
     if out_pairs is not None:

@@ -27,6 +27,7 @@ from typing import get_args
 
 from gan.core import metric_keys as keys
 from gan.core.config import AUTO_METRIC, ConfigError, PromoteConfig, auto_metric
+from gan.evaluation.metrics import PairedDifference
 
 RECORD = "record.json"
 FILES = ("generator.pt", "generator.torchscript.pt", "metrics.json", "MODEL_CARD.md", "grid.png")
@@ -47,6 +48,11 @@ class Decision:
     candidate_value: float
     champion_value: float | None
     margin: float
+    # The paired comparison with the re-scored champion (candidate minus champion on the same real images; negative:
+    # the candidate is closer to them) and its interval at `confidence`; None where there was no champion to compare.
+    difference: float | None = None
+    difference_ci: tuple[float, float] | None = None
+    confidence: float | None = None
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -66,10 +72,13 @@ def metric_value(metrics: dict, metric: str, whose: str = "metrics.json") -> flo
 
 def decide(
     candidate: dict, champion: dict | None, margin: float, require_all_classes: bool = True,
-    metric: str = DEFAULT_METRIC, require_sound: bool = True,
+    metric: str = DEFAULT_METRIC, require_sound: bool = True, paired: PairedDifference | None = None,
 ) -> Decision:  # fmt: skip
     """`candidate`/`champion`: metrics.json dicts scored the same way. `margin`: relative improvement needed.
     `metric` = auto: fid_classifier where the candidate has it (labelled data), else fid_judge.
+    `paired`: candidate minus champion in `metric` on the same real images, with its bootstrap interval
+    (`gan.evaluation.metrics.paired_bootstrap`). With it, a challenger is promoted only when the whole interval lies
+    below 0 (better beyond the noise) and it beats the champion by the margin; without it, by the margin alone.
 
     The class-coverage rule applies only where the classifier's class metrics exist (`classes_covered`).
     """
@@ -79,7 +88,10 @@ def decide(
     champ = None if champion is None else metric_value(champion, metric, "the re-scored champion's metrics")
 
     def verdict(promote: bool, reason: str) -> Decision:
-        return Decision(promote, reason, metric, value, champ, margin)
+        if paired is None:
+            return Decision(promote, reason, metric, value, champ, margin)
+        return Decision(promote, reason, metric, value, champ, margin, paired.estimate, (paired.low, paired.high),
+                        paired.confidence)  # fmt: skip
 
     extractor = keys.extractor_of(metric)
     unsound = candidate.get(keys.separates(extractor)) is False
@@ -105,6 +117,19 @@ def decide(
     if not math.isfinite(champ):
         return verdict(True, f"the champion's {metric} is {champ}: a finite candidate replaces it" + caveat)
     needed = champ * (1 - margin)
+    if paired is not None:
+        diff = (f"difference {paired.estimate:+.4g}, {paired.confidence:.0%} interval [{paired.low:+.4g}, "
+                f"{paired.high:+.4g}] (paired bootstrap, {paired.rounds} rounds on the same real images)")  # fmt: skip
+        if paired.high >= 0:
+            worse = paired.low > 0
+            return verdict(False, f"{'significantly worse' if worse else 'no significant difference'}: champion kept "
+                                  f"({metric} {value:.4g} against the champion's {champ:.4g}; {diff})")  # fmt: skip
+        if value >= needed:
+            return verdict(False, f"better beyond the noise but by less than {margin:.0%}: champion kept "
+                                  f"({metric} {value:.4g} against the champion's {champ:.4g}, needs < {needed:.4g}; "
+                                  f"{diff})")  # fmt: skip
+        return verdict(True, f"{metric} {value:.4g} beats the champion's {champ:.4g} beyond the noise and by more than "
+                             f"{margin:.0%} ({diff}){caveat}")  # fmt: skip
     if value < needed:
         return verdict(True, f"{metric} {value:.4g} beats the champion's {champ:.4g} by more than {margin:.0%}{caveat}")
     return verdict(

@@ -1,8 +1,10 @@
 """The champion/challenger gate of a pipeline run, and the run's row of the history.
 
-`run_gate` re-scores the champion with today's evaluation setup (`rescore_champion`: nothing written),
-decides with `champion.decide`, and promotes the candidate when it is better; `history_row` turns the
-gate's result into one row of data/history/runs.csv. The Prefect flow (flows/pipeline.py) calls both.
+`run_gate` re-scores the champion with today's evaluation setup (`rescore_champion`: nothing written), compares
+the candidate with it on the same real images (`compare_with_champion`: a paired bootstrap of their difference),
+decides with `champion.decide`, and promotes the candidate only when it is better beyond the noise;
+`history_row` turns the gate's result into one row of data/history/runs.csv. The Prefect flow (flows/pipeline.py)
+calls both.
 """
 
 from __future__ import annotations
@@ -12,10 +14,13 @@ import logging
 from datetime import UTC, datetime
 from pathlib import Path
 
+import numpy as np
+
 from gan.core import metric_keys as keys
-from gan.core.config import AUTO_METRIC, EvaluateConfig, Params, auto_metric
+from gan.core.config import AUTO_METRIC, EvaluateConfig, Params, PromoteConfig, auto_metric
 from gan.core.paths import PATHS, Paths
 from gan.core.splits import read_summary, shape_text
+from gan.evaluation.metrics import PairedDifference, paired_bootstrap
 from gan.lifecycle import dvcrun
 from gan.lifecycle.champion import FILES as CHAMPION_FILES
 from gan.lifecycle.champion import decide, metric_value, promote, read_record, summary_lines
@@ -24,24 +29,42 @@ Logger = logging.Logger | logging.LoggerAdapter
 
 
 def rescore_champion(
-    cfg: EvaluateConfig, generator_path: Path, paths: Paths, classes: list[str], device: str = "auto"
-) -> dict:
+    cfg: EvaluateConfig, generator_path: Path, paths: Paths, classes: list[str], device: str = "auto",
+    features: dict | None = None,
+) -> dict:  # fmt: skip
     """The champion's metrics on today's evaluation setup (extractors, reference, n): the evaluate stage's
-    numbers for its generator, returned, not written."""
-    import torch  # torch only where a champion is re-scored
-
-    from gan.core.tensors import resolve_device, to_uint8
-    from gan.evaluation.evaluate import load_reference_meta, score_images
+    numbers for its generator, returned, not written. `features`, when given, receives its images' features per
+    extractor."""
+    from gan.evaluation.evaluate import generated_images, load_reference_meta, score_images
     from gan.evaluation.features import ExtractorFiles
-    from gan.training.models import load_generator
-    from gan.training.sampling import requested_labels, sample_batches
 
     n = load_reference_meta(paths.reference)["n"]
-    G, _ = load_generator(generator_path, resolve_device(device))
-    requested = requested_labels(n, G.num_classes) if G.num_classes else None
-    fake = torch.cat([to_uint8(b).cpu() for b in sample_batches(G, n, cfg.seed, cfg.batch_size, requested)])
+    fake, requested = generated_images(generator_path, cfg, n, device)
     files = ExtractorFiles(paths.classifier, paths.judge, cfg.inception_weights)
-    return score_images(fake, cfg, files, paths.reference, classes=classes, device=device, requested=requested)
+    return score_images(fake, cfg, files, paths.reference, classes=classes, device=device, requested=requested,
+                        features=features)  # fmt: skip
+
+
+def compare_with_champion(
+    metric: str, cfg: EvaluateConfig, promote: PromoteConfig, paths: Paths, champion_features: np.ndarray,
+    device: str = "auto",
+) -> PairedDifference:  # fmt: skip
+    """The candidate (this run's generator) minus the champion in `metric`, on the same real images, with its
+    paired bootstrap interval: the candidate's images are the evaluate stage's own (drawn again with
+    evaluate.seed), scored in the same extractor as `champion_features`."""
+    from gan.core.tensors import resolve_device
+    from gan.evaluation.evaluate import distance_on_features, generated_images, load_reference_meta, reference_features
+    from gan.evaluation.features import ExtractorFiles, build_extractors
+
+    extractor = keys.extractor_of(metric)
+    n = load_reference_meta(paths.reference)["n"]
+    fake, _ = generated_images(paths.generator, cfg, n, device)
+    files = ExtractorFiles(paths.classifier, paths.judge, cfg.inception_weights)
+    built, _ = build_extractors([extractor], files, resolve_device(device), cfg.batch_size)
+    candidate_features = built[extractor](fake[:n])[0]
+    real = reference_features(paths.reference, extractor)
+    return paired_bootstrap(distance_on_features(metric, cfg), real, champion_features, candidate_features,
+                            promote.bootstrap, cfg.seed, promote.confidence)  # fmt: skip
 
 
 def run_gate(root: Path, params: Params, flow_run_id: str, logger: Logger) -> dict:
@@ -69,12 +92,17 @@ def run_gate(root: Path, params: Params, flow_run_id: str, logger: Logger) -> di
         logger.info("the champion makes %s images, the data is now %s: it cannot be re-scored; the candidate "
                     "is judged alone", shape_text(champion_shape), shape_text(data.shape))  # fmt: skip
         record = None
-    if record is not None:
-        champion_now = rescore_champion(params.evaluate, champ_dir / "generator.pt", paths, list(data.classes),
-                                        device=params.train.device)  # fmt: skip
     p = params.promote
+    paired = None
+    if record is not None:
+        features: dict = {}
+        champion_now = rescore_champion(params.evaluate, champ_dir / "generator.pt", paths, list(data.classes),
+                                        device=params.train.device, features=features)  # fmt: skip
+        if keys.extractor_of(metric) in features:
+            paired = compare_with_champion(metric, params.evaluate, p, paths, features[keys.extractor_of(metric)],
+                                           device=params.train.device)  # fmt: skip
     decision = decide(candidate, champion_now, p.margin, p.require_all_classes, metric=metric,
-                      require_sound=p.require_sound)  # fmt: skip
+                      require_sound=p.require_sound, paired=paired)  # fmt: skip
     logger.info("champion gate: %s", " | ".join(summary_lines(decision, candidate)))
     if decision.promote:
         summary = data.raw
@@ -134,6 +162,9 @@ def history_row(gate: dict, params: Params, ran: list[str], train_summary: dict)
         "value": dec["candidate_value"],
         "floor": cand.get(keys.floor(metric)),
         "champion_value": dec["champion_value"],
+        "difference": dec.get("difference"),  # candidate minus champion, paired, with its interval
+        "difference_low": (dec.get("difference_ci") or (None, None))[0],
+        "difference_high": (dec.get("difference_ci") or (None, None))[1],
         "classes_covered": cand.get(keys.CLASSES_COVERED),  # none without the classifier extractor
         "class_kl": cand.get(keys.CLASS_KL),
         "promoted": dec["promote"],
