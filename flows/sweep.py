@@ -1,13 +1,15 @@
-"""A sweep as one Prefect flow: the shared stages once, then every trial as a DVC experiment, in parallel on Dask.
+"""A sweep as one Prefect flow: the shared stages once, then every trial as a DVC experiment, on Dask.
 
-Wiring only (the machinery is gan/lifecycle/sweep.py, the sweep file gan/core/sweepfile.py, the report
+Wiring only (the machinery is gan/lifecycle/sweep.py, the sweep file gan/core/sweepfile.py, the report and the plan
 gan/outputs/sweep_report.py).
 
-    python -m flows.sweep sweeps/lr-loss.yaml                        # a local Dask cluster sized to the machine
-    python -m flows.sweep sweeps/lr-loss.yaml --address tcp://scheduler:8786 --git-remote origin
-    python -m flows.sweep sweeps/lr-loss.yaml --promote              # the best trial through the champion gate
+    python -m flows.sweep sweeps/ablation-fashion.yaml --dry-run     # check it and print the trial plan; run nothing
+    python -m flows.sweep sweeps/ablation-fashion.yaml               # a local Dask cluster (the file's `parallel`)
+    python -m flows.sweep sweeps/ablation-fashion.yaml --address tcp://scheduler:8786 --git-remote origin
+    python -m flows.sweep sweeps/ablation-fashion.yaml --promote     # the best trial through the champion gate
 
-Exit status: 0 every trial finished, 1 a trial (or the sweep) failed, 2 a bad sweep file or setting.
+Exit status: 0 every trial finished (--dry-run: the sweep would start), 1 a trial (or the sweep) failed, 2 the sweep
+was refused before anything ran (the sweep file, a trial's setting, the workspace: one paragraph on stderr).
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ import time
 from pathlib import Path
 
 from filelock import FileLock
-from prefect import flow, get_run_logger, task
+from prefect import flow, get_run_logger, runtime, task
 from prefect.artifacts import (
     create_markdown_artifact,
     create_progress_artifact,
@@ -33,10 +35,10 @@ from prefect_dask import DaskTaskRunner
 
 from flows.pipeline import LOCK, REPO, acquire, conclude_run, run_stage
 from gan.core.config import AUTO_METRIC, ConfigError, auto_metric, load_params
-from gan.core.sweepfile import SweepError, SweepSpec, Trial, load_sweep, plan
+from gan.core.sweepfile import SweepSpec, Trial, one_paragraph
 from gan.lifecycle import dvcrun, versions
 from gan.lifecycle import sweep as sw
-from gan.outputs.sweep_report import TrialRow, ranked, table_rows, write_report
+from gan.outputs.sweep_report import PlanView, TrialRow, plan_json, plan_lines, ranked, table_rows, write_report
 
 REPORT_DIR = "sweep-reports"  # <repo>/sweep-reports/<sweep>/ (git-ignored)
 ARTIFACT_KEY = "gan-sweep-{}"
@@ -99,6 +101,15 @@ def _watch(futures: list, sweep: str, logger, every: float = 2.0) -> None:
     wait(futures)
 
 
+def _cluster(spec: SweepSpec, address: str | None) -> str:
+    """Where the trials will run, for the plan."""
+    if address:
+        return f"the Dask cluster at {address} (torch threads per trial: {spec.threads or 'its default'})"
+    workers, threads, one_gpu_each = cluster_size(spec)
+    each = "one GPU each" if one_gpu_each else f"{threads} torch thread(s) each"
+    return f"a local Dask cluster on this machine: {workers} trial(s) at once, {each}"
+
+
 def _machine(address: str | None) -> str:
     """Where the trials ran, for the report: the remote cluster's address, or this machine's GPU or CPU."""
     if address:
@@ -145,14 +156,9 @@ def gan_sweep(
     `promote` the best trial through the champion gate."""
     logger = get_run_logger()
     repo = str(Path(repo or REPO).resolve())
-    # ---- the sweep file and every trial's settings: refused here, before anything runs
-    spec = load_sweep(sweep_file)
-    trials = plan(spec, Path(repo) / "params.yaml")
-    sw.check_trial_keys(repo, trials)
-    url = sw.git_url(repo, git_remote)
-    if dirty := sw.uncommitted_inputs(repo):
-        raise SweepError(f"uncommitted changes to {', '.join(dirty)}: every trial runs the committed HEAD (on other "
-                         f"machines too). Commit them (or stash) and start the sweep again.")  # fmt: skip
+    # ---- the sweep file, the workspace and every trial's settings: refused here, before anything runs
+    checked = sw.check_sweep(sweep_file, repo, git_remote)
+    spec, trials, url = checked.spec, checked.trials, checked.git_url
     logger.info("sweep %s: %d trial(s) of %s", spec.name, len(trials), ", ".join(t.label for t in trials))
     # ---- the shared stages, once, in the workspace; their dvc.lock committed, outputs pushed, HEAD published
     lock = FileLock(str(Path(repo) / LOCK))
@@ -195,7 +201,8 @@ def gan_sweep(
     ok = [r for r in rows if r.metrics is not None]
     metric = spec.metric if spec.metric != AUTO_METRIC else auto_metric(ok[0].metrics) if ok else "fid_classifier"
     best = ranked(rows, metric)[0] if ok else None
-    result = {"sweep": spec.name, "metric": metric, "baseline": base.commit, "trials": table_rows(rows, metric),
+    result = {"sweep": spec.name, "flow_run_id": str(runtime.flow_run.id), "metric": metric, "baseline": base.commit,
+              "trials": table_rows(rows, metric),
               "failed": sorted(failed), "ran": [t.name for t in todo if t.name not in failed],
               "skipped": [t.name for t in trials if t.name not in failed and t not in todo],
               "best": best.name if best else None}  # fmt: skip
@@ -248,15 +255,26 @@ def main(argv: list[str] | None = None) -> int:
                     "default: this repository itself (one machine)")  # fmt: skip
     ap.add_argument("--promote", action="store_true", help="the best trial through the champion gate")
     ap.add_argument("--work-root", help="where each worker makes its trial clones (default: its temp folder)")
-    ap.add_argument("--json", action="store_true", help="print the result as JSON instead of the summary")
+    ap.add_argument("--json", action="store_true", help="print the result (or with --dry-run the plan) as JSON")
+    ap.add_argument("--dry-run", action="store_true", help="check the sweep file and every trial against this "
+                    "workspace, print the trial plan, run nothing (exit 0: it would start; 2: refused)")  # fmt: skip
     args = ap.parse_args(argv)
+    if args.dry_run:
+        os.environ["GIT_OPTIONAL_LOCKS"] = "0"  # `git status` must not even refresh the index
+    # ---- everything refused before anything starts (no Dask, no Prefect API): one paragraph, exit 2
+    try:
+        checked = sw.check_sweep(args.sweep_file, REPO, args.git_remote)
+    except ConfigError as err:  # SweepError, or a params.yaml error on its way
+        print(f"python -m flows.sweep: {one_paragraph(str(err))}", file=sys.stderr)
+        return 2
+    spec = checked.spec
+    if args.dry_run:
+        view = PlanView(spec.name, args.sweep_file, checked.repo, checked.head, spec.workspace, spec.metric, spec.base,
+                        checked.shared, checked.per_trial, _cluster(spec, args.address), checked.trials)  # fmt: skip
+        print(json.dumps(plan_json(view), indent=2) if args.json else "\n".join(plan_lines(view)))
+        return 0
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
     _one_api_for_all_workers()
-    try:
-        spec = load_sweep(args.sweep_file)
-    except SweepError as err:
-        print(err, file=sys.stderr)
-        return 2
     runner = task_runner(spec, args.address)
     state = gan_sweep.with_options(task_runner=runner)(
         str(Path(args.sweep_file).resolve()), git_remote=args.git_remote, promote=args.promote,

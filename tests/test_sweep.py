@@ -1,12 +1,14 @@
-"""Sweeps: the sweep file, the trial plan, and sweeps on a real Dask cluster.
+"""Sweeps: the sweep file, the trial plan (`--dry-run`) and its refusals, and sweeps on real Dask clusters.
 
-The end-to-end tests start a real Dask scheduler and two `dask worker` processes (no nanny, each with a temp
-folder of its own standing in for a machine: a trial clones, pulls and pushes there), a bare git remote and the
-completed flow's DVC remote, and report to the session's real Prefect server.
+The cluster tests start a real Dask scheduler and two `dask worker` processes (no nanny, each with a temp folder
+of its own standing in for a machine: a trial clones, pulls and pushes there), a bare git remote and the completed
+flow's DVC remote, and report to the session's real Prefect server; the default path (`python -m flows.sweep FILE`,
+no --address) starts its own local cluster. Every process a test starts is stopped in `finally`.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -20,13 +22,15 @@ import httpx
 import pytest
 import yaml
 
+from flows import sweep as flow_sweep
 from gan.core.sweepfile import SweepError, load_sweep, plan
 from gan.lifecycle import sweep as sw
 from gan.outputs.sweep_report import TrialRow, curves_png, grids_picture, report_markdown, table_rows
 
-from .conftest import REPO, run
+from .conftest import REPO, copy_repo, history, run
 
 FAULTS = Path(__file__).parent / "sweep_faults"  # sitecustomize: the trial with train.seed 7 diverges
+SWEEP_TIMEOUT_S = 900  # a sweep process that runs longer has hung: it is killed (its whole process group)
 
 
 def write(path: Path, spec: dict) -> Path:
@@ -143,6 +147,175 @@ def test_a_float_setting_reaches_dvc_as_a_number():
     assert yaml.safe_load(sw.yaml_value(True)) is True
 
 
+# ---- the plan (--dry-run) and the refusals: checked before anything runs, one paragraph, exit 2
+
+
+DOCUMENTED_FOR = {  # every sweep file in sweeps/ and the kind of workspace its header (and `workspace:`) names
+    "ablation-fashion.yaml": "fashion-mnist-28",  # the default workspace: this repository as it is
+    "ablation-emoji.yaml": "folder-32",  # bench/folders.py's emoji32
+    "recipes.yaml": "folder-32",  # bench/folders.py's emoji32-1k, emoji32, fashion32
+}
+
+
+def plan_workspace(folder: Path, overrides: list[str]) -> Path:
+    """What the plan reads of a workspace, and nothing else: params.yaml (this repository's, with `overrides`) and
+    dvc.yaml, committed in a git repository (the trials' inputs must be committed)."""
+    from gan.core.config import apply_overrides, load_params
+
+    folder.mkdir(parents=True)
+    raw = apply_overrides(yaml.safe_load((REPO / "params.yaml").read_text()), overrides)
+    (folder / "params.yaml").write_text(yaml.safe_dump(raw, sort_keys=False))
+    load_params(folder / "params.yaml")
+    shutil.copy(REPO / "dvc.yaml", folder / "dvc.yaml")
+    for cmd in (["git", "init", "-q"], ["git", "add", "-A"], ["git", "-c", "user.name=t", "-c", "user.email=t@t",
+                "commit", "-qm", "workspace"]):  # fmt: skip
+        run(cmd, folder)
+    return folder
+
+
+def workspaces(tmp_path: Path) -> dict[str, Path]:
+    fashion = plan_workspace(tmp_path / "default", [])
+    folder = plan_workspace(tmp_path / "emoji32", ["data.dataset=folder", f"data.source={tmp_path / 'emoji'}",
+                                                    "data.resolution=32"])  # what bench/folders.py sets  # fmt: skip
+    return {"fashion-mnist-28": fashion, "folder-32": folder}
+
+
+def dry_run(monkeypatch, capsys, workspace: Path, *args: str) -> tuple[int, str, str]:
+    """`python -m flows.sweep ARGS` in `workspace`, in this process (what the flow calls its repository)."""
+    monkeypatch.setattr(flow_sweep, "REPO", workspace)
+    rc = flow_sweep.main(list(args))
+    out, err = capsys.readouterr()
+    return rc, out, err
+
+
+def only_the_branch(repo: Path) -> bool:
+    refs = run(["git", "for-each-ref", "--format=%(refname)"], repo).stdout.split()
+    return len(refs) == 1 and refs[0].startswith("refs/heads/")
+
+
+def untouched(repo: Path) -> None:
+    """Nothing written by git or DVC: no change, no new file (ignored ones too), no ref but the branch."""
+    assert run(["git", "status", "--porcelain", "--ignored"], repo).stdout == ""
+    assert only_the_branch(repo)
+
+
+def test_every_sweep_file_plans_on_the_workspace_it_is_written_for(tmp_path, monkeypatch, capsys):
+    assert sorted(p.name for p in (REPO / "sweeps").glob("*.yaml")) == sorted(DOCUMENTED_FOR)
+    spaces = workspaces(tmp_path)
+    for name, kind in DOCUMENTED_FOR.items():
+        ws, sweep_file = spaces[kind], REPO / "sweeps" / name
+        rc, out, err = dry_run(monkeypatch, capsys, ws, str(sweep_file), "--dry-run")
+        assert rc == 0 and err == "", f"{name} on {kind}: {err}"
+        spec = load_sweep(sweep_file)
+        trials = plan(spec, ws / "params.yaml")
+        lines = out.splitlines()
+        assert lines[0].startswith(f"sweep {spec.name} ({sweep_file}) in {ws}"), out
+        assert f"{len(trials)} trial(s)" in lines[0]
+        assert f"written for: {spec.workspace}" in lines and spec.workspace
+        assert lines[-1] == "dry run: nothing was run"
+        # one line per trial: its experiment name, its own settings, its budget
+        rows = [ln for ln in lines if ln.startswith("  ")]
+        assert [r.split()[0] for r in rows] == [t.name for t in trials], out
+        budget = f"max_seconds={spec.budget.max_seconds:g}" if spec.budget.max_seconds else f"kimg={spec.budget.kimg:g}"
+        for row, t in zip(rows, trials, strict=True):
+            assert row.endswith(f"  budget: {t.budget}") and budget in t.budget, (row, t.budget)
+            assert all(f" {key}=" in row for key in t.own) and (t.own or "(base settings)" in row), row
+        untouched(ws)
+    # the same plan as JSON
+    rc, out, _ = dry_run(monkeypatch, capsys, spaces["folder-32"], str(REPO / "sweeps" / "recipes.yaml"), "--dry-run",
+                         "--json")  # fmt: skip
+    shown = json.loads(out)
+    trials = plan(load_sweep(REPO / "sweeps" / "recipes.yaml"), spaces["folder-32"] / "params.yaml")
+    assert rc == 0 and [t["name"] for t in shown["trials"]] == [t.name for t in trials]
+    assert shown["trials"][-1]["settings"]["model.arch"] == "fastgan" and shown["shared_stages"][-1] == "reference"
+
+
+def _refusals(ws: Path, top: Path) -> list[tuple[str, list[str], list[str]]]:
+    """(what, flows.sweep's arguments, what the message must name) for every refusal before a sweep runs."""
+
+    def sweep(name: str, spec: dict | str) -> str:
+        path = top / f"{name}.yaml"
+        path.write_text(spec if isinstance(spec, str) else yaml.safe_dump(spec, sort_keys=False))
+        return str(path)
+
+    grid = {"name": "s", "budget": {"kimg": 1}, "search": {"grid": {"train.lr_g": [0.001, 0.002]}}}
+    return [
+        ("no such file", [str(top / "missing.yaml")], ["missing.yaml: no such sweep file", "sweeps/"]),
+        ("not YAML", [sweep("broken", "name: [s\n")], ["broken.yaml: not valid YAML (line 2", "Fix the file"]),
+        ("not a mapping", [sweep("list", "- 1\n")], ["list.yaml: expected a mapping", "docs/sweeps.md"]),
+        ("bad sweep keys", [sweep("keys", {**grid, "paralel": 2, "budget": {"kimg": 1, "max_seconds": 3}})],
+         ["keys.yaml: 2 invalid setting(s)", "paralel: unknown key", "exactly one of max_seconds, kimg"]),
+        ("unknown setting", [sweep("unknown", {**grid, "search": {"trials": {"a": {"train.lr_gg": 0.1}}}})],
+         ["unknown.yaml: trial 'a'", "train.lr_gg = 0.1: unknown key", "Change the trial's settings"]),
+        ("bad value", [sweep("value", {**grid, "search": {"grid": {"train.loss": ["ns", "hinj"]}}})],
+         ["value.yaml: trial 'loss-hinj'", "train.loss = 'hinj'"]),
+        ("a trial refused on this workspace", [str(REPO / "sweeps" / "recipes.yaml")],
+         ["recipes.yaml: trial 'fastgan'", "model.arch = 'fastgan' is built for 32, 64, 128 px",
+          "written for the folder workspaces of bench/folders.py"]),
+        ("a shared stage's key", [sweep("shared", {**grid, "search": {"grid": {"data.resolution": [32]}}})],
+         ["shared.yaml: trial 'resolution-32': data.resolution is read by the shared stage 'prepare'",
+          "Set data.resolution in params.yaml"]),
+        ("a shared stage's key in base", [sweep("base", {**grid, "base": {"classifier.lr": 0.1}})],
+         ["base.yaml: base (every trial): classifier.lr is read by the shared stage 'classifier'"]),
+        ("an unknown git remote", [sweep("ok", grid), "--git-remote", "nowhere"],
+         ["--git-remote 'nowhere'", "git remote -v"]),
+    ]  # fmt: skip
+
+
+def test_every_refusal_is_one_paragraph_with_exit_2_before_anything_runs(tmp_path, monkeypatch, capsys):
+    ws = workspaces(tmp_path)["fashion-mnist-28"]
+
+    def refused(args: list[str], needles: list[str], workspace: Path = ws) -> None:
+        rc, out, err = dry_run(monkeypatch, capsys, workspace, *args, "--dry-run")
+        assert rc == 2 and out == "", (args, out, err)
+        assert err.startswith("python -m flows.sweep: ") and err.count("\n") == 1 and err.endswith("\n"), err
+        assert "Traceback" not in err and "nothing was run" in err.replace("no trial was run", "nothing was run")
+        for needle in needles:
+            assert needle in err, (needle, err)
+
+    for _, args, needles in _refusals(ws, tmp_path):
+        refused(args, needles)
+    ok = str(tmp_path / "ok.yaml")
+    # the workspace: its own settings, uncommitted inputs, no dvc.yaml, no git, no commit
+    params = (ws / "params.yaml").read_text()
+    (ws / "params.yaml").write_text(params.replace("loss: ns", "loss: nope"))
+    refused([ok], [f"{ws / 'params.yaml'}", "train.loss = 'nope'", "own settings", "python -m gan check"])
+    (ws / "params.yaml").write_text(params + "# a comment\n")
+    refused([ok], [f"{ws}: uncommitted changes to params.yaml", "Commit them"])
+    (ws / "params.yaml").write_text(params)
+    untouched(ws)
+    bare = tmp_path / "bare"
+    bare.mkdir()
+    refused([ok], [f"{bare}: no params.yaml here"], bare)
+    shutil.copy(ws / "params.yaml", bare / "params.yaml")
+    shutil.copy(ws / "dvc.yaml", bare / "dvc.yaml")
+    refused([ok], [f"{bare}: not a git repository", "git init"], bare)
+    run(["git", "init", "-q"], bare)
+    refused([ok], [f"{bare}: no commit yet"], bare)
+    (bare / "dvc.yaml").write_text("stages: {prepare: {cmd: x}}\n")
+    refused([ok], [f"{bare / 'dvc.yaml'}: no 'train' stage"], bare)
+
+
+@pytest.mark.slow
+def test_the_readme_sweep_commands_plan_or_refuse_in_the_default_workspace(tmp_path):
+    """As a user types them, in a copy of this repository: no traceback, no Prefect server, nothing written."""
+    ws = copy_repo(tmp_path / "ws", [])
+    sweep = [sys.executable, "-m", "flows.sweep"]
+    proc = run([*sweep, "sweeps/recipes.yaml"], ws, check=False)  # (its --dry-run: the same check, tested above)
+    err = proc.stderr.strip()
+    assert proc.returncode == 2 and proc.stdout == "", proc.stdout + proc.stderr
+    assert len(err.splitlines()) == 1 and "Traceback" not in err and "temporary server" not in err, err
+    for needle in ("sweeps/recipes.yaml: trial 'fastgan'", "is refused on this workspace", "data.resolution = 0 "
+                   "(native 28)", "written for the folder workspaces of bench/folders.py at 32 px"):  # fmt: skip
+        assert needle in err, (needle, err)
+    proc = run([*sweep, "sweeps/ablation-fashion.yaml", "--dry-run"], ws, check=False)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert len([ln for ln in proc.stdout.splitlines() if ln.startswith("  ablation-fashion-")]) == 7
+    assert proc.stdout.splitlines()[-1] == "dry run: nothing was run"
+    assert run(["git", "status", "--porcelain"], ws).stdout == ""
+    assert not (ws / ".dvc" / "tmp").exists() and not (ws / flow_sweep.REPORT_DIR).exists() and only_the_branch(ws)
+
+
 # ---- the report
 
 
@@ -180,7 +353,7 @@ def test_the_report_ranks_trials_and_puts_failed_ones_last_with_their_reason():
     assert curves_png([_row("boom", None)]) is None
 
 
-# ---- on a real Dask cluster
+# ---- on real Dask clusters
 
 
 TINY_TRIALS = {  # cheap scoring for tiny trials (evaluate-only settings; the shared reference is the flow's)
@@ -191,25 +364,65 @@ TINY_TRIALS = {  # cheap scoring for tiny trials (evaluate-only settings; the sh
     "evaluate.prdc_samples": 200,
     "evaluate.copy_cells": 5,
 }
+CLUSTER_GRID = {  # 2 trials (the cluster tests' grid: CI time)
+    **GRID,
+    "base": TINY_TRIALS,
+    "search": {"grid": {"train.lr_g": [0.0005, 0.002], "train.loss": ["hinge"]}},
+}
+
+
+def stop_group(proc: subprocess.Popen, grace: float = 20) -> None:
+    """Stop `proc` and every process it started (its own session: start_new_session=True): SIGTERM to the group,
+    then SIGKILL to whatever is left of it after `grace` seconds."""
+    try:
+        os.killpg(proc.pid, signal.SIGTERM)
+    except ProcessLookupError:
+        proc.wait()
+        return
+    try:
+        proc.wait(timeout=grace)
+    except subprocess.TimeoutExpired:
+        pass
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+
+
+def group_alive(pgid: int) -> bool:
+    try:
+        os.killpg(pgid, 0)
+    except ProcessLookupError:
+        return False
+    return True
 
 
 class Cluster:
+    """A Dask scheduler and two `dask worker` processes standing in for two machines; `stop` ends every process it
+    ever started (and what those started)."""
+
     def __init__(self, folder: Path, env: dict):
         self.folder, self.env = folder, env
         folder.mkdir(parents=True, exist_ok=True)
         self.scheduler_file = folder / "scheduler.json"
+        self.started: list[subprocess.Popen] = []
+        self.workers: dict[str, subprocess.Popen] = {}
+        self.address = ""
+
+    def _start(self, cmd: list[str], log: Path, **kw) -> subprocess.Popen:
+        proc = subprocess.Popen(cmd, stdout=open(log, "a"), stderr=subprocess.STDOUT, start_new_session=True, **kw)
+        self.started.append(proc)
+        return proc
+
+    def start(self) -> None:
         dask = str(Path(sys.executable).parent / "dask")
-        self.scheduler = subprocess.Popen(
-            [dask, "scheduler", "--host", "127.0.0.1", "--port", "0", "--no-dashboard", "--scheduler-file",
-             str(self.scheduler_file)], env=env, stdout=open(folder / "scheduler.log", "w"),
-            stderr=subprocess.STDOUT)  # fmt: skip
+        self._start([dask, "scheduler", "--host", "127.0.0.1", "--port", "0", "--no-dashboard", "--scheduler-file",
+                     str(self.scheduler_file)], self.folder / "scheduler.log", env=self.env)  # fmt: skip
         deadline = time.monotonic() + 60
         while not self.scheduler_file.exists():
-            assert time.monotonic() < deadline, (folder / "scheduler.log").read_text()
+            assert time.monotonic() < deadline, (self.folder / "scheduler.log").read_text()
             time.sleep(0.2)
         time.sleep(0.3)
         self.address = json.loads(self.scheduler_file.read_text())["address"]
-        self.workers: dict[str, subprocess.Popen] = {}
         for name in ("machine-a", "machine-b"):
             self.start_worker(name)
 
@@ -218,32 +431,40 @@ class Cluster:
         (machine / "tmp").mkdir(parents=True, exist_ok=True)
         env = {**self.env, "TMPDIR": str(machine / "tmp"), "PREFECT_HOME": str(machine / "prefect-home")}
         dask = str(Path(sys.executable).parent / "dask")
-        self.workers[name] = subprocess.Popen(
+        self.workers[name] = self._start(
             [dask, "worker", self.address, "--name", name, "--nthreads", "1", "--nworkers", "1", "--no-nanny",
-             "--local-directory", str(machine / "dask")], env=env, cwd=machine,
-            stdout=open(machine / "worker.log", "a"), stderr=subprocess.STDOUT)  # fmt: skip
+             "--local-directory", str(machine / "dask")], machine / "worker.log", env=env, cwd=machine)  # fmt: skip
 
     def trial_folders(self, name: str) -> list[Path]:
         return [p for p in (self.folder / name / "tmp" / "gan-sweep-trials").glob("*") if p.is_dir()]
 
     def stop(self) -> None:
-        for proc in [*self.workers.values(), self.scheduler]:
-            if proc.poll() is None:
-                proc.terminate()
-        for proc in [*self.workers.values(), self.scheduler]:
-            try:
-                proc.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                proc.kill()
+        for proc in reversed(self.started):  # the workers first, then the scheduler
+            stop_group(proc)
 
 
-def sweep_cmd(repo: Path, sweep_file: Path, cluster: Cluster, *args: str, env: dict, wait: bool = True):
-    cmd = [sys.executable, "-m", "flows.sweep", str(sweep_file), "--address", cluster.address, "--git-remote",
-           "origin", "--json", *args]  # fmt: skip
-    if wait:
-        return run(cmd, repo, check=False, env=env)
-    return subprocess.Popen(cmd, cwd=repo, env={**env, "DVC_NO_ANALYTICS": "1"}, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)  # fmt: skip
+def sweep_env(env: dict) -> dict:
+    return {**env, "DVC_NO_ANALYTICS": "1", "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}"}
+
+
+def start_sweep(repo: Path, sweep_file: Path, cluster: Cluster | None, *args: str, env: dict) -> subprocess.Popen:
+    """`python -m flows.sweep FILE --json ARGS` in its own session (`stop_group` ends it and all it started): on
+    `cluster` (--address, trials cloning from the bare remote `origin`), or with None the default path: a local
+    cluster of its own, the trials cloning from the workspace itself."""
+    where = ["--address", cluster.address, "--git-remote", "origin"] if cluster else []
+    cmd = [sys.executable, "-m", "flows.sweep", str(sweep_file), *where, "--json", *args]
+    return subprocess.Popen(cmd, cwd=repo, env=sweep_env(env), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True, start_new_session=True)  # fmt: skip
+
+
+def sweep_cmd(repo: Path, sweep_file: Path, cluster: Cluster | None, *args: str, env: dict):
+    """The sweep to its end (SWEEP_TIMEOUT_S at most); whatever it leaves running is stopped."""
+    proc = start_sweep(repo, sweep_file, cluster, *args, env=env)
+    try:
+        out, err = proc.communicate(timeout=SWEEP_TIMEOUT_S)
+    finally:
+        stop_group(proc)
+    return subprocess.CompletedProcess(proc.args, proc.returncode, out, err)
 
 
 def result_of(stdout: str) -> dict:
@@ -253,7 +474,8 @@ def result_of(stdout: str) -> dict:
 @pytest.fixture(scope="module")
 def swept(completed_flow, prefect_server, tmp_path_factory):
     """The completed flow's repo (a copy, with a bare git remote `origin`), a Dask cluster of two stand-in machines,
-    and a 4-trial sweep run on it during which one machine's worker is killed (kill -9) mid-trial."""
+    and a 2-trial sweep run on it during which one machine's worker is killed (kill -9) mid-trial. Every process
+    is stopped at the end, also when building this fails midway."""
     repo0, _, _ = completed_flow
     top = tmp_path_factory.mktemp("sweep")
     shutil.copytree(repo0.parent, top / "copy", symlinks=True)
@@ -262,25 +484,30 @@ def swept(completed_flow, prefect_server, tmp_path_factory):
     run(["git", "remote", "add", "origin", str(top / "origin.git")], repo)
     env = {**prefect_server.env, "DVC_NO_ANALYTICS": "1", "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}",
            "PYTHONPATH": str(FAULTS), "GAN_TEST_DIVERGE_SEED": "7"}  # fmt: skip
-    cluster = Cluster(top / "cluster", env)
-    sweep_file = write(top / "lr-loss.yaml", {**GRID, "base": TINY_TRIALS})
-    proc = sweep_cmd(repo, sweep_file, cluster, env=prefect_server.env, wait=False)
-    # -- kill -9 the worker of the first machine that is midway through a trial (its shared outputs pulled)
-    killed, deadline = None, time.monotonic() + 300
-    while killed is None and proc.poll() is None and time.monotonic() < deadline:
-        for name in cluster.workers:
-            if any((f / "data" / "prepared").exists() for f in cluster.trial_folders(name)):
-                time.sleep(2)
-                cluster.workers[name].send_signal(signal.SIGKILL)
-                cluster.workers[name].wait()
-                killed = name
-                cluster.start_worker(name)  # the machine comes back (a new worker process): two workers again
-                break
-        time.sleep(0.2)
-    out, err = proc.communicate(timeout=900)
-    yield {"repo": repo, "top": top, "cluster": cluster, "sweep_file": sweep_file, "killed": killed,
-           "rc": proc.returncode, "stdout": out, "stderr": err, "server": prefect_server}  # fmt: skip
-    cluster.stop()
+    cluster, proc = Cluster(top / "cluster", env), None
+    try:
+        cluster.start()
+        sweep_file = write(top / "lr-loss.yaml", CLUSTER_GRID)
+        proc = start_sweep(repo, sweep_file, cluster, env=prefect_server.env)
+        # -- kill -9 the worker of the first machine that is midway through a trial (its shared outputs pulled)
+        killed, deadline = None, time.monotonic() + 300
+        while killed is None and proc.poll() is None and time.monotonic() < deadline:
+            for name in cluster.workers:
+                if any((f / "data" / "prepared").exists() for f in cluster.trial_folders(name)):
+                    time.sleep(2)
+                    cluster.workers[name].send_signal(signal.SIGKILL)
+                    cluster.workers[name].wait()
+                    killed = name
+                    cluster.start_worker(name)  # the machine comes back (a new worker process): two workers again
+                    break
+            time.sleep(0.2)
+        out, err = proc.communicate(timeout=SWEEP_TIMEOUT_S)
+        yield {"repo": repo, "top": top, "cluster": cluster, "sweep_file": sweep_file, "killed": killed,
+               "rc": proc.returncode, "stdout": out, "stderr": err, "server": prefect_server}  # fmt: skip
+    finally:
+        if proc is not None:
+            stop_group(proc)
+        cluster.stop()
 
 
 def _flow_run_tasks(server, flow_run_id: str) -> list[dict]:
@@ -289,13 +516,20 @@ def _flow_run_tasks(server, flow_run_id: str) -> list[dict]:
     return r.json()
 
 
+def _completed_trials(server, flow_run_id: str) -> set[str]:
+    """The trial tasks of that flow run that completed, by name (trial-LABEL)."""
+    tasks = _flow_run_tasks(server, flow_run_id)
+    return {t["name"].rsplit("-", 1)[0] for t in tasks if t["name"].startswith("trial-") and t["state_type"] ==
+            "COMPLETED"}  # fmt: skip
+
+
 @pytest.mark.slow
 @pytest.mark.xdist_group("sweep-cluster")
 def test_a_sweep_runs_each_trial_as_an_experiment_even_when_a_worker_is_killed(swept):
     assert swept["killed"], "no trial was seen midway on a worker"
     assert swept["rc"] == 0, swept["stdout"][-3000:] + swept["stderr"][-6000:]
     result, repo = result_of(swept["stdout"]), swept["repo"]
-    assert len(result["ran"]) == 4 and not result["failed"] and not result["skipped"]
+    assert len(result["ran"]) == 2 and not result["failed"] and not result["skipped"]
     # every trial is an experiment on the git remote (the killed attempt left none half-written) ...
     remote = run(["git", "ls-remote", str(swept["top"] / "origin.git"), "refs/exps/*"], repo).stdout.splitlines()
     assert sorted(line.rsplit("/", 1)[1] for line in remote) == sorted(result["ran"])
@@ -316,37 +550,44 @@ def test_a_sweep_runs_each_trial_as_an_experiment_even_when_a_worker_is_killed(s
     ranked = [float(r["fid_classifier"]) for r in result["trials"]]
     assert ranked == sorted(ranked)
     report = Path(result["report"]).read_text()
-    assert report.count("data:image/png;base64,") == 2 and "4 trial(s) finished, 0 failed" in report
+    assert report.count("data:image/png;base64,") == 2 and "2 trial(s) finished, 0 failed" in report
+    assert "the Dask cluster at tcp://127.0.0.1:" in report
 
 
 @pytest.mark.slow
 @pytest.mark.xdist_group("sweep-cluster")
 def test_the_sweep_shows_in_prefect_with_a_task_per_trial_and_its_report(swept):
-    server = swept["server"]
-    flows = httpx.post(f"{server.api_url}/flow_runs/filter", json={"flows": {"name": {"any_": ["gan-sweep"]}}}).json()
-    assert flows, "no gan-sweep flow run on the server"
-    run_id = max(flows, key=lambda f: f["created"])["id"]
-    trials = [t for t in _flow_run_tasks(server, run_id) if t["name"].startswith("trial-")]
-    completed = {t["name"].rsplit("-", 1)[0] for t in trials if t["state_type"] == "COMPLETED"}
-    assert len(completed) == 4, [(t["name"], t["state_type"]) for t in trials]
-    arts = httpx.post(
-        f"{server.api_url}/artifacts/filter", json={"artifacts": {"key": {"any_": ["gan-sweep-lr-loss"]}}}
-    )
-    assert arts.json() and "fid_classifier" in arts.json()[0]["data"]
-    progress = httpx.post(f"{server.api_url}/artifacts/filter",
-                          json={"artifacts": {"key": {"any_": ["gan-sweep-lr-loss-progress"]}}}).json()  # fmt: skip
+    server, result = swept["server"], result_of(swept["stdout"])
+    run_id = result["flow_run_id"]  # this test's flow run: the server is shared with every other test
+    flows = httpx.post(f"{server.api_url}/flow_runs/filter", json={"flow_runs": {"id": {"any_": [run_id]}}}).json()
+    assert [f["flow_id"] for f in flows] and flows[0]["state_type"] == "COMPLETED", flows
+    trials = {f"trial-{row['trial']}" for row in result["trials"]}
+    assert _completed_trials(server, run_id) == trials, _flow_run_tasks(server, run_id)
+    arts = httpx.post(f"{server.api_url}/artifacts/filter", json={"artifacts": {"key": {"any_": ["gan-sweep-lr-loss"]},
+                      "flow_run_id": {"any_": [run_id]}}}).json()  # fmt: skip
+    assert arts and "fid_classifier" in arts[0]["data"]
+    progress = httpx.post(f"{server.api_url}/artifacts/filter", json={"artifacts": {"key": {"any_": [
+        "gan-sweep-lr-loss-progress"]}, "flow_run_id": {"any_": [run_id]}}}).json()  # fmt: skip
     assert progress and progress[0]["type"] == "progress" and progress[0]["data"] == 100.0, progress
+
+
+def _dvc_status_clean(repo: Path) -> None:
+    """`dvc status`: every stage up to date (the source watcher is "always changed"), every output on the remote."""
+    local = json.loads(run([sys.executable, "-m", "dvc", "status", "--json"], repo).stdout or "{}")
+    assert all(v == ["always changed"] for v in local.values()), local
+    cloud = json.loads(run([sys.executable, "-m", "dvc", "status", "--cloud", "--json"], repo).stdout or "{}")
+    assert cloud == {}, cloud
 
 
 @pytest.mark.slow
 @pytest.mark.xdist_group("sweep-cluster")
 def test_a_rerun_runs_nothing_and_promote_records_the_best_trial(swept):
     repo, cluster = swept["repo"], swept["cluster"]
-    before = run(["git", "rev-parse", "HEAD"], repo).stdout.strip()
+    before, runs_before = run(["git", "rev-parse", "HEAD"], repo).stdout.strip(), len(history(repo))
     proc = sweep_cmd(repo, swept["sweep_file"], cluster, "--promote", env=swept["server"].env)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-6000:]
     result = result_of(proc.stdout)
-    assert result["ran"] == [] and len(result["skipped"]) == 4
+    assert result["ran"] == [] and len(result["skipped"]) == 2
     best = result["trials"][0]
     assert result["best"] == best["experiment"]
     # the best trial went through the gate and was recorded as a normal run is: params, history, a commit
@@ -356,9 +597,23 @@ def test_a_rerun_runs_nothing_and_promote_records_the_best_trial(swept):
     assert decision["metric"] == "fid_classifier" and decision["candidate_value"] == pytest.approx(
         float(best["fid_classifier"]), rel=1e-3
     )
+    assert decision["reason"] and decision["reason"] in Path(result["report"]).read_text()
+    # the history: one row more, this run's, with the gate's decision, metric and value
+    rows = history(repo)
+    assert len(rows) == runs_before + 1, rows[-2:]
+    last = rows[-1]
+    assert last["flow_run_id"] == result["flow_run_id"] and last["promoted"] == str(decision["promote"]), last
+    assert last["metric"] == decision["metric"] and float(last["value"]) == pytest.approx(decision["candidate_value"])
+    # the commit (and a champion tag exactly when promoted), a clean workspace, `dvc status` clean
     log = run(["git", "log", "--format=%s", f"{before}..HEAD"], repo).stdout
     assert log.strip(), "the promotion was not committed"
+    tags = run(["git", "tag", "--points-at", "HEAD"], repo).stdout.split()
+    if decision["promote"]:
+        assert tags == [result["promotion"]["recorded"]["tag"]] and tags[0].startswith("champion-"), tags
+    else:
+        assert not tags and "not promoted" in log.splitlines()[0], (tags, log)
     assert run(["git", "status", "--porcelain", "--untracked-files=no"], repo).stdout == ""
+    _dvc_status_clean(repo)
 
 
 @pytest.mark.slow
@@ -374,3 +629,37 @@ def test_a_diverging_trial_fails_with_its_reason_and_the_others_finish(swept):
     failed = next(r for r in result["trials"] if r["trial"] == "diverges")
     assert "training diverged at step 5" in failed["status"] or "diverged" in Path(result["report"]).read_text()
     assert "training diverged at step 5: loss_d=nan" in Path(result["report"]).read_text()
+
+
+LOCAL = {"name": "local", "base": TINY_TRIALS, "budget": {"kimg": 1},
+         "search": {"grid": {"train.lr_g": [0.0005, 0.002]}}}  # fmt: skip
+
+
+@pytest.mark.slow
+def test_the_default_path_runs_a_sweep_on_a_local_cluster_of_its_own(completed_run, prefect_server, tmp_path):
+    """`python -m flows.sweep FILE` as the README gives it: no --address (a local Dask cluster of its own, sized by
+    the file's `parallel`), no --git-remote (the trials clone the workspace and push their experiments back to it)."""
+    repo, _, _ = completed_run
+    proc = start_sweep(repo, write(tmp_path / "local.yaml", LOCAL), None, env=prefect_server.env)
+    try:
+        out, err = proc.communicate(timeout=SWEEP_TIMEOUT_S)
+        # everything it started (the local scheduler and workers, the trials' processes) ended with it
+        deadline = time.monotonic() + 30
+        while group_alive(proc.pid) and time.monotonic() < deadline:
+            time.sleep(0.5)
+        assert not group_alive(proc.pid), "the sweep left processes running"
+    finally:
+        stop_group(proc)
+    assert proc.returncode == 0, out[-3000:] + err[-6000:]
+    result = result_of(out)
+    assert len(result["ran"]) == 2 and not result["failed"] and not result["skipped"]
+    # the experiments are in the workspace itself (its own git remote), each with its metric
+    refs = run(["git", "for-each-ref", "--format=%(refname)", "refs/exps/"], repo).stdout.split()
+    assert sorted(ref.rsplit("/", 1)[1] for ref in refs) == sorted(result["ran"])
+    assert all(float(row["fid_classifier"]) > 0 for row in result["trials"])
+    report = Path(result["report"]).read_text()
+    assert "2 trial(s) finished, 0 failed" in report and "a local Dask cluster on" in report
+    # on the session's server: this flow run, a completed task per trial
+    trials = {f"trial-{row['trial']}" for row in result["trials"]}
+    assert _completed_trials(prefect_server, result["flow_run_id"]) == trials
+    assert run(["git", "status", "--porcelain", "--untracked-files=no"], repo).stdout == ""

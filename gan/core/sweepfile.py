@@ -8,9 +8,11 @@
     parallel: 0                        # trials at once on the local cluster (0 = sized to the machine)
     threads: 0                         # torch threads per trial (0 = the machine's cores / parallel)
     metric: auto                       # the distance trials are ranked by (promote.metric's choices)
+    workspace: "any"                   # the workspace it is written for, in words (named when a trial is refused)
 
 Validated like params.yaml (pydantic, unknown keys refused, the key and value named), and every trial's settings
-are validated against params.yaml by the params schema before anything runs (`plan`). A trial's name carries the
+are validated against params.yaml by the params schema before anything runs (`plan`). Every refusal is one
+paragraph (`SweepError`) naming the file, the trial and the key. A trial's name carries the
 sweep's name, the trial's label and a hash of everything it overrides, so the same settings get the same name
 in any later sweep (which then skips them).
 """
@@ -131,12 +133,28 @@ class SweepSpec(_Strict):
     metric: MetricName = Field(  # promote.metric's choices
         AUTO_METRIC, description="the distance trials are ranked by (auto: as promote.metric = auto picks it)"
     )
+    workspace: str = Field(
+        "", max_length=300, description="the workspace the sweep is written for, in words (named when a trial is "
+        "refused on another)"
+    )  # fmt: skip
 
     _keys = field_validator("base")(classmethod(lambda cls, v: _check_keys(v)))
 
 
 class SweepError(ConfigError):
-    """The sweep file (or a trial's settings) is invalid; the message names the key and value."""
+    """The sweep (its file, a trial's settings, the workspace) is refused before anything runs; the message is one
+    paragraph naming the file, the trial and the key, and what to do."""
+
+
+def one_paragraph(text: str) -> str:
+    """A message as one paragraph: a ConfigError's "SOURCE: N invalid setting(s); ...\\n  - A\\n  - B" becomes
+    "SOURCE: N invalid setting(s); ...: A; B", other line breaks spaces."""
+    lines = [ln.strip() for ln in text.strip().splitlines() if ln.strip()]
+    head, items = [], []
+    for ln in lines:
+        (items.append(ln[2:]) if ln.startswith("- ") else head.append(ln))
+    text = " ".join(head)
+    return f"{text.rstrip('.:')}: {'; '.join(items)}" if items else text
 
 
 @dataclass(frozen=True)
@@ -145,6 +163,7 @@ class Trial:
     label: str  # what differs, short: "lr_g-0.002-loss-hinge", or the trials: entry's name
     overrides: dict[str, Any]  # base + budget + the trial's own, as params.yaml keys
     own: dict[str, Any]  # the trial's own settings (what the report shows)
+    budget: str = ""  # its training length with these settings: "kimg=auto, max_seconds=120"
 
     @property
     def key(self) -> str:
@@ -185,32 +204,58 @@ def _own_settings(search: Search) -> list[tuple[str | None, dict[str, Any]]]:
     return draws
 
 
-def plan(spec: SweepSpec, params_path: str | Path) -> list[Trial]:
+def _budget(train) -> str:
+    """A trial's training length: its length setting, and the time cap where there is one."""
+    kimg = f"{train.kimg:g}" if isinstance(train.kimg, float) else train.kimg
+    length = f"epochs={train.epochs}" if train.epochs else f"kimg={kimg}"
+    return length + (f", max_seconds={train.max_seconds:g}" if train.max_seconds else "")
+
+
+def plan(spec: SweepSpec, params_path: str | Path, source: str | Path | None = None) -> list[Trial]:
     """Every trial of the sweep, each validated against `params_path` by the params schema (a bad value stops
-    the sweep here, naming the trial). Duplicate settings (a random search drawing twice) are run once."""
+    the sweep here, naming the sweep file `source`, the trial, the key, and the workspace the sweep is written
+    for). Duplicate settings (a random search drawing twice) are run once."""
+    where = f"{source}" if source else f"sweep {spec.name!r}"
+    try:
+        load_params(params_path)
+    except ConfigError as err:
+        raise SweepError(f"{where}: the workspace's own settings are refused, so no trial was run: "
+                         f"{one_paragraph(str(err)).replace('no stage was run', 'nothing was run')}. Fix params.yaml "
+                         "first (`python -m gan check` names every setting).") from None  # fmt: skip
     trials: dict[str, Trial] = {}
     for label, own in _own_settings(spec.search):
         overrides = {**spec.base, **spec.budget.overrides(), **own}
         label = label or _slug(own)
         try:
-            load_params(params_path, overrides)
+            params = load_params(params_path, overrides)
         except ConfigError as err:
-            text = str(err).replace("no stage was run", "no trial was run")
-            raise SweepError(f"sweep {spec.name!r}, trial {label!r} ({own}): {text}") from None
+            text = one_paragraph(str(err)).replace("no stage was run", "no trial was run")
+            meant = " Change the trial's settings (or params.yaml)."
+            if spec.workspace:
+                meant = f" This sweep file is written for {spec.workspace.rstrip('.')}: run it there, or change them."
+            raise SweepError(f"{where}: trial {label!r} ({_settings(own)}) is refused on this workspace: "
+                             f"{text}.{meant}") from None  # fmt: skip
         digest = settings_hash(overrides)
-        trials.setdefault(digest, Trial(f"{spec.name}-{label}-{digest}", label, overrides, own))
+        trials.setdefault(digest, Trial(f"{spec.name}-{label}-{digest}", label, overrides, own, _budget(params.train)))
     return list(trials.values())
 
 
+def _settings(own: dict[str, Any]) -> str:
+    text = ", ".join(f"{k}={json.dumps(v) if isinstance(v, bool) or v is None else v}" for k, v in own.items())
+    return text or "the base settings"
+
+
 def _format(err: ValidationError, source: str) -> str:
-    lines = [f"{source}: {err.error_count()} invalid setting(s); nothing was run."]
+    problems = []
     for e in err.errors():
         key = ".".join(str(p) for p in e["loc"]) or "(top level)"
         if e["type"] == "extra_forbidden":
-            lines.append(f"  - {key}: unknown key")
+            allowed = ", ".join(SweepSpec.model_fields) if len(e["loc"]) == 1 else ""
+            problems.append(f"{key}: unknown key" + (f" (allowed: {allowed})" if allowed else ""))
         else:
-            lines.append(f"  - {key} = {e.get('input')!r}: {e['msg']}")
-    return "\n".join(lines)
+            problems.append(f"{key} = {e.get('input')!r}: {e['msg']}")
+    return (f"{source}: {err.error_count()} invalid setting(s) in the sweep file, so nothing was run: "
+            f"{'; '.join(problems)}. Fix them (docs/sweeps.md lists every key of a sweep file).")  # fmt: skip
 
 
 class _Loader(yaml.SafeLoader):
@@ -229,16 +274,25 @@ _Loader.add_implicit_resolver(
 
 
 def load_sweep(path: str | Path) -> SweepSpec:
-    """Read and validate a sweep file. Raises SweepError naming every bad key and value."""
+    """Read and validate a sweep file. Raises SweepError naming every bad key and value (one paragraph)."""
     path = Path(path)
     try:
         raw = yaml.load(path.read_text(), Loader=_Loader)  # noqa: S506 (a safe loader)
     except FileNotFoundError:
-        raise SweepError(f"{path}: no such sweep file") from None
+        raise SweepError(f"{path}: no such sweep file, so nothing was run. Give the path of one (this project's "
+                         "are in sweeps/).") from None  # fmt: skip
+    except (OSError, UnicodeDecodeError) as err:
+        why = err.strerror if isinstance(err, OSError) else "not UTF-8 text"
+        raise SweepError(f"{path}: cannot read it as a sweep file ({why}), so nothing was run. Give the path of a "
+                         "YAML sweep file (this project's are in sweeps/).") from None  # fmt: skip
     except yaml.YAMLError as err:
-        raise SweepError(f"{path}: not valid YAML: {err}") from None
+        mark = getattr(err, "problem_mark", None)
+        where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
+        what = getattr(err, "problem", None) or " ".join(str(err).split())
+        raise SweepError(f"{path}: not valid YAML ({where}{what}), so nothing was run. Fix the file there.") from None
     if not isinstance(raw, dict):
-        raise SweepError(f"{path}: expected a mapping (name, base, search, budget, ...), got {type(raw).__name__}")
+        raise SweepError(f"{path}: expected a mapping (name, base, search, budget, ...), got {type(raw).__name__}, so "
+                         "nothing was run. docs/sweeps.md shows a sweep file.")  # fmt: skip
     try:
         return SweepSpec.model_validate(raw)
     except ValidationError as err:

@@ -23,9 +23,11 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+import yaml
+
 from gan.core.errors import PipelineError
 from gan.core.paths import PATHS
-from gan.core.sweepfile import SweepError, Trial
+from gan.core.sweepfile import SweepError, SweepSpec, Trial, load_sweep, plan
 from gan.lifecycle import dvcrun, gitrepo, versions
 
 FIRST_TRIAL_STAGE = "train"  # a trial reruns this stage and every stage downstream of it
@@ -73,9 +75,9 @@ def trial_inputs(repo: str | Path) -> list[str]:
     return [n for n in shared_stages(repo) if any(_produces(stages[n], d) for d in deps)]
 
 
-def check_trial_keys(repo: str | Path, trials: list[Trial]) -> None:
+def check_trial_keys(repo: str | Path, trials: list[Trial], source: str | Path | None = None) -> None:
     """Refuse a setting that a shared stage reads (e.g. data.*, classifier.*, train.device): a trial changing it
-    would not be comparable with the others (they share that stage's outputs)."""
+    would not be comparable with the others (they share that stage's outputs). `source`: the sweep file, named."""
     stages = dvcrun.stage_definitions(repo)
     for name in shared_stages(repo):
         for param in stages[name].get("params") or []:
@@ -83,11 +85,73 @@ def check_trial_keys(repo: str | Path, trials: list[Trial]) -> None:
             for t in trials:
                 for key in t.overrides:
                     if key == param or key.startswith(param + "."):
+                        where = f"trial {t.label!r}" if key in t.own else "base (every trial)"
                         raise SweepError(
-                            f"trial {t.label!r}: {key} is read by the shared stage {name!r}, which runs once for "
-                            f"every trial; a sweep may vary only what the stages from {FIRST_TRIAL_STAGE!r} on read. "
-                            f"Set {key} in params.yaml (and commit) to sweep with a different one."
+                            f"{source or 'the sweep'}: {where}: {key} is read by the shared stage {name!r}, which "
+                            f"runs once for every trial, so no trial was run; a sweep may vary only what the stages "
+                            f"from {FIRST_TRIAL_STAGE!r} on read ({', '.join(trial_stages(repo))}). Set {key} in "
+                            "params.yaml (and commit) to sweep with a different one."
                         )
+
+
+# ---- everything checked before a sweep starts anything
+
+
+@dataclass(frozen=True)
+class SweepPlan:
+    """A sweep file checked against a workspace: what `flows.sweep` runs (or `--dry-run` prints)."""
+
+    source: str  # the sweep file
+    repo: str  # the workspace
+    spec: SweepSpec
+    trials: list[Trial]
+    git_url: str  # where the trials clone from
+    head: str  # the workspace's commit
+    shared: list[str]  # the stages run once, in the workspace
+    per_trial: list[str]  # the stages each trial runs
+
+
+def _check_workspace(repo: Path) -> None:
+    """params.yaml and a dvc.yaml with a train stage, in a git repository with a commit."""
+    for name in ("params.yaml", "dvc.yaml"):
+        if not (repo / name).is_file():
+            raise SweepError(f"{repo}: no {name} here, so nothing was run: a sweep runs in a workspace of this "
+                             "project (the folder with params.yaml and dvc.yaml).")  # fmt: skip
+    try:
+        stages = dvcrun.stage_definitions(repo)
+    except (yaml.YAMLError, KeyError, TypeError) as err:
+        raise SweepError(f"{repo / 'dvc.yaml'}: not a DVC pipeline with stages ({type(err).__name__}: "
+                         f"{' '.join(str(err).split())}), so nothing was run. Restore it: git checkout dvc.yaml.") \
+            from None  # fmt: skip
+    if not isinstance(stages, dict) or FIRST_TRIAL_STAGE not in stages:
+        raise SweepError(f"{repo / 'dvc.yaml'}: no {FIRST_TRIAL_STAGE!r} stage, so nothing was run: a trial reruns "
+                         f"{FIRST_TRIAL_STAGE!r} and what follows it. Restore it: git checkout dvc.yaml.")  # fmt: skip
+    if not gitrepo.is_repo(repo):
+        raise SweepError(f"{repo}: not a git repository, so nothing was run: every trial clones the workspace's "
+                         "commit. `git init`, commit params.yaml, dvc.yaml, dvc.lock and the code, and start the "
+                         "sweep again.")  # fmt: skip
+    if not gitrepo.head(repo):
+        raise SweepError(f"{repo}: no commit yet, so nothing was run: every trial clones the workspace's commit. "
+                         "Commit params.yaml, dvc.yaml, dvc.lock and the code, and start the sweep again.")  # fmt: skip
+
+
+def check_sweep(sweep_file: str | Path, repo: str | Path, remote: str | None = None) -> SweepPlan:
+    """Everything refused before a sweep starts anything, in order: the sweep file, the workspace (params.yaml,
+    dvc.yaml, a git commit), every trial's settings against params.yaml, a setting a shared stage reads, the git
+    remote, uncommitted inputs. Raises SweepError (one paragraph: the file, the trial, the key, what to do);
+    reads only (no git or DVC writes)."""
+    repo = Path(repo).resolve()
+    spec = load_sweep(sweep_file)
+    _check_workspace(repo)
+    trials = plan(spec, repo / "params.yaml", source=sweep_file)
+    check_trial_keys(repo, trials, sweep_file)
+    url = git_url(repo, remote)
+    if dirty := uncommitted_inputs(repo):
+        raise SweepError(f"{repo}: uncommitted changes to {', '.join(dirty)}, so nothing was run: every trial runs "
+                         "the committed HEAD (on other machines too). Commit them (or stash) and start the sweep "
+                         "again.")  # fmt: skip
+    return SweepPlan(str(sweep_file), str(repo), spec, trials, url, gitrepo.head(repo) or "", shared_stages(repo),
+                     trial_stages(repo))  # fmt: skip
 
 
 # ---- the baseline every trial starts from
@@ -117,7 +181,8 @@ def git_url(repo: str | Path, remote: str | None) -> str:
         return url if "://" in url or ":" in url.split("/", 1)[0] else str((Path(repo) / url).resolve())
     if "://" in remote or ":" in remote.split("/", 1)[0] or Path(remote).exists():
         return remote if "://" in remote or not Path(remote).exists() else str(Path(remote).resolve())
-    raise SweepError(f"--git-remote {remote!r}: neither a remote of this repository (`git remote -v`) nor a URL/path")
+    raise SweepError(f"--git-remote {remote!r}: neither a remote of this repository (`git remote -v` lists them) nor "
+                     "a URL or an existing path, so nothing was run. Name a remote, or give its URL.")  # fmt: skip
 
 
 def uncommitted_inputs(repo: str | Path) -> list[str]:
@@ -142,7 +207,8 @@ def publish_baseline(repo: str | Path, sweep: str, url: str, shared: list[str]) 
     repo = Path(repo)
     commit = gitrepo.head(repo)
     if not commit:
-        raise SweepError(f"{repo}: no commit yet; commit params.yaml, dvc.yaml and dvc.lock first")
+        raise SweepError(f"{repo}: no commit yet, so no trial was run. Commit params.yaml, dvc.yaml, dvc.lock and "
+                         "the code, and start the sweep again.")  # fmt: skip
     ref = REF_PREFIX + sweep
     gitrepo.git(["push", "-q", "--force", url, f"{commit}:{ref}"], repo)
     remote = versions.push(repo).remote

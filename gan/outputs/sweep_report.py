@@ -1,6 +1,6 @@
 """The sweep report: every trial in one table sorted by the ranking metric, their sample grids side by side, the
 probe curves of all trials in one plot. Markdown with the pictures inlined (the Prefect artifact), also written
-as files (`write_report`).
+as files (`write_report`). Before a sweep runs: its plan (`plan_lines`, what `--dry-run` prints).
 """
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ from PIL import Image
 
 from gan.core import metric_keys as keys
 from gan.core.atomic import write_bytes, write_text
+from gan.core.sweepfile import Trial
 from gan.outputs.pictures import QUALITY_PANEL, curves_figure, tsv_columns
 
 
@@ -35,6 +36,57 @@ class TrialRow:
     grid_png: bytes = b""
     reason: str = ""  # why it failed
     ran_now: bool = True  # False: finished in an earlier sweep run (skipped)
+
+
+def _settings(settings: dict) -> str:
+    """KEY=VALUE, ... as params.yaml writes the values (true, not True)."""
+    return ", ".join(f"{k}={json.dumps(v) if isinstance(v, bool) or v is None else v}" for k, v in settings.items())
+
+
+@dataclass(frozen=True)
+class PlanView:
+    """What a sweep's plan shows: the sweep, where it runs, its trials (each: name, own settings, budget)."""
+
+    sweep: str
+    source: str  # the sweep file
+    repo: str  # the workspace
+    head: str  # its commit
+    workspace: str  # what the sweep file says it is written for ("" = not said)
+    metric: str
+    base: dict  # what every trial sets
+    shared: list[str]  # the stages run once, in the workspace
+    per_trial: list[str]  # the stages each trial runs
+    cluster: str  # where the trials would run
+    trials: list[Trial]
+
+
+def plan_lines(view: PlanView) -> list[str]:
+    """The plan as `python -m flows.sweep FILE --dry-run` prints it: a header, then one line per trial (its
+    experiment name, its own settings, its budget), then "dry run: nothing was run"."""
+    lines = [
+        f"sweep {view.sweep} ({view.source}) in {view.repo} at {view.head[:10]}: {len(view.trials)} trial(s), ranked "
+        f"by {view.metric}",
+        *([f"written for: {view.workspace}"] if view.workspace else []),
+        f"every trial sets: {_settings(view.base) or '(nothing beyond its own settings)'}",
+        f"shared stages (once, in the workspace): {', '.join(view.shared)}; each trial runs "
+        f"{', '.join(view.per_trial)} in a clone of its own",
+        f"trials run on: {view.cluster}",
+    ]
+    names = max(len(t.name) for t in view.trials)
+    own = max(len(_settings(t.own) or "(base settings)") for t in view.trials)
+    for t in view.trials:
+        lines.append(f"  {t.name:<{names}}  {_settings(t.own) or '(base settings)':<{own}}  budget: {t.budget}")
+    lines.append("dry run: nothing was run")
+    return lines
+
+
+def plan_json(view: PlanView) -> dict:
+    """The plan as `--dry-run --json` prints it."""
+    return {"sweep": view.sweep, "file": view.source, "repo": view.repo, "head": view.head,
+            "workspace": view.workspace, "metric": view.metric, "base": view.base, "shared_stages": view.shared,
+            "trial_stages": view.per_trial, "cluster": view.cluster,
+            "trials": [{"name": t.name, "label": t.label, "settings": t.own, "budget": t.budget,
+                        "overrides": t.overrides} for t in view.trials]}  # fmt: skip
 
 
 def _num(value, spec: str = ".4g") -> str:
@@ -65,7 +117,7 @@ def table_rows(rows: list[TrialRow], metric: str) -> list[dict]:
             "recall": _num(m.get(f"recall_{extractor}"), ".3f"),
             "steps": s.get("steps", "—"),
             "train s": _num(s.get("seconds"), ".0f"),
-            "settings": ", ".join(f"{k}={v}" for k, v in r.settings.items()) or "(base)",
+            "settings": _settings(r.settings) or "(base)",
             "status": ("failed: " + r.reason.splitlines()[0][:160]) if r.metrics is None else
                       ("ran" if r.ran_now else "finished earlier"),
             "experiment": r.name,
