@@ -60,22 +60,30 @@ def classes_covered(p_gen: np.ndarray, p_real: np.ndarray, min_ratio: float = 0.
     return int(np.sum((p_real > 0) & (p_gen >= min_ratio * p_real)))
 
 
-def bootstrap_fid(a: np.ndarray, b: np.ndarray, rounds: int, seed: int = 0) -> tuple[float, float]:
-    """95 % bootstrap interval of the Fréchet distance, bias-corrected.
+def bootstrap_interval(
+    distance: Callable[[np.ndarray, np.ndarray], float], a: np.ndarray, b: np.ndarray, rounds: int, seed: int = 0,
+    confidence: float = 0.95, clip: bool = True,
+) -> tuple[float, float]:  # fmt: skip
+    """The `confidence` bootstrap interval of distance(a, b), bias-corrected, clipped at 0 (`clip`: for a distance
+    that cannot be negative; an unbiased KID can).
 
-    Resampling with replacement duplicates points, which inflates FID (by about as
-    much as the real-vs-real floor), so raw bootstrap percentiles can miss the
-    estimate itself. We shift the percentiles by the bootstrap bias estimate
-    (mean of the resampled values minus the estimate) and clip at 0.
+    Resampling with replacement duplicates points, which inflates a distance such as FID (by about as much as the
+    real-vs-real floor), so raw bootstrap percentiles can miss the estimate itself. We shift the percentiles by the
+    bootstrap bias estimate (mean of the resampled values minus the estimate).
     """
     rng = np.random.default_rng(seed)
     values = np.array([
-        fid_from_features(a[rng.integers(0, len(a), len(a))], b[rng.integers(0, len(b), len(b))])
-        for _ in range(rounds)
+        distance(a[rng.integers(0, len(a), len(a))], b[rng.integers(0, len(b), len(b))]) for _ in range(rounds)
     ])  # fmt: skip
-    bias = values.mean() - fid_from_features(a, b)
-    lo, hi = np.percentile(values, [2.5, 97.5]) - bias
-    return float(max(lo, 0.0)), float(max(hi, 0.0))
+    bias = values.mean() - distance(a, b)
+    tail = (1 - confidence) / 2 * 100
+    lo, hi = np.percentile(values, [tail, 100 - tail]) - bias
+    return (float(max(lo, 0.0)), float(max(hi, 0.0))) if clip else (float(lo), float(hi))
+
+
+def bootstrap_fid(a: np.ndarray, b: np.ndarray, rounds: int, seed: int = 0) -> tuple[float, float]:
+    """95 % bootstrap interval of the Fréchet distance, bias-corrected (`bootstrap_interval`)."""
+    return bootstrap_interval(fid_from_features, a, b, rounds, seed)
 
 
 def standardise(real: np.ndarray, *others: np.ndarray) -> list[np.ndarray]:
