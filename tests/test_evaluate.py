@@ -6,6 +6,7 @@ import contextlib
 import hashlib
 import io
 import json
+import shutil
 import subprocess
 from pathlib import Path
 from unittest import mock
@@ -20,21 +21,27 @@ from gan.core.config import EvaluateConfig, apply_overrides
 from gan.core.splits import load_split
 from gan.evaluation.features import INCEPTION_FILE, InceptionExtractor, MissingWeights, inception_weights
 
-from .conftest import REPO, TINY, require_debian_fashion_mnist
-
-SMALL_EVAL = [*TINY, "evaluate.n_samples=500", "evaluate.bootstrap=10", "evaluate.kid_subsets=10",
-              "evaluate.kid_subset_size=200", "evaluate.prdc_samples=500", "classifier.steps=48"]  # fmt: skip
+# These tests' evaluate settings: a reference of n = 500 real images per side (the test split's other 500 are never
+# used by it: the memorisation test's unseen images), small bootstrap, KID and PRDC (the tests check metrics' meaning,
+# not their precision).
+SMALL_EVAL = ["evaluate.n_samples=500", "evaluate.bootstrap=10", "evaluate.kid_subsets=10",
+              "evaluate.kid_subset_size=200", "evaluate.prdc_samples=500"]  # fmt: skip
 
 
 @pytest.fixture(scope="module")
-def workspace(tmp_path_factory) -> Path:
-    """download → prepare → classifier → judge → reference, run by the stage commands on tiny real data."""
-    require_debian_fashion_mnist()
+def workspace(completed_flow, tmp_path_factory) -> Path:
+    """The session's completed flow (download → prepare → classifier → judge → ... on tiny real data: TINY's 3,000
+    training and 1,000 test images of Fashion-MNIST), its prepared data and trained extractors copied here, and the
+    reference built from them by the stage command at these tests' settings (SMALL_EVAL)."""
+    repo = completed_flow[0]
     ws = tmp_path_factory.mktemp("eval")
-    raw = apply_overrides(yaml.safe_load((REPO / "params.yaml").read_text()), SMALL_EVAL)
+    shutil.copytree(repo / "data/prepared", ws / "data/prepared")
+    (ws / "data/models").mkdir()
+    for model in ("classifier.pt", "judge.pt"):
+        shutil.copy2(repo / "data/models" / model, ws / "data/models" / model)
+    raw = apply_overrides(yaml.safe_load((repo / "params.yaml").read_text()), SMALL_EVAL)
     (ws / "params.yaml").write_text(yaml.safe_dump(raw))
-    for stage in ("download", "prepare", "classifier", "judge", "reference"):
-        gan(ws, stage)
+    gan(ws, "reference")
     return ws
 
 
