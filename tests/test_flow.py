@@ -73,6 +73,7 @@ def md5(path: Path) -> str:
 
 def test_flow_runs_every_stage_with_artifacts(completed_run, prefect_server):
     repo, run_id, proc = completed_run
+    assert flow_run_id(proc) == run_id  # the run these tests read on the shared server: this flow's own
     # `source` ran but found what the copied dvc.lock records (the same published files): not a change.
     assert flow_result(proc)["ran"] == [s for s in STAGES if s != "source"]
     with prefect_server.client() as c:
@@ -146,7 +147,8 @@ def test_a_worse_model_is_not_promoted_then_a_manual_repro_is_recorded(completed
     assert md5(champion) == before, "a worse model replaced the champion"
     # Recorded without a tag; the report shows what changed since the champion.
     assert "not promoted" in git(repo, "log", "-1", "--format=%s") and not git(repo, "tag", "--points-at", "HEAD")
-    report = artifacts(prefect_server, history(repo)[-1]["flow_run_id"])["gan-report"].data
+    assert history(repo)[-1]["flow_run_id"] == flow_run_id(worse)
+    report = artifacts(prefect_server, flow_run_id(worse))["gan-report"].data
     assert "## Changes since the previous champion" in report and "| model.arch | dcgan | mlp |" in report
     assert json.loads((repo / "data/models/champion/record.json").read_text())["flow_run_id"] == first_id
     # Overrides were validated and saved, so dvc agrees with what the flow ran.
@@ -193,8 +195,15 @@ def test_bad_settings_exit_2_before_any_task(tmp_path, prefect_server):
     assert not (repo / "data").exists()
 
 
-def dataset_changed_events(server, dataset: str) -> list:
-    from prefect.events.filters import EventFilter, EventNameFilter, EventOccurredFilter, EventResourceFilter
+def dataset_changed_events(server, dataset: str, flow_run: str) -> list:
+    """The dataset-changed events of `dataset` that flow run `flow_run` emitted (the server is shared by every test)."""
+    from prefect.events.filters import (
+        EventFilter,
+        EventNameFilter,
+        EventOccurredFilter,
+        EventRelatedFilter,
+        EventResourceFilter,
+    )
 
     since = datetime.now(UTC) - timedelta(days=1)  # the server is this session's
     with server.client() as c:
@@ -203,6 +212,7 @@ def dataset_changed_events(server, dataset: str) -> list:
                 occurred=EventOccurredFilter(since=since),
                 event=EventNameFilter(name=[DATASET_CHANGED]),
                 resource=EventResourceFilter(id=[f"gan.dataset.{dataset}"]),
+                related=EventRelatedFilter(id=[f"prefect.flow-run.{flow_run}"]),
             ),
             limit=50,  # the client's default (100) is over the server's maximum
         )
@@ -231,14 +241,15 @@ def test_download_with_new_bytes_emits_dataset_changed(completed_run, prefect_se
     after = dvcrun.out_hash("download", repo)
     assert after != before
     assert f"dataset fashion-mnist changed: emitted {DATASET_CHANGED}" in proc.stderr
-    run_id = history(repo)[-1]["flow_run_id"]
+    run_id = flow_run_id(proc)
+    assert history(repo)[-1]["flow_run_id"] == run_id
 
     deadline = time.monotonic() + 60  # the server stores events asynchronously
-    while not (events := dataset_changed_events(prefect_server, "fashion-mnist")) and time.monotonic() < deadline:
+    while not (events := dataset_changed_events(prefect_server, "fashion-mnist", run_id)):
+        if time.monotonic() > deadline:
+            break
         time.sleep(1)
-    # Exactly one for this dataset in the whole session: a first download (no previous version) or one that found the
-    # same bytes (every other run of these tests) emits nothing.
-    assert len(events) == 1, events
+    assert len(events) == 1, events  # this run's, exactly one
     ev = events[0]
     assert ev.resource.id == "gan.dataset.fashion-mnist"
     assert ev.payload == {"dataset": "fashion-mnist", "md5": after, "previous_md5": before}
@@ -403,7 +414,7 @@ def test_a_failed_push_or_a_refused_commit_fails_the_run_and_loses_nothing(compl
     out = proc.stdout + proc.stderr
     assert proc.returncode == 1 and "dvc push to remote 'local'" in out and "Not a directory" in out
     assert "the next run pushes what is missing" in out
-    run_id = history(repo)[-1]["flow_run_id"]
+    run_id = flow_run_id(proc)
     states = task_runs(prefect_server, run_id)
     assert (states["export"], states["git-commit"], states["dvc-push"]) == ("COMPLETED", "COMPLETED", "FAILED")
     assert f"({run_id})" in git(repo, "log", "-1", "--format=%B") and git(repo, "status", "--porcelain") == ""
@@ -430,7 +441,7 @@ def test_a_failed_push_or_a_refused_commit_fails_the_run_and_loses_nothing(compl
     proc = flow(repo, prefect_server, "promote.commit=true", "promote.push=true", check=False)
     out = proc.stdout + proc.stderr
     assert proc.returncode == 1 and "uncommitted edits to files the stages depend on: gan/outputs/export.py" in out
-    run_id = history(repo)[-1]["flow_run_id"]
+    run_id = flow_run_id(proc)
     states = task_runs(prefect_server, run_id)
     assert (states["export"], states["git-commit"], states["dvc-push"]) == ("COMPLETED", "FAILED", "COMPLETED")
     assert "**Recorded:** NOT committed: uncommitted edits" in artifacts(prefect_server, run_id)["gan-report"].data

@@ -12,10 +12,58 @@ import pytest
 import yaml
 from PIL import Image
 
+from gan.core import metric_keys as keys
+
 from .conftest import PARAMS_TRACE_FILE, TINY, copy_repo, run
 from .test_stage_deps import dvc_stages, params_problems, read_trace
 
 pytestmark = pytest.mark.slow
+
+
+def check_metric_ranges(metrics: dict, extractors: tuple[str, ...], num_classes: int) -> None:
+    """Every metric of each extractor present beside its real-vs-real floor, each within the range its definition
+    allows: FID and its bootstrap interval >= 0 (the interval is bias-corrected, so it need not contain the
+    estimate: only low <= high is asserted), precision, recall and coverage in [0, 1], density >= 0 (the mean count
+    of real neighbourhoods a sample falls in, over k: above 1 where samples crowd the real data), spreads >= 0,
+    the class score in [1, classes], classes covered <= classes, KL >= 0, shares in [0, 1]. KID is unbiased, so it
+    may be below 0."""
+
+    def finite(key: str) -> float:
+        assert key in metrics, f"{key} missing from metrics.json"
+        value = metrics[key]
+        assert isinstance(value, int | float) and not isinstance(value, bool) and np.isfinite(value), (key, value)
+        return value
+
+    def within(key: str, low: float, high: float = np.inf, spread: bool = False) -> None:
+        """`key` and its floor in [low, high]; `spread`: also their std (key_std, key_floor_std) >= 0."""
+        for k in (key, keys.floor(key)):
+            assert low <= finite(k) <= high, (k, metrics[k], low, high)
+            assert not spread or finite(keys.std(k)) >= 0, keys.std(k)
+
+    for name in extractors:
+        fid = keys.fid(name)
+        within(fid, 0)
+        for k in (fid, keys.floor(fid)):
+            low, high = metrics[keys.ci95(k)]
+            assert 0 <= low <= high and np.isfinite(high), (keys.ci95(k), low, high)
+        within(keys.kid(name), -np.inf, spread=True)
+        for kind in ("precision", "recall", "coverage"):
+            within(keys.metric(kind, name), 0, 1)
+        within(keys.metric("density", name), 0)
+    if "classifier" in extractors:
+        within(keys.inception_score("classifier"), 1 - 1e-6, num_classes + 1e-6, spread=True)
+        assert metrics[keys.NUM_CLASSES] == num_classes <= 10
+        within(keys.CLASSES_COVERED, 0, num_classes)
+        within(keys.CLASS_KL, 0)
+        within("mean_confidence", 1 / num_classes, 1)
+        histogram = metrics["class_histogram"]
+        assert len(histogram) == num_classes and min(histogram) >= 0 and abs(sum(histogram) - 1) < 1e-3, histogram
+        for k in ("per_class_fid_classifier", "per_class_fid_classifier_floor"):
+            assert len(metrics[k]) == num_classes and all(v is None or v >= 0 for v in metrics[k].values()), k
+    if "judge" in extractors:  # the data-copying test
+        finite(keys.copy_ct("judge")), finite(keys.floor(keys.copy_ct("judge")))
+        within(keys.copy_fraction("judge"), 0, 1)
+        assert metrics[keys.copy_cells("judge")] >= 1 and isinstance(metrics[keys.copying("judge")], bool)
 
 
 def test_every_stage_reads_only_the_params_dvc_yaml_declares(completed_flow):
@@ -44,27 +92,9 @@ def test_the_stages_outputs_end_to_end(completed_flow, tmp_path):
         assert z["images"].shape == (3000, 1, 28, 28) and z["images"].dtype == np.uint8
 
     metrics = json.loads((repo / "data/metrics/metrics.json").read_text())
-    for key in (
-        "fid_classifier",
-        "fid_classifier_floor",
-        "kid_classifier",
-        "is_classifier",
-        "precision_classifier",
-        "recall_classifier",
-        "density_classifier",
-        "coverage_classifier",
-        "classes_covered",
-        "class_kl",
-        "fid_judge",
-        "fid_judge_floor",
-        "kid_judge",
-        "copy_ct_judge",
-        "copy_ct_judge_floor",
-        "copy_fraction_judge",
-    ):
-        assert np.isfinite(metrics[key]), key
     assert "not_applicable" not in metrics  # labelled data, both extractors: everything applies
     assert metrics["n"] == 600 and metrics["fid_classifier_floor"] < metrics["fid_classifier"]
+    check_metric_ranges(metrics, extractors=("classifier", "judge"), num_classes=10)
     assert json.loads((repo / "data/metrics/classifier.json").read_text())["test_accuracy"] > 0.5
 
     samples = repo / "data/samples"

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import shutil
 import sys
 from pathlib import Path
 
@@ -84,3 +85,31 @@ def test_two_recorded_runs_come_back_on_another_clone(completed_run, tmp_path, p
     grid = tmp_path / "strip.png"
     gan(clone, "sample", "--rev", "champion", "--interpolate", "8", "--out", str(grid))
     assert grid.stat().st_size > 0
+
+
+def test_a_clone_at_another_depth_restores_the_champion_from_the_workspaces_remote(completed_run, tmp_path):
+    """`git clone` of the workspace anywhere (here three folders deeper, where the tracked .dvc/config's relative URL
+    names no remote), then `python -m gan restore champion` and `dvc pull` there: every file from the workspace's DVC
+    remote, none from a cache (the clone's is its own and empty; the workspace's is removed)."""
+    repo, _, _ = completed_run
+    remote = repo.parent / "gan-pipeline-dvc-remote"  # .dvc/config: ../../gan-pipeline-dvc-remote, beside the repo
+    champion = repo / "data/models/champion"
+    want = {f.name: sha(f) for f in champion.iterdir() if f.is_file()}
+    generator = sha(repo / "data/models/generator.pt")
+    assert (remote / "files").is_dir() and "generator.pt" in want
+    shutil.rmtree(repo / ".dvc/cache")
+
+    clone = tmp_path / "a/b/c/clone"
+    run(["git", "clone", "-q", str(repo), str(clone)], tmp_path)
+    assert not (clone / ".dvc/cache").exists()
+    out = run([sys.executable, "-m", "gan", "restore", "champion"], clone).stdout
+    tag = gitrepo.champion_tags(clone)[0]
+    restored = clone / "restored" / tag
+    assert "restored champion (commit" in out and f"restored/{tag}" in out
+    assert {name: sha(restored / name) for name in want} == want
+
+    run([sys.executable, "-m", "dvc", "pull"], clone)
+    assert sha(clone / "data/models/generator.pt") == generator
+    assert {f.name: sha(f) for f in (clone / "data/models/champion").iterdir() if f.is_file()} == want
+    assert run(["git", "status", "--porcelain"], clone).stdout == ""  # the remote is in the untracked config.local
+    assert not (clone.parent / "gan-pipeline-dvc-remote").exists()  # nothing went where the relative URL points
