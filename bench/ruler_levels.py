@@ -10,8 +10,9 @@ For each folder (a workspace of bench/folders.py, its shared stages run with the
 1. generators, each trained by the train stage itself (`python -m gan train` in the workspace): the default run
    (its length, probe, keep-best and early stop as a user gets them), each `--recipe` (the default plus its
    settings), and the default run's snapshot at 20 % of the steps it trained (the same seed, stopped there);
-2. image sets: `n_gen` samples of each generator; the real training images blurred (radius 1.5); the real test
-   images (unseen by the generator and by the extractors);
+2. image sets: `n_gen` samples of each generator; real images blurred (radius 1.5): training images where the
+   ruler compares with the test images, test images where it compares with the training images (never a blurred
+   copy of a reference image); the real test images (unseen by the generator and by the extractors);
 3. in each extractor's features (the workspace's classifier and judge), each candidate ruler with its 95 %
    bootstrap interval:
    - `FD test`: the evaluate stage's FID today: n = |test| images against the test images; the floor is n real
@@ -104,7 +105,8 @@ def level_features(ws: Path, gens: dict[str, Path], n_gen: int, out: Path) -> di
     p, paths = load_params(ws / "params.yaml"), Paths(ws)
     train, test = load_split(paths.train_split).images, load_split(paths.test_split).images
     images = {"train": torch.from_numpy(train), "test": torch.from_numpy(test)}
-    images["blurred 1.5"] = blur(images["train"], BLUR_RADIUS)
+    images["blurred 1.5"] = blur(images["train"], BLUR_RADIUS)  # for rulers against the test images
+    images["blurred 1.5 (test)"] = blur(images["test"], BLUR_RADIUS)  # for rulers against the training images
     for name, gen in gens.items():
         images[name], _ = generated_images(gen, p.evaluate, n_gen, "cpu")
         G, _ = load_generator(gen)
@@ -127,9 +129,12 @@ def rulers(f: dict[str, np.ndarray], sets: list[str], rounds: int, seed: int) ->
     train_n = f["train"][np.sort(rng.choice(len(f["train"]), n, replace=False))]
 
     def measure(distance: Distance, ref: np.ndarray, floor: np.ndarray, clip: bool) -> dict[str, tuple]:
+        """Each set's first n images against `ref`; a degraded level is made from real images the reference does
+        not hold (blurred training images against the test images, blurred test images against the training ones)."""
+        against_train = ref is f["train"]
         row = {}
         for s in ["floor", *sets]:
-            x = floor if s == "floor" else f[s][:n]
+            x = floor if s == "floor" else f[f"{s} (test)" if against_train and f"{s} (test)" in f else s][:n]
             lo, hi = bootstrap_interval(distance, x, ref, rounds, seed, clip=clip)
             row[s] = (distance(x, ref), lo, hi)
         return row
