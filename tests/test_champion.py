@@ -303,11 +303,14 @@ def random_inception_weights(path: Path) -> Path:
     return path
 
 
-# n=6: the Inception forward (~0.5 s an image on a CPU) and FID's 2048-d eigenvalues dominate this test.
+# n=6: the Inception forward (~0.5 s an image on a CPU) and FID's 2048-d eigenvalues (~5 s each on one core)
+# dominate this test. The gate's paired bootstrap computes two FIDs a round, so it gets its fewest rounds (the default
+# 200 take over half an hour here); the re-scored champion is the candidate itself, kept whatever the rounds.
 INCEPTION_ONLY = ["model.arch=mlp", "train.epochs=1", "train.batch_size=32", "train.device=cpu",
                   "evaluate.extractors=[inception]", "evaluate.n_samples=6", "evaluate.batch_size=6",
                   "evaluate.bootstrap=0", "evaluate.kid_subsets=5", "evaluate.kid_subset_size=3",
-                  "evaluate.prdc_samples=10", "evaluate.prdc_k=2", "promote.metric=fid_inception"]  # fmt: skip
+                  "evaluate.prdc_samples=10", "evaluate.prdc_k=2", "promote.metric=fid_inception",
+                  "promote.bootstrap=20"]  # fmt: skip
 
 
 @pytest.mark.slow
