@@ -448,20 +448,34 @@ def sweep_env(env: dict) -> dict:
 
 
 def start_sweep(repo: Path, sweep_file: Path, cluster: Cluster | None, *args: str, env: dict) -> subprocess.Popen:
-    """`python -m flows.sweep FILE --json ARGS` in its own session (`stop_group` ends it and all it started): on
+    """`python -m flows.sweep FILE --json ARGS` in its own session (`stop_group` ends it and all it started), its
+    output in files beside the sweep file (so that waiting for it is not waiting for whatever it left running): on
     `cluster` (--address, trials cloning from the bare remote `origin`), or with None the default path: a local
     cluster of its own, the trials cloning from the workspace itself."""
     where = ["--address", cluster.address, "--git-remote", "origin"] if cluster else []
     cmd = [sys.executable, "-m", "flows.sweep", str(sweep_file), *where, "--json", *args]
-    return subprocess.Popen(cmd, cwd=repo, env=sweep_env(env), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True, start_new_session=True)  # fmt: skip
+    logs = sweep_file.parent / "sweep-logs"
+    logs.mkdir(exist_ok=True)
+    n = len(list(logs.glob("*.out")))
+    out, err = logs / f"{sweep_file.stem}-{n}.out", logs / f"{sweep_file.stem}-{n}.err"
+    with open(out, "w") as stdout, open(err, "w") as stderr:
+        proc = subprocess.Popen(cmd, cwd=repo, env=sweep_env(env), stdout=stdout, stderr=stderr,
+                                start_new_session=True)  # fmt: skip
+    proc.output_files = (out, err)
+    return proc
+
+
+def finish(proc: subprocess.Popen) -> tuple[str, str]:
+    """Wait for the sweep process (SWEEP_TIMEOUT_S at most); its stdout and stderr."""
+    proc.wait(timeout=SWEEP_TIMEOUT_S)
+    return proc.output_files[0].read_text(), proc.output_files[1].read_text()
 
 
 def sweep_cmd(repo: Path, sweep_file: Path, cluster: Cluster | None, *args: str, env: dict):
-    """The sweep to its end (SWEEP_TIMEOUT_S at most); whatever it leaves running is stopped."""
+    """The sweep to its end; whatever it leaves running is stopped."""
     proc = start_sweep(repo, sweep_file, cluster, *args, env=env)
     try:
-        out, err = proc.communicate(timeout=SWEEP_TIMEOUT_S)
+        out, err = finish(proc)
     finally:
         stop_group(proc)
     return subprocess.CompletedProcess(proc.args, proc.returncode, out, err)
@@ -501,7 +515,7 @@ def swept(completed_flow, prefect_server, tmp_path_factory):
                     cluster.start_worker(name)  # the machine comes back (a new worker process): two workers again
                     break
             time.sleep(0.2)
-        out, err = proc.communicate(timeout=SWEEP_TIMEOUT_S)
+        out, err = finish(proc)
         yield {"repo": repo, "top": top, "cluster": cluster, "sweep_file": sweep_file, "killed": killed,
                "rc": proc.returncode, "stdout": out, "stderr": err, "server": prefect_server}  # fmt: skip
     finally:
@@ -642,7 +656,7 @@ def test_the_default_path_runs_a_sweep_on_a_local_cluster_of_its_own(completed_r
     repo, _, _ = completed_run
     proc = start_sweep(repo, write(tmp_path / "local.yaml", LOCAL), None, env=prefect_server.env)
     try:
-        out, err = proc.communicate(timeout=SWEEP_TIMEOUT_S)
+        out, err = finish(proc)
         # everything it started (the local scheduler and workers, the trials' processes) ended with it
         deadline = time.monotonic() + 30
         while group_alive(proc.pid) and time.monotonic() < deadline:

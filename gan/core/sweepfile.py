@@ -8,13 +8,13 @@
     parallel: 0                        # trials at once on the local cluster (0 = sized to the machine)
     threads: 0                         # torch threads per trial (0 = the machine's cores / parallel)
     metric: auto                       # the distance trials are ranked by (promote.metric's choices)
-    workspace: "any"                   # the workspace it is written for, in words (named when a trial is refused)
+    workspace: the default workspace   # the workspace it is written for, in words (named when a trial is refused)
 
 Validated like params.yaml (pydantic, unknown keys refused, the key and value named), and every trial's settings
-are validated against params.yaml by the params schema before anything runs (`plan`). Every refusal is one
-paragraph (`SweepError`) naming the file, the trial and the key. A trial's name carries the
-sweep's name, the trial's label and a hash of everything it overrides, so the same settings get the same name
-in any later sweep (which then skips them).
+are validated against params.yaml by the params schema before anything runs (`plan`); every refusal is one
+paragraph (`SweepError`) naming the file, the trial and the key. A trial's name carries the sweep's name, the
+trial's label and a hash of everything it overrides, so the same settings get the same name in any later sweep
+(which then skips them).
 """
 
 from __future__ import annotations
