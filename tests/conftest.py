@@ -348,19 +348,19 @@ COST_S = {
     "test_flow.py::test_download_with_new_bytes_emits_dataset_changed": 150,
     "test_flow.py::test_a_failed_push_or_a_refused_commit_fails_the_run_and_loses_nothing": 150,
     "test_deployment.py::test_nightly_deployment_schedules_runs_and_a_worker_executes_one": 135,
+    "test_champion.py::test_gate_history_and_report_on_inception_only_metrics": 150,
     "test_recording_e2e.py::test_two_recorded_runs_come_back_on_another_clone": 125,
     "test_flow.py::test_a_worse_model_is_not_promoted_then_a_manual_repro_is_recorded": 120,
     "test_folder_flow.py::test_an_unlabeled_folder_is_scored_by_the_judge_with_class_metrics_not_applicable": 100,
     "test_flow.py::test_a_run_that_waited_for_the_lock_reads_params_after_it": 60,
     "test_flow.py::test_two_runs_at_once_do_not_corrupt_the_workspace": 50,
     "test_reliability.py::test_kill_9_with_the_quality_probe_best_snapshot_and_patience": 55,
-    "test_bench.py::test_recipes_bench_trains_every_candidate_on_a_folder_and_prints_the_table": 55,
     "test_bench.py::test_ruler_bench_scores_snapshots_with_both_extractor_sets": 55,
     "test_train.py::test_compiled_training_matches_eager": 20,
     "judge-fmnist": 310,
     "judge-emoji": 100,
     "sweep-cluster": 330,
-    "test_evaluate.py:workspace": 190,
+    "test_evaluate.py:workspace": 75,  # its workspace is copied from the completed flow
 }
 SLOW_DEFAULT_S = 20
 BUILT_IN_THE_BACKGROUND = {"completed_run", "completed_flow"}  # fixtures (see _completed_flow_in_the_background)

@@ -18,7 +18,7 @@ from flows.notify import DATASET_CHANGED
 from gan.lifecycle import dvcrun
 
 from .conftest import copy_repo, flow, flow_result, history, run
-from .test_flow import dataset_changed_events
+from .test_flow import dataset_changed_events, flow_run_id
 
 pytestmark = pytest.mark.slow
 
@@ -128,15 +128,13 @@ def test_folder_runs_then_is_a_no_op_then_retrains_incrementally_when_it_grows(f
     # The gate compared fairly: the champion was re-scored on today's reference, beside the candidate.
     assert result["decision"]["champion_value"] is not None
     assert f"dataset folder changed: emitted {DATASET_CHANGED}" in grown.stderr
+    grown_run = flow_run_id(grown)
     deadline = time.monotonic() + 60  # the server stores events asynchronously
-
-    def from_this_growth() -> list:
-        return [e for e in dataset_changed_events(prefect_server, "folder") if e.payload["previous_md5"] == before]
-
-    while not (events := from_this_growth()) and time.monotonic() < deadline:
+    while not (events := dataset_changed_events(prefect_server, "folder", grown_run)) and time.monotonic() < deadline:
         time.sleep(1)
-    # (The first run emitted one too: the copied repo's data came from fashion-mnist.)
-    assert len(events) == 1 and events[0].payload["md5"] == dvcrun.out_hash("download", repo) != before
+    assert len(events) == 1, events  # this run's, exactly one
+    assert events[0].payload["previous_md5"] == before
+    assert events[0].payload["md5"] == dvcrun.out_hash("download", repo) != before
     assert len(history(repo)) == 2
     # dvc agrees: after the flow, `dvc repro` finds nothing to do beyond looking at the source.
     repro = run(["dvc", "repro"], repo).stdout
