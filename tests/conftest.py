@@ -361,6 +361,8 @@ COST_S = {
     "judge-emoji": 100,
     "sweep-cluster": 330,
     "test_evaluate.py:workspace": 75,  # its workspace is copied from the completed flow
+    "test_doc_commands.py::test_documented_commands_run_as_written": 160,
+    "test_gate.py::test_the_gate_promotes_only_a_difference_beyond_the_noise_both_ways": 60,
 }
 SLOW_DEFAULT_S = 20
 BUILT_IN_THE_BACKGROUND = {"completed_run", "completed_flow"}  # fixtures (see _completed_flow_in_the_background)
