@@ -237,10 +237,25 @@ def test_http_500_then_success_retries_same_mirror(server, dest_dir):
     assert listing(dest_dir) == {LOCAL}
 
 
+def record_sleeps(monkeypatch, sleeps: list[float], then_sleep: bool = False) -> None:
+    """`time.sleep` calls of this thread (the download's backoff) appended to `sleeps` (and slept when `then_sleep`).
+    `download.time` is the process's one `time` module: other threads of this test worker (the completed flow built
+    in the background) keep their real sleep and are not recorded."""
+    real_sleep, me = time.sleep, threading.get_ident()
+
+    def sleep(seconds: float) -> None:
+        if threading.get_ident() != me:
+            return real_sleep(seconds)
+        sleeps.append(seconds)
+        if then_sleep:
+            real_sleep(seconds)
+
+    monkeypatch.setattr(download.time, "sleep", sleep)
+
+
 def test_persistent_5xx_exhausts_retries_with_backoff_then_next_mirror(server, dest_dir, monkeypatch):
     sleeps: list[float] = []
-    real_sleep = time.sleep
-    monkeypatch.setattr(download.time, "sleep", lambda s: (sleeps.append(s), real_sleep(s))[1])
+    record_sleeps(monkeypatch, sleeps, then_sleep=True)
     server.script(f"/busy/{NAME}", status(503))
     server.script(f"/ok/{NAME}", serve(GZ))
     out = fetch_from([server.mirror("busy"), server.mirror("ok")], dest_dir / LOCAL)
@@ -641,7 +656,7 @@ def break_gunzip(mp: pytest.MonkeyPatch) -> None:  # gan.data.download's view of
 )
 def test_bug_during_transfer_surfaces_as_itself_at_once(server, dest_dir, attempts, monkeypatch, where, exc, patch):
     sleeps: list[float] = []
-    monkeypatch.setattr(download.time, "sleep", sleeps.append)
+    record_sleeps(monkeypatch, sleeps)
     server.script(f"/m/{NAME}", serve(GZ))
     server.script(f"/other/{NAME}", serve(GZ))
     patch(monkeypatch)
