@@ -285,7 +285,10 @@ def test_a_run_that_waited_for_the_lock_reads_params_after_it(completed_run, pre
     reader.join(timeout=10)
     result = json.loads(out[out.index("{") :])
     assert result["ran"] == ["export"]
-    assert result["decision"]["margin"] == 0.5 and "by 50%" in result["decision"]["reason"]
+    # The gate decided with the margin read after the wait (the old one is 0.02). The champion and the candidate
+    # are the same model here, so the paired gate keeps the champion whatever the margin: its reason cannot say it.
+    assert result["decision"]["margin"] == 0.5
+    assert result["decision"]["reason"].startswith("no significant difference: champion kept")
 
 
 def test_run_on_the_ephemeral_api_logs_no_error(completed_run, tmp_path):
