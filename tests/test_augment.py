@@ -397,3 +397,92 @@ def test_ada_p_gates_every_image_d_sees(p):
                 assert torch.equal(got, given)
             else:
                 assert all(not torch.equal(a, b) for a, b in zip(got, given, strict=True))
+
+
+# 7. ADA's heuristic (gan.training.ada): what counts toward r_t, how fast p moves, and the same p on every rank ------
+
+
+def logits(signs: list[int]) -> torch.Tensor:
+    return torch.tensor(signs, dtype=torch.float32) * 0.5
+
+
+def test_every_d_batch_of_a_step_counts_toward_the_signal():
+    """Two D updates per step (train.d_steps = 2): r_t is the mean sign over both real batches, and p moves by the
+    real images D judged in the interval (4 steps × 2 batches × 4 images) over ada_kimg thousand."""
+    from gan.training.ada import AdaptiveP
+
+    ada = AdaptiveP(target=0.6, kimg=0.32, device=torch.device("cpu"))
+    for _ in range(4):
+        ada.observe(logits([1, 1, 1, 1]))  # the first D batch: D sure of every real image
+        ada.observe(logits([1, 1, -1, -1]))  # the second (the last): D unsure
+        r = ada.end_step()
+        assert float(r) == pytest.approx(0.5)  # (4 + 0) / 8, not the last batch's 0
+    assert float(ada.p) == 0  # 0.5 < 0.6: p would move down, and stays at 0
+    for _ in range(4):
+        ada.observe(logits([1, 1, 1, 1]))
+        ada.observe(logits([1, 1, 1, -1]))
+        ada.end_step()
+    assert float(ada.p) == pytest.approx(32 / 320)  # 0.875 > 0.6: up by 32 images / 320
+
+
+def test_the_checkpointed_state_resumes_mid_interval_exactly():
+    from gan.training.ada import AdaptiveP
+
+    def run(ada, signs):
+        for s in signs:
+            ada.observe(logits(s))
+            ada.end_step()
+        return ada
+
+    steps = [[1, 1, 1, 1], [1, 1, -1, 1], [1, 1, 1, 1]] * 4
+    whole = run(AdaptiveP(0.6, 0.08, torch.device("cpu")), steps)
+    first = run(AdaptiveP(0.6, 0.08, torch.device("cpu")), steps[:6])  # stops mid-interval (6 % 4 = 2)
+    resumed = AdaptiveP(0.6, 0.08, torch.device("cpu"))
+    resumed.load_state_dict(first.state_dict())
+    run(resumed, steps[6:])
+    assert whole.state_dict().keys() == resumed.state_dict().keys()
+    for k, v in whole.state_dict().items():
+        assert torch.equal(torch.as_tensor(v), torch.as_tensor(resumed.state_dict()[k])), k
+    assert float(whole.p) == pytest.approx(0.6)  # 3 intervals above the target, each 16 images / 80 up
+
+
+def _ada_rank(rank: int, port: int, out, per_rank: list[list[list[int]]]) -> None:
+    import torch.distributed as dist
+
+    from gan.training.ada import AdaptiveP
+
+    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=2)
+    try:
+        ada = AdaptiveP(0.6, 0.08, torch.device("cpu"))
+        history = []
+        for signs in per_rank[rank]:
+            ada.observe(logits(signs))
+            history.append((float(ada.end_step()), float(ada.p)))
+        torch.save({"history": history, "state": ada.state_dict()}, out / f"ada{rank}.pt")
+    finally:
+        dist.destroy_process_group()
+
+
+def test_under_ddp_the_signal_is_the_global_batchs_and_p_is_the_same_on_every_rank(tmp_path):
+    """Two gloo ranks whose D judges its half of the batch differently (rank 0 sure, rank 1 unsure): both ranks
+    move p from the signs of the whole global batch, exactly as one process judging both halves does, and hold the
+    same partial sums (rank 0's checkpoint is every rank's)."""
+    import torch.multiprocessing as mp
+
+    from gan.training.ada import AdaptiveP
+
+    from .conftest import free_port
+
+    sure, unsure = [[1, 1, 1, 1]] * 6, [[1, -1, -1, 1]] * 6  # 1.0 and 0.0: together 0.5, under the target
+    mp.spawn(_ada_rank, args=(free_port(), tmp_path, [sure, unsure]), nprocs=2)
+    ranks = [torch.load(tmp_path / f"ada{r}.pt", weights_only=True) for r in (0, 1)]
+    assert ranks[0]["history"] == ranks[1]["history"]
+    for k, v in ranks[0]["state"].items():
+        assert torch.equal(torch.as_tensor(v), torch.as_tensor(ranks[1]["state"][k])), k
+    one = AdaptiveP(0.6, 0.08, torch.device("cpu"))
+    whole = []
+    for a, b in zip(sure, unsure, strict=True):
+        one.observe(logits(a + b))
+        whole.append((float(one.end_step()), float(one.p)))
+    assert ranks[0]["history"] == whole
+    assert [r for r, _ in whole] == [0.5] * 6  # each rank alone would see 1.0 or 0.0

@@ -283,6 +283,10 @@ def test_model_card_usage_line_of_a_conditional_g():
     plain = model_card(Params(model=UNCOND), {"n": 10}, summary, {}, "abc")
     assert f"images = G(torch.randn(16, {COND.z_dim}))  # 16×1×28×28 in [-1, 1]" in plain.splitlines()
     assert "torch.arange" not in plain
+    # the card says when D overfitted (the train summary's sentence)
+    note = "D won outright from step 1200 (...)"
+    assert f"- D's overfitting: {note}" in model_card(Params(model=UNCOND), {"n": 10}, summary, {"overfitting": note},
+                                                      "abc").splitlines()  # fmt: skip
 
 
 def test_export_of_a_conditional_g(data, tmp_path, monkeypatch):

@@ -9,6 +9,7 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 import torch.distributed as dist
@@ -150,6 +151,8 @@ def test_ddp_step_on_two_halves_is_one_step_on_the_whole_batch(parts, tmp_path):
 
 RESUME_MODEL = ModelConfig(arch="dcgan", channels=8, z_dim=16)
 RESUME_CFG = TrainConfig(epochs=2, batch_size=32, checkpoint_every=5, log_flush_every=1, device="cpu")  # 8 steps/epoch
+# ADA, moving p fast (0.2 every 4 steps): its state is part of what must match across ranks and resume exactly
+RESUME_ADA = RESUME_CFG.model_copy(update={"augment": "translation,cutout", "ada_target": 0.6, "ada_kimg": 0.64})
 
 
 class _Interrupt(Exception):
@@ -162,14 +165,14 @@ def _as_rank(rank: int, port: int) -> None:
                       MASTER_PORT=str(port))  # fmt: skip
 
 
-def _train_until_interrupted(split: Path, out: TrainOutputs, on_progress, **patches) -> None:
+def _train_until_interrupted(cfg: TrainConfig, split: Path, out: TrainOutputs, on_progress, **patches) -> None:
     """train() with some gan.training.train functions replaced for the call; an _Interrupt from `on_progress` ends
     it."""
     originals = {name: getattr(gan.training.train, name) for name in patches}
     for name, value in patches.items():
         setattr(gan.training.train, name, value)
     try:
-        train(RESUME_MODEL, RESUME_CFG, split, out, on_progress=on_progress, progress_bar=False)
+        train(RESUME_MODEL, cfg, split, out, on_progress=on_progress, progress_bar=False)
     except _Interrupt:
         pass
     finally:
@@ -177,7 +180,8 @@ def _train_until_interrupted(split: Path, out: TrainOutputs, on_progress, **patc
             setattr(gan.training.train, name, value)
 
 
-def _train_rank(rank: int, port: int, split: Path, out: TrainOutputs, interrupt_at: int, late_rank_seconds: float):
+def _train_rank(rank: int, port: int, cfg: TrainConfig, split: Path, out: TrainOutputs, interrupt_at: int,
+                late_rank_seconds: float):  # fmt: skip
     """One rank of a 2-rank train(), as torchrun would start it; `interrupt_at`: stop both ranks after that step."""
     _as_rank(rank, port)
 
@@ -192,25 +196,26 @@ def _train_rank(rank: int, port: int, split: Path, out: TrainOutputs, interrupt_
         return load(path)
 
     late = {"load_checkpoint": late_load} if rank == 1 and late_rank_seconds else {}
-    _train_until_interrupted(split, out, crash, **late)
+    _train_until_interrupted(cfg, split, out, crash, **late)
 
 
-def _train_phases(rank: int, split: Path, phases: list[tuple[int, TrainOutputs, int, float]]) -> None:
+def _train_phases(rank: int, cfg: TrainConfig, split: Path, phases: list[tuple[int, TrainOutputs, int, float]]) -> None:
     """mp.spawn target: the phases in order, each a fresh 2-rank train() on its own port."""
     torch.set_num_threads(1)  # as torchrun sets OMP_NUM_THREADS=1
     for port, out, interrupt_at, late_rank_seconds in phases:
-        _train_rank(rank, port, split, out, interrupt_at, late_rank_seconds)
+        _train_rank(rank, port, cfg, split, out, interrupt_at, late_rank_seconds)
 
 
-def test_mid_training_resume_with_a_late_rank_is_bit_identical_and_logs_every_step_once(tiny_split, tmp_path):
-    """Interrupted at step 12 (last checkpoint: step 10, mid-epoch 2), resumed with rank 1 reading the checkpoint
-    2 s after rank 0: the weights are those of the uninterrupted 2-rank run, and log.tsv has each step 1..16 once.
-    (Rank 1 rewriting the log on resume used to replace the file under rank 0, whose rows after the checkpoint
-    then went to an unlinked file.)"""
+@pytest.mark.parametrize("cfg", [RESUME_CFG, RESUME_ADA], ids=["default", "ada"])
+def test_mid_training_resume_with_a_late_rank_is_bit_identical_and_logs_every_step_once(cfg, tiny_split, tmp_path):
+    """Interrupted at step 12 (last checkpoint: step 10, mid-epoch 2, mid ADA interval), resumed with rank 1 reading
+    the checkpoint 2 s after rank 0: the weights are those of the uninterrupted 2-rank run, and log.tsv has each step
+    1..16 once. (Rank 1 rewriting the log on resume used to replace the file under rank 0, whose rows after the
+    checkpoint then went to an unlinked file.) With ADA, p moved, and the ranks ended with the same p and signal."""
     full, resumed = (TrainOutputs(tmp_path / d / "generator.pt", tmp_path / d / "ckpt", tmp_path / d / "log")
                      for d in ("full", "resumed"))  # fmt: skip
     phases = [(free_port(), full, 0, 0.0), (free_port(), resumed, 12, 0.0), (free_port(), resumed, 0, 2.0)]
-    mp.spawn(_train_phases, args=(tiny_split, phases), nprocs=2)
+    mp.spawn(_train_phases, args=(cfg, tiny_split, phases), nprocs=2)
 
     summary = json.loads((resumed.log_dir / "summary.json").read_text())
     assert (summary["resumed_from_step"], summary["steps"]) == (10, 16)
@@ -221,6 +226,14 @@ def test_mid_training_resume_with_a_late_rank_is_bit_identical_and_logs_every_st
     rows = (resumed.log_dir / "log.tsv").read_text().splitlines()
     assert [int(r.split("\t")[0]) for r in rows[1:]] == list(range(1, 17))
     assert (full.log_dir / "log.tsv").read_text() == (resumed.log_dir / "log.tsv").read_text()
+    if cfg.ada_target:  # ranks_in_sync above covers ADA's state; p moved, and the checkpoint holds it
+        from gan.outputs.pictures import read_tsv_columns
+
+        p = read_tsv_columns(resumed.log_dir / "log.tsv")["augment_p"]
+        state = load_checkpoint(resumed.checkpoint_dir / "last.pt")["step_state"]
+        assert p.max() > 0 and float(state["augment_p"]) == pytest.approx(p[-1])
+        # p moves by the global batch's images: 4 steps × 32 (2 ranks × 16) / 640 = 0.2 (one rank's would be 0.1)
+        assert set(np.round(p, 6)) <= {0.0, 0.2, 0.4, 0.6, 0.8, 1.0}, p
 
 
 # --- NCCL on GPUs ------------------------------------------------------------------------------------------------
@@ -262,7 +275,7 @@ def _first_batch_rank(rank: int, port: int, split: Path, out: TrainOutputs, reco
     def stop(stats: dict) -> None:
         raise _Interrupt
 
-    _train_until_interrupted(split, out, stop, from_uint8=recording)
+    _train_until_interrupted(RESUME_CFG, split, out, stop, from_uint8=recording)
     torch.save(seen[0], record / f"rank{rank}.pt")
 
 
@@ -270,8 +283,6 @@ def test_each_rank_takes_its_own_half_of_the_global_batch(tiny_split, tmp_path):
     """Step 1 of a 2-rank run: rank r gets images perm[r*16:(r+1)*16] of the epoch's permutation, so together
     the ranks see exactly the global batch of 32, with nothing seen twice (the one-step test above shows that
     DDP then averages their gradients into the whole batch's)."""
-    import numpy as np
-
     from gan.core.tensors import epoch_permutation
 
     out = TrainOutputs(tmp_path / "generator.pt", tmp_path / "ckpt", tmp_path / "log")

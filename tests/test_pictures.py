@@ -118,6 +118,24 @@ def test_training_curves_are_plots_with_titles_axis_labels_legends_and_ticks(tmp
     assert [t.get_text() for t in fig.get_axes()[3].get_legend().get_texts()] == ["fd"]
 
 
+def test_an_ada_run_shows_ds_overfitting_signal_and_p(tmp_path):
+    """A run with adaptive augmentation logs r_t (real_sign) and p (augment_p): they get their own panel, drawn."""
+    from gan.outputs.pictures import ADA_PANEL, YLABELS, curves_figure, training_panels
+
+    log = tmp_path / "log.tsv"
+    rows = ["step\tepoch\tloss_d\tloss_g\td_real\td_fake\taugment_p\treal_sign"]
+    rows += [f"{s}\t0\t1.0\t2.0\t0.9\t0.1\t{0.002 * s}\t{0.9 - 0.003 * s}" for s in range(1, 101)]
+    log.write_text("\n".join(rows) + "\n")
+    panels, _ = training_panels(log, None)
+    fig = curves_figure(panels, ylabels=YLABELS)
+    _drawn(fig)
+    (ax,) = [ax for ax in fig.get_axes() if ax.get_title() == ADA_PANEL]
+    assert [t.get_text() for t in ax.get_legend().get_texts()] == ["r_t = E[sign(D(real))]", "p"]
+    r_t, p = ax.get_lines()[:2]
+    assert np.allclose(p.get_ydata(), 0.002 * np.asarray(p.get_xdata()))
+    assert np.allclose(r_t.get_ydata(), 0.9 - 0.003 * np.asarray(r_t.get_xdata()))
+
+
 def test_training_curves_png_has_a_panel_per_group(tmp_path):
     from PIL import Image
 

@@ -347,6 +347,30 @@ def test_adaptive_augmentation_moves_p_with_ds_overfitting_signal(tiny_split, tm
         if expected is not None:
             assert p[k] == pytest.approx(expected, abs=1e-6), (k, p, signs)
     assert p.max() > 0, "D on 256 images should look overfitted at least once"
+    # the summary (and so the model card) says when D overfitted and how far ADA raised p
+    summary = json.loads((out.log_dir / "summary.json").read_text())
+    assert summary["overfitting"].startswith("D overfitted from step ")
+    assert f"ADA raised p to {p.max():.2f}" in summary["overfitting"]
+
+
+def test_the_overfitting_note_reads_when_d_won_or_overfitted():
+    """Without ADA: D wins outright where mean σ(D(real)) ≥ 0.95 and σ(D(fake)) ≤ 0.05 over 100 steps; with ADA:
+    where r_t over 100 steps passes the target. From the first step that window ends at."""
+    from gan.training.overfitting import overfitting_note
+
+    step = np.arange(1, 401, dtype=float)
+    late = step > 250  # D wins from step 251
+    cols = {"step": step, "d_real": np.where(late, 0.99, 0.7), "d_fake": np.where(late, 0.01, 0.3)}
+    note = overfitting_note(cols, ada_target=0.0)
+    assert note.startswith("D won outright from step 337 ")  # 87 of the 100 steps at 0.99/0.01
+    assert "train.ada_target" in note
+    cols["d_fake"] = np.full(400, 0.3)  # real images sure, fakes not: not outright
+    assert overfitting_note(cols, 0.0).startswith("D did not win outright")
+    ada = {"step": step, "real_sign": np.where(late, 0.9, 0.2), "augment_p": np.where(late, 0.3, 0.0)}
+    assert overfitting_note(ada, 0.6).startswith("D overfitted from step 308 ")  # (42·0.2 + 58·0.9)/100 > 0.6
+    assert "ADA raised p to 0.30 (0.30 at the end)" in overfitting_note(ada, 0.6)
+    ada["real_sign"] = np.full(400, 0.5)
+    assert overfitting_note(ada, 0.6).startswith("D did not overfit")
 
 
 @pytest.mark.parametrize("combo", list(PART_COMBOS))

@@ -115,6 +115,7 @@ def model_card(
         f"- length: {describe_trained(train_summary)}",
         f"- wall time: {train_summary.get('seconds')} s, {train_summary.get('images_per_second')} images/s",
         _kept(train_summary),
+        f"- D's overfitting: {train_summary.get('overfitting') or 'not recorded'}",
         "",
         "## Metrics (FID/KID: lower is better; the floor: n real train images in place of the generated ones)",
         "| metric | generated | real-vs-real floor |",

@@ -178,14 +178,15 @@ def tsv_columns(text: str) -> dict[str, np.ndarray]:
 QUALITY_PANEL = "quality during training: FD to real training images (lower is better)"
 
 
+ADA_PANEL = "adaptive augmentation: D's overfitting signal and p"
 YLABELS = {"losses": "loss", "mean sigmoid of D's outputs": "mean σ(D(x))", "penalties": "penalty",
-           QUALITY_PANEL: "FD"}  # fmt: skip
+           ADA_PANEL: "r_t, p", QUALITY_PANEL: "FD"}  # fmt: skip
 
 
 def training_panels(log_tsv: str | Path, quality_tsv: str | Path | None, kept_step: int | None = None
                     ) -> tuple[list[tuple[str, dict[str, tuple[np.ndarray, np.ndarray]]]], dict]:  # fmt: skip
-    """The panels and marks of `training_curves`: losses, D's outputs, the penalties where logged, and the quality
-    score where there is one, with the snapshot kept (`kept_step`) marked."""
+    """The panels and marks of `training_curves`: losses, D's outputs, the penalties and ADA's r_t and p where logged,
+    and the quality score where there is one, with the snapshot kept (`kept_step`) marked."""
     log_cols = read_tsv_columns(log_tsv)
     step = log_cols.get("step", np.zeros(0))
     panels = [
@@ -195,6 +196,10 @@ def training_panels(log_tsv: str | Path, quality_tsv: str | Path | None, kept_st
     extra = {k: (step, log_cols[k]) for k in ("r1", "gp") if k in log_cols}
     if extra:
         panels.append(("penalties", extra))
+    ada = {name: (step, log_cols[k]) for k, name in (("real_sign", "r_t = E[sign(D(real))]"), ("augment_p", "p"))
+           if k in log_cols}  # fmt: skip
+    if ada:
+        panels.append((ADA_PANEL, ada))
     quality = read_tsv_columns(quality_tsv) if quality_tsv is not None and Path(quality_tsv).exists() else {}
     marks = {}
     if len(quality.get("step", ())):

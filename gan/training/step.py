@@ -8,12 +8,11 @@ steps, the WGAN gradient penalty when the loss asks for it, and the self-supervi
 is also an auto-encoder (FastGAN, `gan.training.fastgan`: D(real, quadrants=q) returns its logits and that loss; q, the
 quadrant each image rebuilds, drawn from the step's RNG).
 
-With `train.ada_target` > 0 the augmentation is adaptive, as in StyleGAN2-ADA (Karras et al. 2020, "Training
-Generative Adversarial Networks with Limited Data"; their training_loop.py): each image D sees is augmented with
-probability p, and every `ADA_INTERVAL` steps p moves by batch × interval / (`train.ada_kimg` × 1000) up when D's
-overfitting signal r = E[sign(D(real))] is above the target, down when below (clamped to [0, 1]). p starts at 0, so
-a run that does not overfit is never augmented; p, and the signal gathered since the last adjustment, are in every
-checkpoint (`GanStep.state_dict`).
+With `train.ada_target` > 0 the augmentation is adaptive, as in StyleGAN2-ADA (`gan.training.ada`): each image D
+sees is augmented with probability p, moved every few steps toward keeping D's overfitting signal E[sign(D(real))]
+(over every real batch of every D update, all ranks) at the target. p starts at 0, so a run that does not overfit is
+never augmented; p, and the signal gathered since the last adjustment, are in every checkpoint
+(`GanStep.state_dict`).
 
 Each D update takes its own real batch and noise; G's update then reuses the fakes of the last D update -- made by
 the current G, which has not changed since -- scored by the updated D. With one D step and no penalty or
@@ -34,11 +33,11 @@ from torch.nn.parallel import DistributedDataParallel
 
 from gan.core.architectures import ARCHITECTURES
 from gan.core.config import ModelConfig, TrainConfig
+from gan.training.ada import AdaptiveP
 from gan.training.augment import diff_augment
 from gan.training.losses import LOSSES, GanLoss
 from gan.training.regularisers import gradient_penalty, r1_penalty
 
-ADA_INTERVAL = 4  # steps between adjustments of p (StyleGAN2-ADA's ada_interval)
 # d_real/d_fake: the mean of sigmoid(D's logits) on real/fake images -- D's probability for the ns loss, for the
 # hinge and Wasserstein losses a monotone indicator of the same thing (their D outputs a score, not a logit).
 BASE_STATS = ("loss_d", "loss_g", "d_real", "d_fake")
@@ -121,18 +120,16 @@ class GanStep:
         self.g_params = [p for group in opt_g.param_groups for p in group["params"]]
         self.stat_names = parts.stat_names
         device = next(iter(self.g_params)).device
-        # ADA's state, on the device (no host sync): p, and the sum of sign(D(real)) since the last adjustment
-        self.augment_p = torch.zeros((), device=device)
-        self.sign_sum = torch.zeros((), device=device)
-        self.ada_steps = 0
+        # ADA's state, on the device (no host sync): p, and D's signs on real images since the last adjustment
+        self.ada = AdaptiveP(parts.ada_target, parts.ada_kimg, device) if parts.ada_target else None
 
     def run_d(self, D: torch.nn.Module, images: torch.Tensor, labels: torch.Tensor | None, rebuild: bool = False):
         """D's logits for `images`, augmented first: every image D sees goes through here (with ADA, each image
         with probability p). `rebuild` (a reconstructing D, real images): (logits, D's reconstruction loss)."""
         if self.parts.augment:
             augmented = diff_augment(images, self.parts.augment, self.rng)
-            if self.parts.ada_target:
-                chosen = torch.rand(len(images), generator=self.rng, device=images.device) < self.augment_p
+            if self.ada is not None:
+                chosen = torch.rand(len(images), generator=self.rng, device=images.device) < self.ada.p
                 augmented = torch.where(chosen.view(-1, 1, 1, 1), augmented, images)
             images = augmented
         if rebuild:
@@ -140,27 +137,22 @@ class GanStep:
             return D(images, quadrants=quadrants)
         return _call(D, images, labels)
 
-    def _adapt(self, real_logits: torch.Tensor) -> None:
-        """ADA: gather D's overfitting signal; every ADA_INTERVAL steps move p toward the target."""
-        self.sign_sum += torch.sign(real_logits.detach().float()).mean()
-        self.ada_steps += 1
-        if self.ada_steps % ADA_INTERVAL == 0:
-            signal = self.sign_sum / ADA_INTERVAL
-            rate = len(real_logits) * ADA_INTERVAL / (self.parts.ada_kimg * 1000)
-            self.augment_p = (self.augment_p + torch.sign(signal - self.parts.ada_target) * rate).clamp(0, 1)
-            self.sign_sum = torch.zeros_like(self.sign_sum)
+    @property
+    def augment_p(self) -> torch.Tensor:
+        """ADA's p (0 without ADA)."""
+        return self.ada.p if self.ada is not None else torch.zeros(())
+
+    @augment_p.setter
+    def augment_p(self, p: torch.Tensor) -> None:
+        self.ada.p = p
 
     def state_dict(self) -> dict:
         """What a resumed run needs to replay the step exactly (ADA's p and signal; nothing without ADA)."""
-        if not self.parts.ada_target:
-            return {}
-        return {"augment_p": self.augment_p.cpu(), "sign_sum": self.sign_sum.cpu(), "ada_steps": self.ada_steps}
+        return self.ada.state_dict() if self.ada is not None else {}
 
     def load_state_dict(self, state: dict) -> None:
-        if state:
-            self.augment_p = state["augment_p"].to(self.augment_p.device)
-            self.sign_sum = state["sign_sum"].to(self.sign_sum.device)
-            self.ada_steps = state["ada_steps"]
+        if state and self.ada is not None:
+            self.ada.load_state_dict(state)
 
     def __call__(self, x, z, y_real=None, y_fake=None, regularise: bool = False) -> torch.Tensor:
         # No autocast weight cache: D is updated in place mid-step, and a cached bf16 copy of D's weights would
@@ -185,6 +177,8 @@ class GanStep:
                 real_logits, reconstruction = self.run_d(D, real, yr, rebuild=True)
             else:
                 real_logits = self.run_d(D, real, yr)
+            if self.ada is not None:
+                self.ada.observe(real_logits)
             fake_logits = self.run_d(D, fake.detach(), yf)
             loss_d = parts.loss.d(real_logits, fake_logits)
             total = loss_d + reconstruction if parts.reconstruct else loss_d
@@ -197,8 +191,7 @@ class GanStep:
             self.opt_d.zero_grad(set_to_none=True)
             total.backward()
             self.opt_d.step()
-        if parts.ada_target:
-            self._adapt(real_logits)
+        real_sign = self.ada.end_step() if self.ada is not None else None
         # --- G: the last fakes, scored by the updated D (its own module under DDP: no reducer waits for D) ---
         loss_g = parts.loss.g(self.run_d(self.D_for_g, fake, yf))
         self.opt_g.zero_grad(set_to_none=True)
@@ -212,8 +205,8 @@ class GanStep:
                 extra.append(gp.detach().float())
             if parts.reconstruct:
                 extra.append(reconstruction.detach().float())
-            if parts.ada_target:
-                extra += [self.augment_p.float(), torch.sign(real_logits.detach().float()).mean()]
+            if self.ada is not None:
+                extra += [self.ada.p.float(), real_sign]
             d_real, d_fake = torch.sigmoid(real_logits.float()).mean(), torch.sigmoid(fake_logits.float()).mean()
             return torch.stack([loss_d.detach().float(), loss_g.detach().float(), d_real, d_fake, *extra])
 

@@ -40,6 +40,7 @@ from gan.core.splits import Split, load_split
 from gan.core.tensors import epoch_permutation, from_uint8, resolve_device, to_uint8
 from gan.training.ema import EmaGenerator
 from gan.training.models import build_discriminator, build_generator, save_generator
+from gan.training.overfitting import log_columns, overfitting_note
 from gan.training.step import CudaGraphStep, GanStep, step_parts
 
 log = logging.getLogger(__name__)
@@ -151,6 +152,7 @@ class TrainResult:
     probe_seconds: float = 0.0  # of `seconds`, the time the probe took (this process)
     final: dict = field(default_factory=dict)
     kept: dict = field(default_factory=dict)  # which G the stage kept: last, or the best snapshot (step, fd)
+    overfitting: str = ""  # whether and when D overfitted, and what ADA did (gan.training.overfitting)
 
 
 def run_fingerprint(model_cfg: ModelConfig, train_cfg: TrainConfig, images: np.ndarray, code_sha256: str = "") -> str:
@@ -373,7 +375,9 @@ class StepLog:
 
     def show(self, step: int) -> None:
         self.bar.n = int(100 * self.done(step))
-        losses = ", ".join(f"{k} {v:.3f}" for k, v in self.last.items() if k in ("loss_d", "loss_g"))
+        # the losses, and with ADA D's overfitting signal r_t and the augmentation probability p
+        shown = {"loss_d": "loss_d", "loss_g": "loss_g", "real_sign": "r_t", "augment_p": "p"}
+        losses = ", ".join(f"{shown[k]} {v:.3f}" for k, v in self.last.items() if k in shown)
         self.bar.set_postfix_str(f"step {step}/{self.total_steps}, {losses}{self.quality}")
 
     def close(self) -> None:
@@ -616,7 +620,7 @@ def train(
                 if epoch % grid_epochs == 0:
                     log.info("epoch %d done at step %d of %d", epoch, step, total_steps)
         step_log.show(step)
-        in_sync = _ranks_in_sync(models.G, models.D) if world > 1 else None
+        in_sync = _ranks_in_sync(models.G, models.D, gan_step.state_dict()) if world > 1 else None
     finally:
         step_log.close()
         if owns_group:
@@ -651,6 +655,8 @@ def train(
     if rank == 0:
         log.info("%s after %d steps (%.1f kimg, %.2f epochs) in %.0f s (scoring %.0f s of it)", stop_text, step,
                  result.kimg, result.epochs, seconds, quality.seconds)  # fmt: skip
+        result.overfitting = overfitting_note(log_columns(out.log_dir / "log.tsv"), train_cfg.ada_target)
+        log.info("D's overfitting: %s", result.overfitting)
         meta = {"steps": step, "fingerprint": fingerprint, "device": str(device), "processes": world}
         result.final["processes"] = world
         result.final["ranks_in_sync"] = in_sync
@@ -724,8 +730,9 @@ def _out_of_time(max_seconds: float, t0: float, world: int, device: torch.device
     return bool(spent.item())
 
 
-def _ranks_in_sync(G: torch.nn.Module, D: torch.nn.Module) -> bool:
-    """All ranks must end with identical weights (DDP averages gradients); checked, not assumed.
+def _ranks_in_sync(G: torch.nn.Module, D: torch.nn.Module, step_state: dict) -> bool:
+    """All ranks must end with identical weights (DDP averages gradients) and the same step state (ADA's p and
+    signal, which rank 0's checkpoint holds for every rank); checked, not assumed.
 
     Parameters only: BatchNorm running statistics are per rank between DDP's broadcasts
     from rank 0 (whose buffers are the ones saved).
@@ -734,10 +741,12 @@ def _ranks_in_sync(G: torch.nn.Module, D: torch.nn.Module) -> bool:
     for module in (G, D):
         for v in module.parameters():
             h.update(v.detach().cpu().contiguous().numpy().tobytes())
+    for k, v in sorted(step_state.items()):
+        h.update(f"{k}={v.tolist() if isinstance(v, torch.Tensor) else v}".encode())
     digests: list = [None] * torch.distributed.get_world_size()
     torch.distributed.all_gather_object(digests, h.hexdigest())
     if len(set(digests)) != 1:
-        raise RuntimeError(f"DDP ranks ended with different weights: {digests}")
+        raise RuntimeError(f"DDP ranks ended with different weights or ADA state: {digests}")
     return True
 
 
