@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import math
 import os
 import sys
 import time
@@ -36,7 +37,7 @@ from prefect_dask import DaskTaskRunner
 from flows.pipeline import LOCK, REPO, acquire, conclude_run, run_stage
 from gan.core.config import AUTO_METRIC, ConfigError, auto_metric, load_params
 from gan.core.sweepfile import SweepSpec, Trial, one_paragraph
-from gan.lifecycle import dvcrun, versions
+from gan.lifecycle import dvcrun, gitrepo, versions
 from gan.lifecycle import sweep as sw
 from gan.outputs.sweep_report import PlanView, TrialRow, plan_json, plan_lines, ranked, table_rows, write_report
 
@@ -157,7 +158,7 @@ def gan_sweep(
     logger = get_run_logger()
     repo = str(Path(repo or REPO).resolve())
     # ---- the sweep file, the workspace and every trial's settings: refused here, before anything runs
-    checked = sw.check_sweep(sweep_file, repo, git_remote)
+    checked = sw.check_sweep(sweep_file, repo, git_remote, promote)
     spec, trials, url = checked.spec, checked.trials, checked.git_url
     logger.info("sweep %s: %d trial(s) of %s", spec.name, len(trials), ", ".join(t.label for t in trials))
     # ---- the shared stages, once, in the workspace; their dvc.lock committed, outputs pushed, HEAD published
@@ -201,6 +202,7 @@ def gan_sweep(
     ok = [r for r in rows if r.metrics is not None]
     metric = spec.metric if spec.metric != AUTO_METRIC else auto_metric(ok[0].metrics) if ok else "fid_classifier"
     best = ranked(rows, metric)[0] if ok else None
+    refusal = _promotion_refusal(repo, base.commit, best, metric) if promote and best is not None else None
     result = {"sweep": spec.name, "flow_run_id": str(runtime.flow_run.id), "metric": metric, "baseline": base.commit,
               "trials": table_rows(rows, metric),
               "failed": sorted(failed), "ran": [t.name for t in todo if t.name not in failed],
@@ -208,12 +210,24 @@ def gan_sweep(
               "best": best.name if best else None}  # fmt: skip
     # ---- --promote: the best trial into the workspace, through the champion gate, recorded as a normal run is
     promoted = ""
-    if promote and best is not None:
+    if refusal:
+        logger.error("--promote refused: %s", refusal)
+        result["promotion"] = {"refused": refusal}
+        promoted = f"**--promote refused:** {refusal}"
+    elif promote and best is not None:
         acquire(lock, Path(repo) / LOCK, lock_timeout, logger)
         try:
-            sw.apply_experiment(repo, best.name)
-            params = load_params(Path(repo) / "params.yaml")
-            run = conclude_run(repo, params, versions.params_digest(Path(repo)), sw.trial_stages(repo))
+            if refusal := sw.promotion_refusal(repo, base.commit):  # again, under the lock: a run may have committed
+                raise sw.SweepError(f"--promote refused: {refusal}")
+            before = sw.snapshot_pipeline_files(repo)
+            try:
+                sw.apply_experiment(repo, best.name)
+                params = load_params(Path(repo) / "params.yaml")
+                run = conclude_run(repo, params, versions.params_digest(Path(repo)), sw.trial_stages(repo))
+            except BaseException:
+                if gitrepo.head(repo) == base.commit:  # nothing recorded yet: every file the promotion touched back
+                    sw.restore_workspace(repo, before)
+                raise
         finally:
             lock.release()
         result["promotion"] = run
@@ -230,6 +244,24 @@ def gan_sweep(
     if promoted:
         result["summary"].append(promoted.replace("**", "").replace("`", ""))
     return result
+
+
+def _promotion_refusal(repo: str, baseline: str, best: TrialRow, metric: str) -> str | None:
+    """Why the best trial may not go through the gate (checked before the lock, and the workspace again under it):
+    the workspace moved on (`gan.lifecycle.sweep.promotion_refusal`), the sweep ranked by another metric than the
+    gate decides by, or the best trial has no finite value of it."""
+    if refusal := sw.promotion_refusal(repo, baseline):
+        return refusal
+    gate = load_params(Path(repo) / "params.yaml").promote.metric
+    gate = auto_metric(best.metrics) if gate == AUTO_METRIC else gate
+    if gate != metric:
+        return (f"the sweep ranked its trials by {metric}, the champion gate decides by {gate} (promote.metric): the "
+                f"best by one need not be the best by the other. Set `metric: {gate}` in the sweep file (its finished "
+                "trials are not rerun) and run it again with --promote.")  # fmt: skip
+    value = best.metrics.get(metric)
+    if not isinstance(value, int | float) or not math.isfinite(value):
+        return f"no trial has a finite {metric} (the best has {value}): nothing to promote."
+    return None
 
 
 def _one_api_for_all_workers() -> None:
@@ -263,7 +295,7 @@ def main(argv: list[str] | None = None) -> int:
         os.environ["GIT_OPTIONAL_LOCKS"] = "0"  # `git status` must not even refresh the index
     # ---- everything refused before anything starts (no Dask, no Prefect API): one paragraph, exit 2
     try:
-        checked = sw.check_sweep(args.sweep_file, REPO, args.git_remote)
+        checked = sw.check_sweep(args.sweep_file, REPO, args.git_remote, args.promote)
     except ConfigError as err:  # SweepError, or a params.yaml error on its way
         print(f"python -m flows.sweep: {one_paragraph(str(err))}", file=sys.stderr)
         return 2
@@ -284,7 +316,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2 if isinstance(state.result(raise_on_failure=False), ConfigError) else 1
     result = state.result()
     print(json.dumps(result, indent=2, default=str) if args.json else "\n".join(result["summary"]))
-    return 1 if result["failed"] else 0
+    return 1 if result["failed"] or "refused" in (result.get("promotion") or {}) else 0
 
 
 if __name__ == "__main__":

@@ -25,7 +25,7 @@ import yaml
 from flows import sweep as flow_sweep
 from gan.core.sweepfile import SweepError, load_sweep, plan
 from gan.lifecycle import sweep as sw
-from gan.outputs.sweep_report import TrialRow, curves_png, grids_picture, report_markdown, table_rows
+from gan.outputs.sweep_report import TrialRow, curves_png, grids_picture, ranked, report_markdown, table_rows
 
 from .conftest import REPO, copy_repo, history, run
 
@@ -275,6 +275,15 @@ def test_every_refusal_is_one_paragraph_with_exit_2_before_anything_runs(tmp_pat
 
     for _, args, needles in _refusals(ws, tmp_path):
         refused(args, needles)
+    # --promote with a sweep ranked by another metric than the gate's (promote.metric set, not auto)
+    gated = plan_workspace(tmp_path / "gated", ["promote.metric=fid_classifier"])
+    judge = tmp_path / "judge.yaml"
+    judge.write_text(yaml.safe_dump({"name": "s", "budget": {"kimg": 1}, "metric": "fid_judge",
+                                     "search": {"grid": {"train.lr_g": [0.001, 0.002]}}}))  # fmt: skip
+    refused([str(judge), "--promote"], ["judge.yaml: metric: fid_judge ranks the trials, but the champion gate "
+                                        "decides by promote.metric = fid_classifier", "Set `metric: fid_classifier`"],
+            gated)  # fmt: skip
+    assert dry_run(monkeypatch, capsys, gated, str(judge), "--dry-run")[0] == 0  # without --promote: any metric
     ok = str(tmp_path / "ok.yaml")
     # the workspace: its own settings, uncommitted inputs, no dvc.yaml, no git, no commit
     params = (ws / "params.yaml").read_text()
@@ -328,7 +337,7 @@ def _row(label: str, fid: float | None, reason: str = "") -> TrialRow:
     if fid is None:
         return TrialRow(label, f"s-{label}-0", {"train.seed": 7}, reason=reason)
     buf = io.BytesIO()
-    Image.fromarray(np.full((16, 16, 3), int(fid) % 255, np.uint8)).save(buf, format="PNG")
+    Image.fromarray(np.full((16, 16, 3), int(fid) % 255 if fid == fid else 0, np.uint8)).save(buf, format="PNG")
     metrics = {"fid_classifier": fid, "fid_classifier_floor": 2.0, "fid_classifier_ci95": [fid - 1, fid + 1],
                "precision_classifier": 0.5, "recall_classifier": 0.25}  # fmt: skip
     quality = f"step\tfd\n10\t{fid * 2}\n20\t{fid}\n"
@@ -351,6 +360,57 @@ def test_the_report_ranks_trials_and_puts_failed_ones_last_with_their_reason():
     assert Image.open(io.BytesIO(grids_picture(rows, "fid_classifier"))).size[0] > 0
     assert Image.open(io.BytesIO(curves_png(rows))).size[0] > 0
     assert curves_png([_row("boom", None)]) is None
+
+
+def test_a_nan_metric_ranks_after_every_number_and_is_never_promoted(tmp_path):
+    import math
+
+    rows = [_row("nan", math.nan), _row("b", 30.0), _row("boom", None, "TrialFailed: x"), _row("a", 10.0)]
+    assert [r["trial"] for r in table_rows(rows, "fid_classifier")] == ["a", "b", "nan", "boom"]
+    ws = plan_workspace(tmp_path / "ws", [])
+    head = run(["git", "rev-parse", "HEAD"], ws).stdout.strip()
+    only_nan = ranked([_row("nan", math.nan)], "fid_classifier")[0]
+    refusal = flow_sweep._promotion_refusal(str(ws), head, only_nan, "fid_classifier")
+    assert refusal and "no trial has a finite fid_classifier" in refusal
+    assert flow_sweep._promotion_refusal(str(ws), head, ranked(rows, "fid_classifier")[0], "fid_classifier") is None
+    # ranked by another metric than the gate's (promote.metric: auto is fid_classifier on labelled data)
+    refusal = flow_sweep._promotion_refusal(str(ws), head, ranked(rows, "fid_classifier")[0], "fid_judge")
+    assert refusal and "decides by fid_classifier (promote.metric)" in refusal and "metric: fid_classifier" in refusal
+
+
+def test_promote_refuses_a_workspace_that_moved_on_and_a_failed_promotion_restores_every_file(tmp_path):
+    """HEAD no longer the sweep's baseline, or tracked files changed: refused, saying why (untracked files are no
+    reason). The rollback of a promotion puts HEAD's pipeline files back, and says so when it cannot."""
+    from gan.core.errors import PipelineError
+
+    ws = plan_workspace(tmp_path / "ws", [])
+    base = run(["git", "rev-parse", "HEAD"], ws).stdout.strip()
+    assert sw.promotion_refusal(ws, base) is None
+    (ws / "notes.txt").write_text("untracked\n")
+    assert sw.promotion_refusal(ws, base) is None
+    params = (ws / "params.yaml").read_text()
+    (ws / "params.yaml").write_text(params + "# edited\n")
+    refusal = sw.promotion_refusal(ws, base)
+    assert refusal and refusal.startswith("uncommitted changes to params.yaml") and "Commit or stash" in refusal
+    run(["git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qam", "a later commit"], ws)
+    refusal = sw.promotion_refusal(ws, base)
+    assert refusal and f"not the sweep's baseline {base[:10]}" in refusal and "revert" in refusal
+    # the rollback: what a half-done promotion wrote to the pipeline's files goes back to HEAD's
+    (ws / "dvc.yaml").write_text("stages:\n  train:\n    cmd: 'true'\n    params: [train]\n")  # nothing to check out
+    run([sys.executable, "-m", "dvc", "init", "-q"], ws)
+    run(["git", "add", "-A", ".dvc", "dvc.yaml"], ws)
+    run(["git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "dvc"], ws)
+    committed = (ws / "params.yaml").read_text()
+    before = sw.snapshot_pipeline_files(ws)
+    assert before["params.yaml"] == committed.encode() and before["dvc.lock"] is None
+    (ws / "params.yaml").write_text(committed.replace("loss: ns", "loss: hinge"))
+    (ws / "dvc.lock").write_text("schema: '2.0'\nstages: {}\n")
+    sw.restore_workspace(ws, before)
+    assert (ws / "params.yaml").read_text() == committed and not (ws / "dvc.lock").exists()
+    assert run(["git", "status", "--porcelain"], ws).stdout == "?? notes.txt\n"
+    shutil.rmtree(ws / ".dvc")  # DVC's checkout cannot run: the error says so, with what to do
+    with pytest.raises(PipelineError, match="could not be put back as it was before the promotion .*dvc checkout"):
+        sw.restore_workspace(ws, before)
 
 
 # ---- on real Dask clusters

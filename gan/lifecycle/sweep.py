@@ -25,6 +25,8 @@ from pathlib import Path
 
 import yaml
 
+from gan.core import atomic
+from gan.core.config import AUTO_METRIC, load_params
 from gan.core.errors import PipelineError
 from gan.core.paths import PATHS
 from gan.core.sweepfile import SweepError, SweepSpec, Trial, load_sweep, plan
@@ -135,11 +137,12 @@ def _check_workspace(repo: Path) -> None:
                          "Commit params.yaml, dvc.yaml, dvc.lock and the code, and start the sweep again.")  # fmt: skip
 
 
-def check_sweep(sweep_file: str | Path, repo: str | Path, remote: str | None = None) -> SweepPlan:
+def check_sweep(sweep_file: str | Path, repo: str | Path, remote: str | None = None, promote: bool = False
+                ) -> SweepPlan:  # fmt: skip
     """Everything refused before a sweep starts anything, in order: the sweep file, the workspace (params.yaml,
     dvc.yaml, a git commit), every trial's settings against params.yaml, a setting a shared stage reads, the git
-    remote, uncommitted inputs. Raises SweepError (one paragraph: the file, the trial, the key, what to do);
-    reads only (no git or DVC writes)."""
+    remote, uncommitted inputs, and with `promote` a sweep metric other than the gate's. Raises SweepError (one
+    paragraph: the file, the trial, the key, what to do); reads only (no git or DVC writes)."""
     repo = Path(repo).resolve()
     spec = load_sweep(sweep_file)
     _check_workspace(repo)
@@ -150,6 +153,12 @@ def check_sweep(sweep_file: str | Path, repo: str | Path, remote: str | None = N
         raise SweepError(f"{repo}: uncommitted changes to {', '.join(dirty)}, so nothing was run: every trial runs "
                          "the committed HEAD (on other machines too). Commit them (or stash) and start the sweep "
                          "again.")  # fmt: skip
+    gate = load_params(repo / "params.yaml").promote.metric
+    if promote and AUTO_METRIC not in (spec.metric, gate) and spec.metric != gate:
+        raise SweepError(f"{sweep_file}: metric: {spec.metric} ranks the trials, but the champion gate decides by "
+                         f"promote.metric = {gate}, so nothing was run: with --promote the best trial must be the "
+                         f"best by what the gate judges. Set `metric: {gate}` in the sweep file, or promote.metric: "
+                         f"{spec.metric} in params.yaml (and commit).")  # fmt: skip
     return SweepPlan(str(sweep_file), str(repo), spec, trials, url, gitrepo.head(repo) or "", shared_stages(repo),
                      trial_stages(repo))  # fmt: skip
 
@@ -355,12 +364,64 @@ def _local_only_outs(repo: str | Path) -> dict[str, list[str]]:
     return found
 
 
+def promotion_refusal(repo: str | Path, baseline: str) -> str | None:
+    """Why `--promote` must not bring a trial into the workspace now, or None: HEAD is no longer the sweep's
+    baseline (the trial's params.yaml and dvc.lock would silently revert what was committed since), or tracked
+    files have uncommitted changes (they would be overwritten, or committed with the promotion)."""
+    now = gitrepo.head(repo) or ""
+    if now != baseline:
+        return (
+            f"HEAD is {now[:10]}, not the sweep's baseline {baseline[:10]}: a commit was made since the sweep "
+            "started, and applying its best trial would revert it in the work tree. Run the sweep again from "
+            "this HEAD with --promote, or bring the trial in by hand (dvc exp apply NAME) and review the diff."
+        )
+    if dirty := [c.path for c in gitrepo.changes(repo) if c.code != "??"]:
+        return (
+            f"uncommitted changes to {', '.join(sorted(dirty)[:8])}{' …' if len(dirty) > 8 else ''}: applying "
+            "the best trial would overwrite them or commit them with it. Commit or stash them, then run the "
+            "sweep again with --promote (its finished trials are not rerun)."
+        )
+    return None
+
+
+def snapshot_pipeline_files(repo: str | Path) -> dict[str, bytes | None]:
+    """The pipeline's own files (params.yaml, dvc.lock, metrics, .dvc files, .gitignores: `versions.pipeline_files`)
+    as they are now, None for one that does not exist: what `restore_workspace` puts back."""
+    repo = Path(repo)
+    return {p: (repo / p).read_bytes() if (repo / p).is_file() else None for p in versions.pipeline_files(repo)
+            if not (repo / p).is_dir()}  # fmt: skip
+
+
+def restore_workspace(repo: str | Path, snapshot: dict[str, bytes | None]) -> None:
+    """Put the pipeline's files back as `snapshot` has them (a file it did not have is removed) and the DVC outputs
+    as that dvc.lock has them, after a failed promotion; raises PipelineError naming what could not be restored,
+    instead of leaving it unsaid."""
+    repo = Path(repo)
+    problems = []
+    for path, data in snapshot.items():
+        try:
+            if data is None:
+                (repo / path).unlink(missing_ok=True)
+            else:
+                atomic.write_bytes(repo / path, data)
+        except OSError as err:
+            problems.append(f"{path}: {err}")
+    proc = dvcrun.dvc(["checkout", "--force"], repo, check=False)
+    if proc.returncode != 0:
+        problems.append(f"dvc checkout --force: {' '.join((proc.stderr or proc.stdout).split())}")
+    if problems:
+        raise PipelineError(f"{repo}: the workspace could not be put back as it was before the promotion ("
+                            + "; ".join(problems) + "). Restore it by hand: git checkout HEAD -- params.yaml dvc.lock "
+                            "data/metrics; dvc checkout --force.")  # fmt: skip
+
+
 def apply_experiment(repo: str | Path, name: str) -> None:
     """Bring a fetched trial into the workspace: `dvc exp apply` (params.yaml, dvc.lock, metrics), `dvc pull` of its
     outputs from the default remote. Its checkpoints stayed on the worker (never cached): the workspace's are
     another run's, so they are emptied and recorded as such (`dvc commit`), and `dvc status` is clean. On a failure
-    the workspace is put back as it was (HEAD's files and outputs) and the error raised."""
+    the workspace is put back as it was (HEAD's files and outputs, `restore_workspace`) and the error raised."""
     repo = Path(repo)
+    before = snapshot_pipeline_files(repo)
     try:
         proc = dvcrun.dvc(["exp", "apply", name], repo, check=False)
         if proc.returncode != 0 and "Checkout failed" not in proc.stdout + proc.stderr:  # outputs come next
@@ -372,8 +433,7 @@ def apply_experiment(repo: str | Path, name: str) -> None:
                 (repo / out).mkdir(parents=True)
             dvcrun.dvc(["commit", "-f", stage], repo)
     except (TrialFailed, dvcrun.StageFailed):
-        gitrepo.git(["checkout", "HEAD", "--", *versions.pipeline_files(repo)], repo, check=False)
-        dvcrun.dvc(["checkout", "--force"], repo, check=False)
+        restore_workspace(repo, before)
         raise
 
 

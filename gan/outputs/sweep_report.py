@@ -94,8 +94,15 @@ def _num(value, spec: str = ".4g") -> str:
 
 
 def ranked(rows: list[TrialRow], metric: str) -> list[TrialRow]:
-    """Finished trials by the metric (lower is better), then the failed ones."""
-    ok = sorted((r for r in rows if r.metrics is not None), key=lambda r: r.metrics.get(metric, math.inf))
+    """Finished trials by the metric (lower is better; a NaN or missing value after every number), then the failed
+    ones."""
+
+    def value(r: TrialRow) -> tuple[bool, float]:
+        v = r.metrics.get(metric)
+        v = float(v) if isinstance(v, int | float) else math.nan
+        return (math.isnan(v), v if not math.isnan(v) else 0.0)
+
+    ok = sorted((r for r in rows if r.metrics is not None), key=value)
     return ok + [r for r in rows if r.metrics is None]
 
 
