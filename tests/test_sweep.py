@@ -139,6 +139,35 @@ def test_a_finished_trial_is_found_by_its_settings_hash(tmp_path):
     assert sw.done_trials(trials, done) == {trials[1].name: f"older-label-{trials[1].key}"}
 
 
+def test_a_retried_trial_whose_experiment_was_pushed_is_finished_without_training(tmp_path):
+    """The worker died after `dvc exp push`, before the task returned: the retry finds the experiment on the git
+    remote and reports it finished; nothing is cloned (no clone folder) or trained."""
+    ws = plan_workspace(tmp_path / "ws", [])
+    trial = plan(load_sweep(write(tmp_path / "s.yaml", GRID)), ws / "params.yaml")[0]
+    head = run(["git", "rev-parse", "HEAD"], ws).stdout.strip()
+    base = sw.Baseline("s", str(ws), f"{sw.REF_PREFIX}s/{head}", head, str(tmp_path / "dvc-remote"), ())
+    run(["git", "update-ref", base.exp_prefix() + trial.name, head], ws)  # what the killed attempt pushed
+    lines: list[str] = []
+    result = sw.run_trial(trial, base, tmp_path / "clones", {}, lines.append)
+    assert result["name"] == trial.name and result["commit"] == head and result["reran"] is False
+    assert not (tmp_path / "clones").exists() and "already on" in lines[0]
+
+
+def test_two_sweeps_of_one_name_from_different_commits_keep_their_own_baselines(tmp_path, monkeypatch):
+    from types import SimpleNamespace
+
+    ws = plan_workspace(tmp_path / "ws", [])
+    remote = tmp_path / "remote.git"
+    run(["git", "init", "-q", "--bare", str(remote)], tmp_path)
+    monkeypatch.setattr(sw.versions, "push", lambda repo: SimpleNamespace(remote=SimpleNamespace(url="dvc-remote")))
+    first = sw.publish_baseline(ws, "lr", str(remote), [])
+    run(["git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-q", "--allow-empty", "-m", "later"], ws)
+    second = sw.publish_baseline(ws, "lr", str(remote), [])
+    assert first.commit != second.commit and first.ref != second.ref
+    refs = dict(line.split("\t")[::-1] for line in run(["git", "ls-remote", str(remote)], tmp_path).stdout.splitlines())
+    assert refs[first.ref] == first.commit and refs[second.ref] == second.commit
+
+
 def test_a_float_setting_reaches_dvc_as_a_number():
     # YAML 1.1 (PyYAML) reads "1e-05" as a string: the value given to `dvc exp run -S` must read back as a float
     for value in (1e-05, 0.0005, 2.5e-10, 1e30, 3.0):

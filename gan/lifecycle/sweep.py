@@ -170,7 +170,7 @@ def check_sweep(sweep_file: str | Path, repo: str | Path, remote: str | None = N
 class Baseline:
     sweep: str
     git_url: str  # where a trial's clone comes from and its experiment goes to
-    ref: str  # REF_PREFIX + sweep: the baseline commit on that remote
+    ref: str  # REF_PREFIX + sweep/commit: the baseline commit on that remote
     commit: str
     dvc_url: str  # the DVC remote shared outputs are pulled from and trial outputs pushed to
     shared: tuple[str, ...]  # the stages whose outputs a trial pulls
@@ -211,15 +211,16 @@ def commit_shared_stages(repo: str | Path, sweep: str) -> tuple[str, list[str]] 
 
 
 def publish_baseline(repo: str | Path, sweep: str, url: str, shared: list[str]) -> Baseline:
-    """Push HEAD to `refs/gan-sweeps/<sweep>` on the git remote (where every trial's clone fetches it) and the
+    """Push HEAD to `refs/gan-sweeps/<sweep>/<commit>` on the git remote (where every trial's clone fetches it; one ref
+    per name and commit, so two sweeps of one name from different commits never move each other's baseline) and the
     workspace's outputs to its default DVC remote (set up as the pipeline sets one up where none is)."""
     repo = Path(repo)
     commit = gitrepo.head(repo)
     if not commit:
         raise SweepError(f"{repo}: no commit yet, so no trial was run. Commit params.yaml, dvc.yaml, dvc.lock and "
                          "the code, and start the sweep again.")  # fmt: skip
-    ref = REF_PREFIX + sweep
-    gitrepo.git(["push", "-q", "--force", url, f"{commit}:{ref}"], repo)
+    ref = f"{REF_PREFIX}{sweep}/{commit}"
+    gitrepo.git(["push", "-q", "--force", url, f"{commit}:{ref}"], repo)  # --force: only ever the same commit
     remote = versions.push(repo).remote
     return Baseline(sweep, url, ref, commit, remote.url, tuple(shared))
 
@@ -279,8 +280,13 @@ def run_trial(
     trial: Trial, base: Baseline, work_root: str | Path | None, env: dict[str, str], on_line: Callable[[str], None]
 ) -> dict:
     """Clone, pull the shared outputs, `dvc exp run` the trial's stages with its settings, push outputs then the
-    experiment. Returns {name, commit, seconds}; raises TrialFailed with the failing step and its output."""
+    experiment. Returns {name, commit, seconds}; raises TrialFailed with the failing step and its output. A trial
+    whose experiment is already on the git remote (an earlier attempt pushed it, then its worker died before the
+    task returned) is finished: nothing is cloned or trained."""
     t0 = time.perf_counter()
+    if (commit := finished(base).get(trial.name)) is not None:  # a retry of an attempt killed after its push
+        on_line(f"trial {trial.label}: its experiment {trial.name} is already on {base.git_url}: finished, not rerun")
+        return {"name": trial.name, "commit": commit, "seconds": round(time.perf_counter() - t0, 1), "reran": False}
     work_root = Path(work_root or work_root_default())
     work_root.mkdir(parents=True, exist_ok=True)
     folder = Path(tempfile.mkdtemp(prefix=f"{trial.name}-", dir=work_root))
