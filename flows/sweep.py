@@ -36,7 +36,7 @@ from prefect_dask import DaskTaskRunner
 
 from flows.pipeline import LOCK, REPO, acquire, conclude_run, run_stage
 from gan.core.config import AUTO_METRIC, ConfigError, auto_metric, load_params
-from gan.core.sweepfile import SweepSpec, Trial, one_paragraph
+from gan.core.sweepfile import SweepSpec, Trial, load_sweep, one_paragraph
 from gan.lifecycle import dvcrun, gitrepo, versions
 from gan.lifecycle import sweep as sw
 from gan.outputs.sweep_report import PlanView, TrialRow, plan_json, plan_lines, ranked, table_rows, write_report
@@ -262,6 +262,23 @@ def _promotion_refusal(repo: str, baseline: str, best: TrialRow, metric: str) ->
     if not isinstance(value, int | float) or not math.isfinite(value):
         return f"no trial has a finite {metric} (the best has {value}): nothing to promote."
     return None
+
+
+def runner_for(sweep_file: str | Path, address: str | None = None) -> DaskTaskRunner:
+    """The Dask cluster a sweep runs on, sized as `python -m flows.sweep` sizes it (`cluster_size`: the sweep file's
+    `parallel`, its threads per trial, one GPU per trial where there are GPUs), or the scheduler at `address`."""
+    return task_runner(load_sweep(sweep_file), address)
+
+
+@flow(name="gan-sweep-deployment", log_prints=True)
+def sweep_deployment(sweep_file: str, git_remote: str | None = None, promote: bool = False,
+                     work_root: str | None = None, address: str | None = None) -> dict:  # fmt: skip
+    """prefect.yaml's sweep deployment: `gan_sweep` (a subflow) on the cluster the CLI would give it, not on
+    `gan_sweep`'s default Dask cluster of one worker per core. `sweep_file`: relative to the working directory
+    (the deployment's: the workspace)."""
+    path = str(Path(sweep_file).resolve())
+    return gan_sweep.with_options(task_runner=runner_for(path, address))(
+        path, git_remote=git_remote, promote=promote, work_root=work_root, address=address)  # fmt: skip
 
 
 def _one_api_for_all_workers() -> None:

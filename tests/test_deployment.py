@@ -83,7 +83,9 @@ def test_nightly_deployment_schedules_runs_and_a_worker_executes_one(completed_r
 
     with prefect_server.client() as c:
         dep = c.read_deployment_by_name("gan-pipeline/nightly")
-        sweep = c.read_deployment_by_name("gan-sweep/sweep")  # the sweep flow, on demand (tests/test_sweep.py)
+        sweep = c.read_deployment_by_name(
+            "gan-sweep-deployment/sweep"
+        )  # the sweep flow, on demand (tests/test_sweep.py)
     assert [s.schedule.cron for s in dep.schedules] == ["0 2 * * *"]
     assert sweep.parameters == {"sweep_file": "sweeps/ablation-fashion.yaml"} and not sweep.schedules
     assert dep.work_pool_name == "gan-process"

@@ -168,6 +168,27 @@ def test_two_sweeps_of_one_name_from_different_commits_keep_their_own_baselines(
     assert refs[first.ref] == first.commit and refs[second.ref] == second.commit
 
 
+def test_the_sweep_deployment_sizes_its_cluster_as_the_cli_does(tmp_path, monkeypatch):
+    """prefect.yaml's sweep deployment runs gan_sweep on the Dask cluster the CLI would build from the sweep file
+    (its `parallel`), not on gan_sweep's default cluster of one worker per core."""
+    (dep,) = [d for d in yaml.safe_load((REPO / "prefect.yaml").read_text())["deployments"] if d["name"] == "sweep"]
+    assert dep["entrypoint"] == "flows/sweep.py:sweep_deployment"
+    entry = flow_sweep.sweep_deployment
+    assert entry.name == "gan-sweep-deployment"
+    sweep_file = write(tmp_path / "s.yaml", {**GRID, "parallel": 3, "threads": 1})
+    got = {}
+
+    def runs(task_runner):
+        got["runner"] = task_runner
+        return lambda path, **kw: {"path": path, **kw}
+
+    monkeypatch.setattr(flow_sweep.gan_sweep, "with_options", runs)
+    assert entry.fn(str(sweep_file))["path"] == str(sweep_file)
+    assert got["runner"].cluster_kwargs["n_workers"] == 3 and got["runner"].cluster_kwargs["threads_per_worker"] == 1
+    assert got["runner"].cluster_kwargs == flow_sweep.task_runner(load_sweep(sweep_file), None).cluster_kwargs
+    assert flow_sweep.runner_for(sweep_file, "tcp://10.0.0.5:8786").address == "tcp://10.0.0.5:8786"
+
+
 def test_a_float_setting_reaches_dvc_as_a_number():
     # YAML 1.1 (PyYAML) reads "1e-05" as a string: the value given to `dvc exp run -S` must read back as a float
     for value in (1e-05, 0.0005, 2.5e-10, 1e30, 3.0):
