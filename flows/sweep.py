@@ -35,7 +35,7 @@ from prefect.futures import wait
 from prefect_dask import DaskTaskRunner
 
 from flows.pipeline import LOCK, REPO, acquire, conclude_run, run_stage
-from gan.core.config import AUTO_METRIC, ConfigError, auto_metric, load_params
+from gan.core.config import AUTO_METRIC, ConfigError, auto_metric, load_params, save_overrides
 from gan.core.sweepfile import SweepSpec, Trial, load_sweep, one_paragraph
 from gan.lifecycle import dvcrun, gitrepo, versions
 from gan.lifecycle import sweep as sw
@@ -221,9 +221,7 @@ def gan_sweep(
                 raise sw.SweepError(f"--promote refused: {refusal}")
             before = sw.snapshot_pipeline_files(repo)
             try:
-                sw.apply_experiment(repo, best.name)
-                params = load_params(Path(repo) / "params.yaml")
-                run = conclude_run(repo, params, versions.params_digest(Path(repo)), sw.trial_stages(repo))
+                run = _retrain_and_gate(repo, best, logger)
             except BaseException:
                 if gitrepo.head(repo) == base.commit:  # nothing recorded yet: every file the promotion touched back
                     sw.restore_workspace(repo, before)
@@ -262,6 +260,18 @@ def _promotion_refusal(repo: str, baseline: str, best: TrialRow, metric: str) ->
     if not isinstance(value, int | float) or not math.isfinite(value):
         return f"no trial has a finite {metric} (the best has {value}): nothing to promote."
     return None
+
+
+def _retrain_and_gate(repo: str, best: TrialRow, logger) -> dict:
+    """--promote: the best trial's own settings into params.yaml (not the sweep's budget or base keys: the nightly
+    run must reproduce what is promoted), its stages run at the pipeline's own length, and that model through the
+    champion gate, recorded as a pipeline run is (`conclude_run`)."""
+    save_overrides(Path(repo) / "params.yaml", best.settings)
+    shown = ", ".join(f"{k}={v}" for k, v in best.settings.items()) or "the base settings"
+    logger.info("--promote: %s (%s) into params.yaml, trained at the pipeline's own length", best.label, shown)
+    results = [run_stage.with_options(name=s)(s, repo) for s in sw.trial_stages(repo)]
+    params = load_params(Path(repo) / "params.yaml")
+    return conclude_run(repo, params, versions.params_digest(Path(repo)), [r["stage"] for r in results if r["ran"]])
 
 
 def runner_for(sweep_file: str | Path, address: str | None = None) -> DaskTaskRunner:

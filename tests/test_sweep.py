@@ -708,19 +708,24 @@ def _dvc_status_clean(repo: Path) -> None:
 def test_a_rerun_runs_nothing_and_promote_records_the_best_trial(swept):
     repo, cluster = swept["repo"], swept["cluster"]
     before, runs_before = run(["git", "rev-parse", "HEAD"], repo).stdout.strip(), len(history(repo))
+    params_before = yaml.safe_load((repo / "params.yaml").read_text())
     proc = sweep_cmd(repo, swept["sweep_file"], cluster, "--promote", env=swept["server"].env)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-6000:]
     result = result_of(proc.stdout)
     assert result["ran"] == [] and len(result["skipped"]) == 2
     best = result["trials"][0]
     assert result["best"] == best["experiment"]
-    # the best trial went through the gate and was recorded as a normal run is: params, history, a commit
-    params = yaml.safe_load((repo / "params.yaml").read_text())["train"]
-    assert f"train.lr_g={params['lr_g']}" in best["settings"] and f"train.loss={params['loss']}" in best["settings"]
+    # the best trial's own settings, and only those, went into params.yaml (not the sweep's budget or base keys)
+    params = yaml.safe_load((repo / "params.yaml").read_text())
+    assert f"train.lr_g={params['train']['lr_g']}" in best["settings"]
+    assert f"train.loss={params['train']['loss']}" in best["settings"]
+    for section, key in (("train", "max_seconds"), ("train", "epochs"), ("evaluate", "bootstrap")):
+        assert params[section][key] == params_before[section][key], (section, key)
+    # the model trained with exactly those settings (at the pipeline's own length) went through the gate
     decision = result["promotion"]["decision"]
-    assert decision["metric"] == "fid_classifier" and decision["candidate_value"] == pytest.approx(
-        float(best["fid_classifier"]), rel=1e-3
-    )
+    metrics = json.loads((repo / "data/metrics/metrics.json").read_text())
+    assert decision["metric"] == "fid_classifier"
+    assert decision["candidate_value"] == pytest.approx(metrics["fid_classifier"], rel=1e-3)
     assert decision["reason"] and decision["reason"] in Path(result["report"]).read_text()
     # the history: one row more, this run's, with the gate's decision, metric and value
     rows = history(repo)
