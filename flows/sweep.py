@@ -158,7 +158,7 @@ def gan_sweep(
     logger = get_run_logger()
     repo = str(Path(repo or REPO).resolve())
     # ---- the sweep file, the workspace and every trial's settings: refused here, before anything runs
-    checked = sw.check_sweep(sweep_file, repo, git_remote, promote)
+    checked = sw.check_sweep(sweep_file, repo, git_remote, promote, address)
     spec, trials, url = checked.spec, checked.trials, checked.git_url
     logger.info("sweep %s: %d trial(s) of %s", spec.name, len(trials), ", ".join(t.label for t in trials))
     # ---- the shared stages, once, in the workspace; their dvc.lock committed, outputs pushed, HEAD published
@@ -322,7 +322,7 @@ def main(argv: list[str] | None = None) -> int:
         os.environ["GIT_OPTIONAL_LOCKS"] = "0"  # `git status` must not even refresh the index
     # ---- everything refused before anything starts (no Dask, no Prefect API): one paragraph, exit 2
     try:
-        checked = sw.check_sweep(args.sweep_file, REPO, args.git_remote, args.promote)
+        checked = sw.check_sweep(args.sweep_file, REPO, args.git_remote, args.promote, args.address)
     except ConfigError as err:  # SweepError, or a params.yaml error on its way
         print(f"python -m flows.sweep: {one_paragraph(str(err))}", file=sys.stderr)
         return 2

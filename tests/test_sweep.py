@@ -189,6 +189,48 @@ def test_the_sweep_deployment_sizes_its_cluster_as_the_cli_does(tmp_path, monkey
     assert flow_sweep.runner_for(sweep_file, "tcp://10.0.0.5:8786").address == "tcp://10.0.0.5:8786"
 
 
+def test_with_a_scheduler_elsewhere_what_only_this_machine_reaches_is_refused(tmp_path, monkeypatch, capsys):
+    """--address on another machine: a git remote that is a path, a DVC remote that is a folder here or whose
+    endpoint is on loopback, a Prefect API on loopback are each refused, saying what to use; a scheduler on
+    loopback (its workers run here) accepts them all. The remote's settings, never its credentials, reach trials."""
+    ws = plan_workspace(tmp_path / "ws", [])
+    run([sys.executable, "-m", "dvc", "init", "-q"], ws)
+    run([sys.executable, "-m", "dvc", "remote", "add", "-d", "store", str(tmp_path / "store")], ws)
+    run(["git", "add", "-A"], ws)
+    run(["git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "dvc"], ws)
+    sweep_file = str(write(tmp_path / "s.yaml", GRID))
+    monkeypatch.setenv("PREFECT_API_URL", "http://127.0.0.1:4200/api")
+
+    def refusal(*args: str) -> str:
+        rc, out, err = dry_run(monkeypatch, capsys, ws, sweep_file, "--dry-run", *args)
+        assert rc == 2 and out == "" and err.count("\n") == 1, (rc, out, err)
+        return err
+
+    err = refusal("--address", "tcp://10.0.0.7:8786")
+    assert "--address tcp://10.0.0.7:8786: the trials run on other machines, so nothing was run" in err
+    assert f"the git remote is {ws}, a path on this machine" in err and "--git-remote" in err
+    assert f"the DVC remote 'store' is {tmp_path / 'store'}, a path on this machine" in err and "s3://" in err
+    assert "PREFECT_API_URL is http://127.0.0.1:4200/api, on this machine's loopback" in err
+    # reachable choices: a git server, S3 with an endpoint the workers reach, an API on the network
+    run([sys.executable, "-m", "dvc", "remote", "add", "-d", "-f", "store", "s3://bucket/gan"], ws)
+    run([sys.executable, "-m", "dvc", "remote", "modify", "store", "endpointurl", "http://127.0.0.1:9000"], ws)
+    run([sys.executable, "-m", "dvc", "remote", "modify", "--local", "store", "secret_access_key", "s3cr3t"], ws)
+    run(["git", "add", "-A"], ws)
+    run(["git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "s3"], ws)
+    git = ["--git-remote", "ssh://git@git.example/gan.git"]
+    err = refusal("--address", "tcp://10.0.0.7:8786", *git)
+    assert "endpointurl is http://127.0.0.1:9000, on this machine's loopback" in err and "git remote" not in err
+    run([sys.executable, "-m", "dvc", "remote", "modify", "store", "endpointurl", "http://10.0.0.2:9000"], ws)
+    run(["git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qam", "endpoint"], ws)
+    monkeypatch.setenv("PREFECT_API_URL", "http://10.0.0.2:4200/api")
+    assert dry_run(monkeypatch, capsys, ws, sweep_file, "--dry-run", "--address", "tcp://10.0.0.7:8786", *git)[0] == 0
+    # a scheduler on this machine: its workers reach every local path
+    monkeypatch.setenv("PREFECT_API_URL", "http://127.0.0.1:4200/api")
+    assert dry_run(monkeypatch, capsys, ws, sweep_file, "--dry-run", "--address", "tcp://127.0.0.1:8786")[0] == 0
+    # the trials get the remote's settings, not its credentials
+    assert sw.remote_options(ws, "store") == (("endpointurl", "http://10.0.0.2:9000"),)
+
+
 def test_a_float_setting_reaches_dvc_as_a_number():
     # YAML 1.1 (PyYAML) reads "1e-05" as a string: the value given to `dvc exp run -S` must read back as a float
     for value in (1e-05, 0.0005, 2.5e-10, 1e30, 3.0):

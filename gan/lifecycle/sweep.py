@@ -22,6 +22,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import yaml
 
@@ -137,11 +138,12 @@ def _check_workspace(repo: Path) -> None:
                          "Commit params.yaml, dvc.yaml, dvc.lock and the code, and start the sweep again.")  # fmt: skip
 
 
-def check_sweep(sweep_file: str | Path, repo: str | Path, remote: str | None = None, promote: bool = False
-                ) -> SweepPlan:  # fmt: skip
+def check_sweep(sweep_file: str | Path, repo: str | Path, remote: str | None = None, promote: bool = False,
+                address: str | None = None) -> SweepPlan:  # fmt: skip
     """Everything refused before a sweep starts anything, in order: the sweep file, the workspace (params.yaml,
     dvc.yaml, a git commit), every trial's settings against params.yaml, a setting a shared stage reads, the git
-    remote, uncommitted inputs, and with `promote` a sweep metric other than the gate's. Raises SweepError (one
+    remote, uncommitted inputs, with `promote` a sweep metric other than the gate's, and with `address` (a scheduler
+    on another machine) whatever its workers could not reach (`check_reach`). Raises SweepError (one
     paragraph: the file, the trial, the key, what to do); reads only (no git or DVC writes)."""
     repo = Path(repo).resolve()
     spec = load_sweep(sweep_file)
@@ -153,6 +155,8 @@ def check_sweep(sweep_file: str | Path, repo: str | Path, remote: str | None = N
         raise SweepError(f"{repo}: uncommitted changes to {', '.join(dirty)}, so nothing was run: every trial runs "
                          "the committed HEAD (on other machines too). Commit them (or stash) and start the sweep "
                          "again.")  # fmt: skip
+    if address:
+        check_reach(repo, url, address)
     gate = load_params(repo / "params.yaml").promote.metric
     if promote and AUTO_METRIC not in (spec.metric, gate) and spec.metric != gate:
         raise SweepError(f"{sweep_file}: metric: {spec.metric} ranks the trials, but the champion gate decides by "
@@ -161,6 +165,70 @@ def check_sweep(sweep_file: str | Path, repo: str | Path, remote: str | None = N
                          f"{spec.metric} in params.yaml (and commit).")  # fmt: skip
     return SweepPlan(str(sweep_file), str(repo), spec, trials, url, gitrepo.head(repo) or "", shared_stages(repo),
                      trial_stages(repo))  # fmt: skip
+
+
+# ---- with --address: every place a trial reaches must be reachable from another machine
+
+
+def _host(url: str) -> str | None:
+    """The host a URL names (scheme://[user@]host[:port]/..., or git's user@host:path); None for a local path."""
+    if url.startswith("file://"):
+        return None
+    if "://" in url:
+        return urlsplit(url).hostname or ""
+    head = url.split("/", 1)[0]
+    return head.rsplit("@", 1)[-1].split(":", 1)[0] if ":" in head else None
+
+
+def _loopback(host: str | None) -> bool:
+    return host is not None and (host in ("localhost", "::1", "0.0.0.0") or host.startswith("127."))
+
+
+def _unreachable(what: str, url: str, instead: str) -> str | None:
+    host = _host(url)
+    if host is None:
+        return f"{what} is {url}, a path on this machine, which a worker on another machine cannot reach; {instead}"
+    if _loopback(host):
+        return f"{what} is {url}, on this machine's loopback ({host}), which another machine cannot reach; {instead}"
+    return None
+
+
+def check_reach(repo: str | Path, git: str, address: str) -> None:
+    """With a scheduler on another machine (`address` not on loopback), refuse what only this machine reaches: a git
+    remote that is a path or on loopback, a DVC remote that is a folder here (or none: the pipeline would make one
+    here) or whose endpoint is on loopback, a Prefect API on loopback (or none: the ephemeral one of this process).
+    A scheduler on this machine's loopback runs its workers here: everything local is reachable then."""
+    if _loopback(_host(address) if "://" in address else address.split(":", 1)[0]):
+        return
+    problems = []
+    if why := _unreachable("the git remote", git, "push the repository to a git server and pass --git-remote NAME "
+                           "(ssh://, https://, git://)"):  # fmt: skip
+        problems.append(why)
+    remote = versions.default_remote(Path(repo))
+    if remote is None:
+        problems.append("no DVC remote is configured (the pipeline would make a folder beside the workspace); add "
+                        "one the workers reach: dvc remote add -d NAME s3://BUCKET/PATH (or ssh://)")  # fmt: skip
+    else:
+        instead = "use a remote the workers reach: dvc remote add -d NAME s3://BUCKET/PATH (or ssh://)"
+        if why := _unreachable(f"the DVC remote {remote.name!r}", remote.url, instead):
+            problems.append(why)
+        endpoint = dict(remote_options(repo, remote.name)).get("endpointurl")
+        if endpoint and _loopback(_host(endpoint)):
+            problems.append(f"the DVC remote {remote.name!r}'s endpointurl is {endpoint}, on this machine's "
+                            "loopback; give the address the workers reach it at (dvc remote modify NAME endpointurl "
+                            "http://HOST:PORT)")  # fmt: skip
+    api = os.environ.get("PREFECT_API_URL", "")
+    if not api:
+        problems.append("PREFECT_API_URL is not set, so this process would start a Prefect server of its own, which "
+                        "the workers cannot report to; start one (prefect server start --host 0.0.0.0) and set "
+                        "PREFECT_API_URL=http://HOST:4200/api")  # fmt: skip
+    elif _loopback(_host(api)):
+        problems.append(f"PREFECT_API_URL is {api}, on this machine's loopback, which the workers cannot report to; "
+                        "set it to the address they reach (http://HOST:4200/api, the server started with --host "
+                        "0.0.0.0)")  # fmt: skip
+    if problems:
+        raise SweepError(f"--address {address}: the trials run on other machines, so nothing was run: "
+                         + "; ".join(problems) + ".")  # fmt: skip
 
 
 # ---- the baseline every trial starts from
@@ -174,6 +242,7 @@ class Baseline:
     commit: str
     dvc_url: str  # the DVC remote shared outputs are pulled from and trial outputs pushed to
     shared: tuple[str, ...]  # the stages whose outputs a trial pulls
+    dvc_options: tuple[tuple[str, str], ...] = ()  # the remote's other settings (endpointurl, region, ...), no secrets
 
     def exp_prefix(self) -> str:
         """Where DVC keeps the experiments of this baseline: refs/exps/<2 hex>/<38 hex>/."""
@@ -222,7 +291,23 @@ def publish_baseline(repo: str | Path, sweep: str, url: str, shared: list[str]) 
     ref = f"{REF_PREFIX}{sweep}/{commit}"
     gitrepo.git(["push", "-q", "--force", url, f"{commit}:{ref}"], repo)  # --force: only ever the same commit
     remote = versions.push(repo).remote
-    return Baseline(sweep, url, ref, commit, remote.url, tuple(shared))
+    return Baseline(sweep, url, ref, commit, remote.url, tuple(shared), remote_options(repo, remote.name))
+
+
+SECRET_OPTIONS = ("access_key_id", "secret_access_key", "session_token", "password", "key", "keyfile", "credentialpath",
+                  "gdrive_client_secret", "sas_token", "connection_string", "account_key")  # fmt: skip
+
+
+def remote_options(repo: str | Path, name: str) -> tuple[tuple[str, str], ...]:
+    """The DVC remote's settings a trial's clone needs besides its URL (an S3 `endpointurl`, `region`, `profile`; an
+    SSH `user`, `port`), as the workspace's DVC config has them at every level. Credentials are left out: each
+    worker takes its own from its environment (AWS_ACCESS_KEY_ID, ~/.aws, an SSH agent), never from the sweep."""
+    found = []
+    for key, (_, value) in versions.remote_config(Path(repo)).items():
+        option = key.removeprefix(f"remote.{name}.")
+        if key.startswith(f"remote.{name}.") and option != "url" and option not in SECRET_OPTIONS:
+            found.append((option, value))
+    return tuple(sorted(found))
 
 
 def finished(base: Baseline) -> dict[str, str]:
@@ -304,6 +389,8 @@ def run_trial(
             raise TrialFailed(f"clone of {base.git_url} at {base.commit[:10]} failed: {err}") from None
         # -- the shared stages' outputs, from the DVC remote
         dvcrun.dvc(["remote", "add", "--local", "--default", "--force", SWEEP_REMOTE, base.dvc_url], folder)
+        for option, value in base.dvc_options:  # the workspace remote's settings (no credentials)
+            dvcrun.dvc(["remote", "modify", "--local", SWEEP_REMOTE, option, value], folder)
         _step(f"dvc pull of the shared outputs from {base.dvc_url}", ["pull", *base.shared], folder, on_line)
         # -- the trial: its stages, as a DVC experiment
         sets = [a for k, v in trial.overrides.items() for a in ("-S", f"params.yaml:{k}={yaml_value(v)}")]

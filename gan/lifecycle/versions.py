@@ -272,6 +272,11 @@ def _config(root: Path) -> dict[str, tuple[str, str]]:
     return values
 
 
+def remote_config(root: Path) -> dict[str, tuple[str, str]]:
+    """DVC's configuration here, every level merged: {key: (the file that sets it, value)}."""
+    return _config(root)
+
+
 def _default(root: Path, values: dict[str, tuple[str, str]]) -> Remote | None:
     name = values.get("core.remote", ("", ""))[1]
     if not name:
