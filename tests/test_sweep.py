@@ -153,6 +153,22 @@ def test_a_retried_trial_whose_experiment_was_pushed_is_finished_without_trainin
     assert not (tmp_path / "clones").exists() and "already on" in lines[0]
 
 
+def test_a_retry_removes_the_clone_of_an_attempt_whose_worker_died_but_not_a_live_ones(tmp_path):
+    import socket
+
+    ws = plan_workspace(tmp_path / "ws", [])
+    trial = plan(load_sweep(write(tmp_path / "s.yaml", GRID)), ws / "params.yaml")[0]
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    root = tmp_path / "clones"
+    for name, pid in (("dead", dead.pid), ("live", os.getpid())):
+        (root / f"{trial.name}-{name}" / "repo").mkdir(parents=True)
+        (root / f"{trial.name}-{name}" / sw.OWNER).write_text(f"{socket.gethostname()} {pid}\n")
+    (root / "another-trial-x").mkdir()
+    assert sw.remove_stale_clones(root, trial) == [root / f"{trial.name}-dead"]
+    assert sorted(p.name for p in root.iterdir()) == ["another-trial-x", f"{trial.name}-live"]
+
+
 def test_two_sweeps_of_one_name_from_different_commits_keep_their_own_baselines(tmp_path, monkeypatch):
     from types import SimpleNamespace
 

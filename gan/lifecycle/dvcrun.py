@@ -97,20 +97,36 @@ def stream(
     on_line: Callable[[str], None],
     on_progress: Callable[[int, int], None] | None = None,
     env: dict[str, str] | None = None,
-    **popen,
+    lifeline: bool = False,
 ) -> tuple[int, list[str]]:
     """`dvc ARGS` with each output line (and progress-bar state) reported as it comes, but DVC's advice to
-    `git add` and `dvc push`. Returns the exit status and the last 30 lines reported. `env`: more variables."""
+    `git add` and `dvc push`. Returns the exit status and the last 30 lines reported. `env`: more variables.
+    `lifeline`: DVC and everything it starts run as one process group that is killed, whole, when this process
+    dies or stops reading (`gan.lifecycle.lifeline`)."""
+    cmd = [sys.executable, "-m", "dvc", *args]
+    if lifeline:
+        cmd = [sys.executable, "-m", "gan.lifecycle.lifeline", *cmd]
     proc = subprocess.Popen(
-        [sys.executable, "-m", "dvc", *args],
+        cmd,
         cwd=repo,
         env={**_env(), **(env or {})},
+        stdin=subprocess.PIPE if lifeline else None,
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
         bufsize=1,
-        **popen,
+        start_new_session=lifeline,
     )
+    try:
+        return _read(proc, on_line, on_progress)
+    finally:
+        if proc.stdin is not None:
+            proc.stdin.close()  # the lifeline's end: a group still running is killed
+        proc.wait()
+
+
+def _read(proc: subprocess.Popen, on_line: Callable[[str], None], on_progress: Callable[[int, int], None] | None
+          ) -> tuple[int, list[str]]:  # fmt: skip
     tail: list[str] = []
     buf = ""
     assert proc.stdout is not None

@@ -16,7 +16,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import sys
+import socket
 import tempfile
 import time
 from collections.abc import Callable
@@ -346,19 +346,39 @@ def yaml_value(value) -> str:
     return json.dumps(value)
 
 
-def _die_with_parent() -> None:
-    """In the child (Linux): SIGKILL when the process that started it dies, so a killed worker's trial stops."""
-    if sys.platform.startswith("linux"):
-        import ctypes
-        import signal
-
-        ctypes.CDLL(None).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
-
-
 def _step(what: str, args: list[str], folder: Path, on_line: Callable[[str], None], env: dict | None = None) -> None:
-    rc, tail = dvcrun.stream(args, folder, on_line, env=env, preexec_fn=_die_with_parent)
+    """`dvc ARGS` in the trial's clone, as a process group that dies with this worker (`gan.lifecycle.lifeline`)."""
+    rc, tail = dvcrun.stream(args, folder, on_line, env=env, lifeline=True)
     if rc != 0:
         raise TrialFailed(f"{what} failed (exit {rc}); last output:\n" + "\n".join(tail))
+
+
+OWNER = ".gan-trial-owner"  # in a trial's clone: "HOST PID" of the worker process that made it
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def remove_stale_clones(work_root: Path, trial: Trial) -> list[Path]:
+    """Remove this trial's clones left by attempts whose worker process is gone (killed: its process group went
+    with it, `gan.lifecycle.lifeline`); a clone of a live worker on this host is left alone. Returns those removed."""
+    removed = []
+    for folder in work_root.glob(f"{trial.name}-*"):
+        try:
+            host, pid = (folder / OWNER).read_text().split()
+        except (OSError, ValueError):
+            continue  # not one of ours, or being made right now
+        if host == socket.gethostname() and not _alive(int(pid)):
+            shutil.rmtree(folder, ignore_errors=True)
+            removed.append(folder)
+    return removed
 
 
 def run_trial(
@@ -374,8 +394,12 @@ def run_trial(
         return {"name": trial.name, "commit": commit, "seconds": round(time.perf_counter() - t0, 1), "reran": False}
     work_root = Path(work_root or work_root_default())
     work_root.mkdir(parents=True, exist_ok=True)
-    folder = Path(tempfile.mkdtemp(prefix=f"{trial.name}-", dir=work_root))
+    for stale in remove_stale_clones(work_root, trial):
+        on_line(f"trial {trial.label}: removed {stale}, the clone of an attempt whose worker died")
+    home = Path(tempfile.mkdtemp(prefix=f"{trial.name}-", dir=work_root))  # the attempt's: its owner, its clone
+    folder = home / "repo"
     try:
+        (home / OWNER).write_text(f"{socket.gethostname()} {os.getpid()}\n")
         # -- the baseline, from the git remote
         try:
             gitrepo.git(["clone", "-q", "--no-checkout", base.git_url, str(folder)], ".")
@@ -403,7 +427,7 @@ def run_trial(
         commit = gitrepo.git(["rev-parse", base.exp_prefix() + trial.name], folder).stdout.strip()
         return {"name": trial.name, "commit": commit, "seconds": round(time.perf_counter() - t0, 1)}
     finally:
-        shutil.rmtree(folder, ignore_errors=True)
+        shutil.rmtree(home, ignore_errors=True)
 
 
 # ---- the user's repository: see the trials, read them, bring one in
