@@ -161,12 +161,15 @@ def test_a_retry_removes_the_clone_of_an_attempt_whose_worker_died_but_not_a_liv
     dead = subprocess.Popen([sys.executable, "-c", "pass"])
     dead.wait()
     root = tmp_path / "clones"
-    for name, pid in (("dead", dead.pid), ("live", os.getpid())):
-        (root / f"{trial.name}-{name}" / "repo").mkdir(parents=True)
-        (root / f"{trial.name}-{name}" / sw.OWNER).write_text(f"{socket.gethostname()} {pid}\n")
-    (root / "another-trial-x").mkdir()
-    assert sw.remove_stale_clones(root, trial) == [root / f"{trial.name}-dead"]
-    assert sorted(p.name for p in root.iterdir()) == ["another-trial-x", f"{trial.name}-live"]
+    owners = {f"{trial.name}-dead": f"{socket.gethostname()} {dead.pid}", f"{trial.name}-live":
+              f"{socket.gethostname()} {os.getpid()}", "other-trial-dead": f"{socket.gethostname()} {dead.pid}",
+              "other-host": f"another-host {dead.pid}"}  # fmt: skip
+    for name, owner in owners.items():
+        (root / name / "repo").mkdir(parents=True)
+        (root / name / sw.OWNER).write_text(owner + "\n")
+    (root / "being-made").mkdir()  # no owner yet
+    assert sw.remove_stale_clones(root) == [root / f"{trial.name}-dead", root / "other-trial-dead"]
+    assert sorted(p.name for p in root.iterdir()) == ["being-made", "other-host", f"{trial.name}-live"]
 
 
 def test_two_sweeps_of_one_name_from_different_commits_keep_their_own_baselines(tmp_path, monkeypatch):
@@ -175,7 +178,8 @@ def test_two_sweeps_of_one_name_from_different_commits_keep_their_own_baselines(
     ws = plan_workspace(tmp_path / "ws", [])
     remote = tmp_path / "remote.git"
     run(["git", "init", "-q", "--bare", str(remote)], tmp_path)
-    monkeypatch.setattr(sw.versions, "push", lambda repo: SimpleNamespace(remote=SimpleNamespace(url="dvc-remote")))
+    monkeypatch.setattr(sw.versions, "push", lambda repo: SimpleNamespace(remote=SimpleNamespace(name="r", url="x")))
+    monkeypatch.setattr(sw, "remote_options", lambda repo, name: ())
     first = sw.publish_baseline(ws, "lr", str(remote), [])
     run(["git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-q", "--allow-empty", "-m", "later"], ws)
     second = sw.publish_baseline(ws, "lr", str(remote), [])
@@ -604,7 +608,7 @@ class Cluster:
              "--local-directory", str(machine / "dask")], machine / "worker.log", env=env, cwd=machine)  # fmt: skip
 
     def trial_folders(self, name: str) -> list[Path]:
-        return [p for p in (self.folder / name / "tmp" / "gan-sweep-trials").glob("*") if p.is_dir()]
+        return [p for p in (self.folder / name / "tmp" / "gan-sweep-trials").glob("*/repo") if p.is_dir()]
 
     def stop(self) -> None:
         for proc in reversed(self.started):  # the workers first, then the scheduler
@@ -710,6 +714,14 @@ def _completed_trials(server, flow_run_id: str) -> set[str]:
 def test_a_sweep_runs_each_trial_as_an_experiment_even_when_a_worker_is_killed(swept):
     assert swept["killed"], "no trial was seen midway on a worker"
     assert swept["rc"] == 0, swept["stdout"][-3000:] + swept["stderr"][-6000:]
+    # nothing of the killed attempt runs on (its dvc exp run and training died with the worker: the lifeline)
+    trials_root = swept["cluster"].folder / swept["killed"] / "tmp" / "gan-sweep-trials"
+    left = []
+    for cwd in Path("/proc").glob("[0-9]*/cwd"):
+        with contextlib.suppress(OSError):
+            if str(cwd.resolve()).startswith(str(trials_root)):
+                left.append(cwd.parent.name)
+    assert not left, f"processes of the killed worker's trial still run: {left}"
     result, repo = result_of(swept["stdout"]), swept["repo"]
     assert len(result["ran"]) == 2 and not result["failed"] and not result["skipped"]
     # every trial is an experiment on the git remote (the killed attempt left none half-written) ...

@@ -13,6 +13,7 @@ import hashlib
 import json
 import shutil
 import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -67,12 +68,32 @@ def _get(fs, rev: str, commit: str, src: str, dest: Path) -> None:
         ) from err
 
 
-def _open(root: Path, commit: str, remote: str | None):
+def _views(root: Path, commit: str, remote: str | None) -> list:
+    """The DVC views to read the revision's outputs through, in order. `remote` named: that remote only. Else the
+    remote this clone uses today (its work tree's config: a workspace moved to S3 keeps its history there), then
+    the one the revision's own config names (outputs pushed before a move)."""
     from dvc.api import DVCFileSystem
 
-    if remote is None:
-        versions.adopt_shared_remote(root)
-    return DVCFileSystem(str(root), rev=commit, **({"remote": remote} if remote else {}))
+    if remote is not None:
+        return [DVCFileSystem(str(root), rev=commit, remote=remote)]
+    versions.adopt_shared_remote(root)
+    views = []
+    if (today := versions.default_remote_config(root)) is not None:
+        views.append(DVCFileSystem(str(root), rev=commit, remote=today[0], remote_config=today[1]))
+    return [*views, DVCFileSystem(str(root), rev=commit)]
+
+
+def _first(views: list, read: Callable[[object], object], tmp: Path | None = None):
+    """`read(view)` through the first view that has every file; the last one's error when none has."""
+    for k, view in enumerate(views):
+        try:
+            return read(view)
+        except RestoreError:
+            if k == len(views) - 1:
+                raise
+            if tmp is not None:  # a partial copy from this view goes
+                shutil.rmtree(tmp, ignore_errors=True)
+                tmp.mkdir()
 
 
 def _locked_md5(fs, path: str) -> str | None:
@@ -113,7 +134,7 @@ def fetch_generator(root: str | Path, rev: str, dest: str | Path, remote: str | 
     tag = champion_tag(root, rev)
     commit = gitrepo.resolve(root, tag or rev)
     src = f"{CHAMPION}/generator.pt" if tag else str(_P.generator)
-    _get(_open(root, commit, remote), rev, commit, src, Path(dest))
+    _first(_views(root, commit, remote), lambda fs: _get(fs, rev, commit, src, Path(dest)))
     return commit
 
 
@@ -123,7 +144,8 @@ def restore(root: str | Path, rev: str, to: str | Path | None = None, remote: st
     A champion revision (`champion`, a `champion-*` tag) brings the champion's files (generator, TorchScript,
     metrics, model card, grid, record.json; plus the run's samples and params.yaml where that commit's run
     made it); any other revision the run's generator, metrics, params.yaml and samples, and the champion of
-    that time in `champion/`. `remote`: a DVC remote other than the revision's default."""
+    that time in `champion/`. `remote`: a DVC remote other than the default (which is this clone's remote of
+    today, then the revision's own)."""
     root = Path(root)
     tag = champion_tag(root, rev)
     commit = gitrepo.resolve(root, tag or rev)  # `champion` with no champion tag: resolve says so
@@ -137,7 +159,7 @@ def restore(root: str | Path, rev: str, to: str | Path | None = None, remote: st
     except OSError as err:
         raise RestoreError(f"--to {to}: cannot create it: {err}") from err
     try:
-        copied = _fetch(_open(root, commit, remote), rev, commit, tmp, champion)
+        copied = _first(_views(root, commit, remote), lambda fs: _fetch(fs, rev, commit, tmp, champion), tmp)
         tags = gitrepo.git(["tag", "--points-at", commit], root).stdout.split()
         manifest = {"rev": rev, "commit": commit, "tags": tags, "champion": champion, "files": copied,
                     "restored_at": datetime.now(UTC).isoformat(timespec="seconds")}  # fmt: skip

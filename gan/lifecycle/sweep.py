@@ -366,11 +366,12 @@ def _alive(pid: int) -> bool:
     return True
 
 
-def remove_stale_clones(work_root: Path, trial: Trial) -> list[Path]:
-    """Remove this trial's clones left by attempts whose worker process is gone (killed: its process group went
-    with it, `gan.lifecycle.lifeline`); a clone of a live worker on this host is left alone. Returns those removed."""
+def remove_stale_clones(work_root: Path) -> list[Path]:
+    """Remove the trial clones left in `work_root` by attempts whose worker process is gone (killed: its process
+    group went with it, `gan.lifecycle.lifeline`); a clone of a live worker is left alone, and so is one of another
+    host (a shared work root). Run by every trial before it clones. Returns those removed."""
     removed = []
-    for folder in work_root.glob(f"{trial.name}-*"):
+    for folder in sorted(work_root.iterdir()):
         try:
             host, pid = (folder / OWNER).read_text().split()
         except (OSError, ValueError):
@@ -394,7 +395,7 @@ def run_trial(
         return {"name": trial.name, "commit": commit, "seconds": round(time.perf_counter() - t0, 1), "reran": False}
     work_root = Path(work_root or work_root_default())
     work_root.mkdir(parents=True, exist_ok=True)
-    for stale in remove_stale_clones(work_root, trial):
+    for stale in remove_stale_clones(work_root):
         on_line(f"trial {trial.label}: removed {stale}, the clone of an attempt whose worker died")
     home = Path(tempfile.mkdtemp(prefix=f"{trial.name}-", dir=work_root))  # the attempt's: its owner, its clone
     folder = home / "repo"

@@ -277,6 +277,18 @@ def remote_config(root: Path) -> dict[str, tuple[str, str]]:
     return _config(root)
 
 
+def default_remote_config(root: Path) -> tuple[str, dict[str, str]] | None:
+    """The default remote as DVC sees it here now (the work tree's config, every level): its name and settings (URL
+    resolved), to read an older revision's outputs from where they are pushed today. None: no remote."""
+    values = _config(root)
+    remote = _default(root, values)
+    if remote is None:
+        return None
+    prefix = f"remote.{remote.name}."
+    settings = {k.removeprefix(prefix): v for k, (_, v) in values.items() if k.startswith(prefix)}
+    return remote.name, {**settings, "url": remote.url}
+
+
 def _default(root: Path, values: dict[str, tuple[str, str]]) -> Remote | None:
     name = values.get("core.remote", ("", ""))[1]
     if not name:
