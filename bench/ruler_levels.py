@@ -51,7 +51,7 @@ from gan.core.paths import Paths  # noqa: E402
 from gan.core.splits import load_split  # noqa: E402
 from gan.evaluation.evaluate import generated_images  # noqa: E402
 from gan.evaluation.features import ExtractorFiles, build_extractors, embed_all  # noqa: E402
-from gan.evaluation.metrics import bootstrap_interval, fid_from_features, kid  # noqa: E402
+from gan.evaluation.metrics import bootstrap_interval, fid_from_features, kid, paired_bootstrap  # noqa: E402
 from gan.evaluation.soundness import BLUR_RADIUS, blur  # noqa: E402
 from gan.training.models import load_generator  # noqa: E402
 
@@ -147,6 +147,46 @@ def rulers(f: dict[str, np.ndarray], sets: list[str], rounds: int, seed: int) ->
     }
 
 
+PAIRS = (("default", "floor"), ("snapshot 20 %", "default"), ("blurred 1.5", "default"))
+
+
+def paired_rulers(f: dict[str, np.ndarray], sets: list[str], rounds: int, seed: int) -> dict[str, dict[str, tuple]]:
+    """{ruler: {"B − A": (difference, low, high)}}: each level against the one below it (and each recipe against the
+    default) as the gate compares two generators, paired on the same resampled real images
+    (`gan.evaluation.metrics.paired_bootstrap`), so that the reference set's own luck cancels."""
+    n = len(f["test"])
+    rng = np.random.default_rng(seed)
+    train_n = f["train"][np.sort(rng.choice(len(f["train"]), n, replace=False))]
+    recipes = [s for s in sets if s not in ("default", "snapshot 20 %", "blurred 1.5")]
+    pairs = [*PAIRS, *((r, "default") for r in recipes)]
+
+    def table(distance: Distance, ref: np.ndarray, floor: np.ndarray) -> dict[str, tuple]:
+        against_train = ref is f["train"]
+
+        def images(s: str) -> np.ndarray:
+            if s == "floor":
+                return floor
+            return f[f"{s} (test)" if against_train and f"{s} (test)" in f else s][:n]
+
+        row = {}
+        for b, a in pairs:
+            d = paired_bootstrap(distance, ref, images(a), images(b), rounds, seed)
+            row[f"{b} − {a}"] = (d.estimate, d.low, d.high)
+        return row
+
+    return {
+        "FD test": table(fid_from_features, f["test"], train_n),
+        "KID test": table(lambda r, x: kid_full(r, x), f["test"], train_n),
+        "FD train": table(fid_from_features, f["train"], f["test"]),
+        "KID train": table(lambda r, x: kid_full(r, x), f["train"], f["test"]),
+    }
+
+
+def separates_paired(row: dict[str, tuple]) -> bool:
+    """Each level above the one below it with its whole paired interval above 0."""
+    return all(row[f"{b} − {a}"][1] > 0 for b, a in PAIRS)
+
+
 def separates(row: dict[str, tuple]) -> bool:
     """floor < default < snapshot and blurred, each interval clear of the next."""
     floor, default = row["floor"], row["default"]
@@ -186,6 +226,16 @@ def main() -> None:
             for r, row in table.items():
                 cells = [f"{v:.4g} [{lo:.3g}, {hi:.3g}]" for v, lo, hi in row.values()]
                 print(f"| {r} | " + " | ".join(cells) + f" | {'yes' if separates(row) else 'no'} |")
+            paired = paired_rulers(f, sets, args.rounds, seed=0)
+            report[folder][extractor + " paired"] = {r: {s: list(v) for s, v in row.items()} for r, row in
+                                                     paired.items()}  # fmt: skip
+            names = list(next(iter(paired.values())))
+            print("\nthe same, paired (each difference on the same resampled real images, as the gate compares):\n")
+            print("| ruler | " + " | ".join(names) + " | separates |")
+            print("|---|" + "---|" * (len(names) + 1))
+            for r, row in paired.items():
+                cells = [f"{v:+.4g} [{lo:+.3g}, {hi:+.3g}]" for v, lo, hi in row.values()]
+                print(f"| {r} | " + " | ".join(cells) + f" | {'yes' if separates_paired(row) else 'no'} |")
         (out / "levels.json").write_text(json.dumps(report[folder], indent=1) + "\n")
     print(f"\ngrids and figures: {args.out}")
 
