@@ -182,6 +182,22 @@ def paired_rulers(f: dict[str, np.ndarray], sets: list[str], rounds: int, seed: 
     }
 
 
+def by_sample_count(f: dict[str, np.ndarray], pairs: list[tuple[str, str]], rounds: int, seed: int
+                    ) -> dict[str, dict[str, tuple]]:  # fmt: skip
+    """{"B − A, FD against REF": {n_gen: (difference, low, high)}}: two generators compared as the gate does (paired
+    FD), with n_gen of each one's images against the test images or all the training images."""
+    n = len(f["test"])
+    out = {}
+    for b, a in pairs:
+        for ref in ("test", "train"):
+            row = {}
+            for k in sorted({n, 1000, len(f[a])}):
+                d = paired_bootstrap(fid_from_features, f[ref], f[a][:k], f[b][:k], rounds, seed)
+                row[str(k)] = (d.estimate, d.low, d.high)
+            out[f"{b} − {a}, FD against the {len(f[ref])} {ref} images"] = row
+    return out
+
+
 def separates_paired(row: dict[str, tuple]) -> bool:
     """Each level above the one below it with its whole paired interval above 0."""
     return all(row[f"{b} − {a}"][1] > 0 for b, a in PAIRS)
@@ -236,6 +252,19 @@ def main() -> None:
             for r, row in paired.items():
                 cells = [f"{v:+.4g} [{lo:+.3g}, {hi:+.3g}]" for v, lo, hi in row.values()]
                 print(f"| {r} | " + " | ".join(cells) + f" | {'yes' if separates_paired(row) else 'no'} |")
+            pairs = [("snapshot 20 %", "default"), *((r, "default") for r in recipes)]
+            counts = by_sample_count(f, pairs, args.rounds, seed=0)
+            report[folder][extractor + " by sample count"] = {r: {k: list(v) for k, v in row.items()} for r, row in
+                                                              counts.items()}  # fmt: skip
+            ks = list(next(iter(counts.values())))
+            print(
+                "\ntwo generators, paired, by the images of each (n_gen) and the real images they are measured "
+                "against:\n"
+            )
+            print("| comparison | " + " | ".join(f"n_gen = {k}" for k in ks) + " |")
+            print("|---|" + "---|" * len(ks))
+            for r, row in counts.items():
+                print(f"| {r} | " + " | ".join(f"{v:+.4g} [{lo:+.3g}, {hi:+.3g}]" for v, lo, hi in row.values()) + " |")
         (out / "levels.json").write_text(json.dumps(report[folder], indent=1) + "\n")
     print(f"\ngrids and figures: {args.out}")
 
