@@ -78,7 +78,7 @@ def _views(root: Path, commit: str, remote: str | None) -> list:
         return [DVCFileSystem(str(root), rev=commit, remote=remote)]
     versions.adopt_shared_remote(root)
     views = []
-    if (today := versions.default_remote_config(root)) is not None:
+    if (today := versions.remote_settings(root)) is not None:
         views.append(DVCFileSystem(str(root), rev=commit, remote=today[0], remote_config=today[1]))
     return [*views, DVCFileSystem(str(root), rev=commit)]
 

@@ -302,12 +302,8 @@ def remote_options(repo: str | Path, name: str) -> tuple[tuple[str, str], ...]:
     """The DVC remote's settings a trial's clone needs besides its URL (an S3 `endpointurl`, `region`, `profile`; an
     SSH `user`, `port`), as the workspace's DVC config has them at every level. Credentials are left out: each
     worker takes its own from its environment (AWS_ACCESS_KEY_ID, ~/.aws, an SSH agent), never from the sweep."""
-    found = []
-    for key, (_, value) in versions.remote_config(Path(repo)).items():
-        option = key.removeprefix(f"remote.{name}.")
-        if key.startswith(f"remote.{name}.") and option != "url" and option not in SECRET_OPTIONS:
-            found.append((option, value))
-    return tuple(sorted(found))
+    _, settings = versions.remote_settings(Path(repo), name)
+    return tuple(sorted((k, v) for k, v in settings.items() if k != "url" and k not in SECRET_OPTIONS))
 
 
 def finished(base: Baseline) -> dict[str, str]:

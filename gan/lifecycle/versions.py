@@ -272,21 +272,21 @@ def _config(root: Path) -> dict[str, tuple[str, str]]:
     return values
 
 
-def remote_config(root: Path) -> dict[str, tuple[str, str]]:
-    """DVC's configuration here, every level merged: {key: (the file that sets it, value)}."""
-    return _config(root)
-
-
-def default_remote_config(root: Path) -> tuple[str, dict[str, str]] | None:
-    """The default remote as DVC sees it here now (the work tree's config, every level): its name and settings (URL
-    resolved), to read an older revision's outputs from where they are pushed today. None: no remote."""
+def remote_settings(root: Path, name: str | None = None) -> tuple[str, dict[str, str]] | None:
+    """A remote as DVC sees it here now (the work tree's config, every level): its name and settings, the URL
+    resolved. `name` None: the default remote (None when there is none)."""
     values = _config(root)
-    remote = _default(root, values)
-    if remote is None:
-        return None
-    prefix = f"remote.{remote.name}."
+    if name is None:
+        default = _default(root, values)
+        if default is None:
+            return None
+        name = default.name
+    prefix = f"remote.{name}."
     settings = {k.removeprefix(prefix): v for k, (_, v) in values.items() if k.startswith(prefix)}
-    return remote.name, {**settings, "url": remote.url}
+    url = settings.get("url", "")
+    if url and "://" not in url and not Path(url).is_absolute():
+        url = os.path.normpath((Path(root) / values[f"{prefix}url"][0]).resolve().parent / url)
+    return name, {**settings, "url": url}
 
 
 def _default(root: Path, values: dict[str, tuple[str, str]]) -> Remote | None:
