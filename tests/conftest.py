@@ -90,6 +90,28 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+S3_CREDENTIALS = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing", "AWS_DEFAULT_REGION": "us-east-1"}
+
+
+@contextlib.contextmanager
+def s3_server(host: str = "127.0.0.1"):
+    """A real S3 API (moto's server) on `host` with an empty bucket `gan`; its endpoint URL. dvc-s3 talks to it as to
+    AWS, through the remote's `endpointurl`, with the credentials S3_CREDENTIALS (set them in the environment)."""
+    import boto3
+    from moto.server import ThreadedMotoServer
+
+    port = free_port()
+    server = ThreadedMotoServer(ip_address=host, port=port, verbose=False)
+    server.start()
+    try:
+        url = f"http://{host}:{port}"
+        boto3.client("s3", endpoint_url=url, **{k.lower(): v for k, v in S3_CREDENTIALS.items() if "KEY" in k},
+                     region_name=S3_CREDENTIALS["AWS_DEFAULT_REGION"]).create_bucket(Bucket="gan")  # fmt: skip
+        yield url
+    finally:
+        server.stop()
+
+
 @dataclass
 class PrefectServer:
     url: str  # the UI
@@ -129,23 +151,24 @@ def built_once(tmp_path_factory, name: str, build: Callable[[Path], dict]) -> tu
     return folder, json.loads(done.read_text())
 
 
-def _start_prefect_server(folder: Path) -> dict:
-    """`prefect server start` on a free port of 127.0.0.1, in its own session (it outlives the worker that started
-    it: the run's main process stops it, see pytest_sessionfinish); its PREFECT_HOME and log under `folder`."""
+def _start_prefect_server(folder: Path, host: str = "127.0.0.1") -> dict:
+    """`prefect server start` on a free port of `host`, in its own session (the session's server outlives the worker
+    that started it: the run's main process stops it, see pytest_sessionfinish); its PREFECT_HOME and log under
+    `folder`."""
     port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_API")}
     env.update(
         PREFECT_HOME=str(folder),
         PREFECT_SERVER_ANALYTICS_ENABLED="false",
         PREFECT_SERVER_SERVICES_SCHEDULER_LOOP_SECONDS="5",
-        PREFECT_UI_API_URL=f"http://127.0.0.1:{port}/api",
+        PREFECT_UI_API_URL=f"http://{host}:{port}/api",
     )
     with open(folder / "server.log", "w") as log:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "prefect", "server", "start", "--host", "127.0.0.1", "--port", str(port)],
+            [sys.executable, "-m", "prefect", "server", "start", "--host", host, "--port", str(port)],
             env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
         )  # fmt: skip
-    return {"pid": proc.pid, "port": port}
+    return {"pid": proc.pid, "port": port, "host": host}
 
 
 def _pid_alive(pid: int) -> bool:
@@ -164,23 +187,25 @@ def prefect_server(tmp_path_factory) -> PrefectServer:
     """A real `prefect server start` on 127.0.0.1, one for the whole test run: the first worker that needs it starts
     it, the others use it (each client with its own PREFECT_HOME)."""
     folder, info = built_once(tmp_path_factory, "prefect-server", _start_prefect_server)
-    api = f"http://127.0.0.1:{info['port']}/api"
+    return prefect_server_ready(folder, info, tmp_path_factory.mktemp("prefect-client-home"))
+
+
+def prefect_server_ready(folder: Path, info: dict, client_home: Path) -> PrefectServer:
+    """The server `_start_prefect_server` started (`info`), once its API answers; its clients' PREFECT_HOME is
+    `client_home`."""
+    url = f"http://{info.get('host', '127.0.0.1')}:{info['port']}"
     deadline = time.monotonic() + 180
     while True:
         try:
-            if httpx.get(f"{api}/health", timeout=2).status_code == 200:
+            if httpx.get(f"{url}/api/health", timeout=2).status_code == 200:
                 break
         except httpx.HTTPError:
             pass
         if not _pid_alive(info["pid"]) or time.monotonic() > deadline:
             raise RuntimeError(f"prefect server did not start:\n{(folder / 'server.log').read_text()[-3000:]}")
         time.sleep(0.5)
-    client_env = {
-        **os.environ,
-        "PREFECT_API_URL": api,
-        "PREFECT_HOME": str(tmp_path_factory.mktemp("prefect-client-home")),
-    }
-    return PrefectServer(url=f"http://127.0.0.1:{info['port']}", api_url=api, env=client_env)
+    client_env = {**os.environ, "PREFECT_API_URL": f"{url}/api", "PREFECT_HOME": str(client_home)}
+    return PrefectServer(url=url, api_url=f"{url}/api", env=client_env)
 
 
 def pytest_sessionfinish(session):

@@ -11,11 +11,10 @@ from pathlib import Path
 
 import pytest
 
-from .conftest import flow, flow_result, free_port, run
+from .conftest import S3_CREDENTIALS as CREDENTIALS
+from .conftest import flow, flow_result, run, s3_server
 
 pytestmark = pytest.mark.slow
-
-CREDENTIALS = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing", "AWS_DEFAULT_REGION": "us-east-1"}
 
 
 def sha(path: Path) -> str:
@@ -24,21 +23,11 @@ def sha(path: Path) -> str:
 
 @pytest.fixture
 def s3(monkeypatch):
-    """A real S3 API (moto's server) on loopback with an empty bucket `gan`; its endpoint URL."""
-    import boto3
-    from moto.server import ThreadedMotoServer
-
+    """moto's S3 server on loopback, the credentials in the environment; its endpoint URL."""
     for key, value in CREDENTIALS.items():
         monkeypatch.setenv(key, value)
-    port = free_port()
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
-    server.start()
-    try:
-        url = f"http://127.0.0.1:{port}"
-        boto3.client("s3", endpoint_url=url).create_bucket(Bucket="gan")
+    with s3_server() as url:
         yield url
-    finally:
-        server.stop()
 
 
 def test_the_pipeline_pushes_to_s3_and_a_clone_elsewhere_restores_the_champion_from_it(

@@ -15,6 +15,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -27,7 +28,17 @@ from gan.core.sweepfile import SweepError, load_sweep, plan
 from gan.lifecycle import sweep as sw
 from gan.outputs.sweep_report import TrialRow, curves_png, grids_picture, ranked, report_markdown, table_rows
 
-from .conftest import REPO, copy_repo, history, run
+from .conftest import (
+    REPO,
+    S3_CREDENTIALS,
+    _start_prefect_server,
+    copy_repo,
+    free_port,
+    history,
+    prefect_server_ready,
+    run,
+    s3_server,
+)
 
 FAULTS = Path(__file__).parent / "sweep_faults"  # sitecustomize: the trial with train.seed 7 diverges
 SWEEP_TIMEOUT_S = 900  # a sweep process that runs longer has hung: it is killed (its whole process group)
@@ -569,11 +580,15 @@ def group_alive(pgid: int) -> bool:
 
 
 class Cluster:
-    """A Dask scheduler and two `dask worker` processes standing in for two machines; `stop` ends every process it
-    ever started (and what those started)."""
+    """A Dask scheduler on `host` and two `dask worker` processes standing in for two machines: each with a home and
+    temp folder of its own under `machines`, run as the unix user `user` (uid, gid) where given; `stop` ends every
+    process it ever started (and what those started)."""
 
-    def __init__(self, folder: Path, env: dict):
-        self.folder, self.env = folder, env
+    def __init__(self, folder: Path, env: dict, host: str = "127.0.0.1", machines: Path | None = None,
+                 user: tuple[int, int] | None = None, python: Path | None = None):  # fmt: skip
+        self.folder, self.env, self.host, self.user = folder, env, host, user
+        self.python = python or Path(sys.executable)  # the workers' (their trials run their stages with it)
+        self.machines = machines or folder
         folder.mkdir(parents=True, exist_ok=True)
         self.scheduler_file = folder / "scheduler.json"
         self.started: list[subprocess.Popen] = []
@@ -587,7 +602,7 @@ class Cluster:
 
     def start(self) -> None:
         dask = str(Path(sys.executable).parent / "dask")
-        self._start([dask, "scheduler", "--host", "127.0.0.1", "--port", "0", "--no-dashboard", "--scheduler-file",
+        self._start([dask, "scheduler", "--host", self.host, "--port", "0", "--no-dashboard", "--scheduler-file",
                      str(self.scheduler_file)], self.folder / "scheduler.log", env=self.env)  # fmt: skip
         deadline = time.monotonic() + 60
         while not self.scheduler_file.exists():
@@ -599,16 +614,28 @@ class Cluster:
             self.start_worker(name)
 
     def start_worker(self, name: str) -> None:
-        machine = self.folder / name
-        (machine / "tmp").mkdir(parents=True, exist_ok=True)
-        env = {**self.env, "TMPDIR": str(machine / "tmp"), "PREFECT_HOME": str(machine / "prefect-home")}
-        dask = str(Path(sys.executable).parent / "dask")
+        machine = self.machines / name
+        for sub in ("home", "tmp"):
+            (machine / sub).mkdir(parents=True, exist_ok=True)
+        as_user = {}
+        if self.user:
+            for path in (machine, *machine.rglob("*")):
+                os.chown(path, *self.user, follow_symlinks=False)
+            as_user = {"user": self.user[0], "group": self.user[1], "extra_groups": []}
+        env = {**self.env, "HOME": str(machine / "home"), "TMPDIR": str(machine / "tmp"),
+               "PREFECT_HOME": str(machine / "prefect-home"),
+               "PATH": f"{self.python.parent}:{self.env['PATH']}"}  # fmt: skip
         self.workers[name] = self._start(
-            [dask, "worker", self.address, "--name", name, "--nthreads", "1", "--nworkers", "1", "--no-nanny",
-             "--local-directory", str(machine / "dask")], machine / "worker.log", env=env, cwd=machine)  # fmt: skip
+            [str(self.python), "-m", "dask", "worker", self.address, "--name", name, "--nthreads", "1",
+             "--nworkers", "1", "--no-nanny",
+             "--host", self.host, "--local-directory", str(machine / "dask")], self.folder / f"{name}.log", env=env,
+            cwd=machine, **as_user)  # fmt: skip
+
+    def trials_root(self, name: str) -> Path:
+        return self.machines / name / "tmp" / "gan-sweep-trials"
 
     def trial_folders(self, name: str) -> list[Path]:
-        return [p for p in (self.folder / name / "tmp" / "gan-sweep-trials").glob("*/repo") if p.is_dir()]
+        return [p for p in self.trials_root(name).glob("*/repo") if p.is_dir()]
 
     def stop(self) -> None:
         for proc in reversed(self.started):  # the workers first, then the scheduler
@@ -657,43 +684,152 @@ def result_of(stdout: str) -> dict:
     return json.loads(stdout[stdout.index("{\n") :])
 
 
+OTHER_USER = (65534, 65534)  # nobody:nogroup, on every Debian machine
+
+
+def host_address() -> str:
+    """This machine's address on its network (the first IPv4 address `hostname -I` lists that is not loopback): where
+    other machines reach the servers it runs. 127.0.0.1 on a machine with no network."""
+    listed = subprocess.run(["hostname", "-I"], capture_output=True, text=True).stdout.split()
+    return next((a for a in listed if "." in a and not a.startswith("127.")), "127.0.0.1")
+
+
+def other_machine(machines: Path) -> tuple[tuple[int, int], Path] | None:
+    """Where this test run may act as another user (it runs as root): that user (nobody:nogroup) and a Python it can
+    run with this checkout's packages: this one where that user reaches it, else the system's python3 made into a
+    venv under `machines` that adds this checkout's site-packages (standing in for the other machine's own install of
+    the same packages; this one may sit in root's home). None where the tests do not run as root, or no Python the
+    other user can run imports the pipeline."""
+    if os.geteuid() != 0:
+        return None
+
+    def runs(python: Path) -> bool:
+        with contextlib.suppress(OSError):
+            env = {"PATH": os.environ["PATH"], "HOME": "/nonexistent", "MPLCONFIGDIR": "/tmp"}
+            as_other = {"user": OTHER_USER[0], "group": OTHER_USER[1], "extra_groups": []}
+            probe = subprocess.run([str(python), "-c", "import distributed, gan.lifecycle.sweep"], cwd="/", env=env,
+                                   capture_output=True, **as_other)  # fmt: skip
+            return probe.returncode == 0
+        return False
+
+    if runs(Path(sys.executable)):
+        return OTHER_USER, Path(sys.executable)
+    system = shutil.which("python3", path="/usr/bin:/bin")
+    if system is None:
+        return None
+    venv = machines / "python"
+    subprocess.run([system, "-m", "venv", "--without-pip", str(venv)], check=True, capture_output=True)
+    (site,) = venv.glob("lib/python3*/site-packages")
+    ours = next(p for p in map(Path, sys.path) if p.name == "site-packages" and p.is_relative_to(sys.prefix))
+    (site / "checkout-packages.pth").write_text(f"import site; site.addsitedir({str(ours)!r})\n")
+    return (OTHER_USER, venv / "bin" / "python") if runs(venv / "bin" / "python") else None
+
+
+def training_in(root: Path) -> list[int]:
+    """The `python -m gan train` processes whose working folder is under `root` (a machine's trial clones)."""
+    pids = []
+    for proc in Path("/proc").glob("[0-9]*"):
+        with contextlib.suppress(OSError):
+            if b"\0-m\0gan\0train" in (proc / "cmdline").read_bytes() and Path(
+                os.readlink(proc / "cwd")
+            ).is_relative_to(root):
+                pids.append(int(proc.name))
+    return pids
+
+
+def git_daemon(folder: Path, host: str, log: Path) -> tuple[subprocess.Popen, str]:
+    """A git server (`git daemon`, pushes allowed) on `host` serving the bare repositories in `folder`, in its own
+    session; the process and its base URL (git://HOST:PORT), once it answers."""
+    port = free_port()
+    proc = subprocess.Popen(["git", "daemon", "--reuseaddr", "--export-all", "--enable=receive-pack",
+                             f"--base-path={folder}", f"--listen={host}", f"--port={port}", str(folder)],
+                            stdout=open(log, "w"), stderr=subprocess.STDOUT, start_new_session=True)  # fmt: skip
+    url, deadline = f"git://{host}:{port}", time.monotonic() + 30
+    while subprocess.run(["git", "ls-remote", f"{url}/{next(folder.iterdir()).name}"], capture_output=True).returncode:
+        assert proc.poll() is None and time.monotonic() < deadline, log.read_text()
+        time.sleep(0.2)
+    return proc, url
+
+
+def s3_objects(endpoint: str) -> set[str]:
+    """Every key in the bucket `gan` of the S3 server at `endpoint`."""
+    import boto3
+
+    pages = boto3.client("s3", endpoint_url=endpoint).get_paginator("list_objects_v2").paginate(Bucket="gan")
+    return {obj["Key"] for page in pages for obj in page.get("Contents", [])}
+
+
 @pytest.fixture(scope="module")
-def swept(completed_flow, prefect_server, tmp_path_factory):
-    """The completed flow's repo (a copy, with a bare git remote `origin`), a Dask cluster of two stand-in machines,
-    and a 2-trial sweep run on it during which one machine's worker is killed (kill -9) mid-trial. Every process
-    is stopped at the end, also when building this fails midway."""
+def swept(completed_flow, tmp_path_factory):
+    """Machines that share only the network. This one, the team's server: the workspace (a copy of the completed
+    flow's repo), a git server (`git daemon`) holding it as `origin`, its default DVC remote on S3 (moto's server), a
+    Prefect server and the Dask scheduler, each on this machine's network address. Two Dask workers stand in for two
+    machines: each with a home and temp folder of its own, run as another unix user (nobody, where the tests run as
+    root) that cannot read the workspace, with the S3 credentials in their environment. A 2-trial sweep runs on them
+    with --address, and one machine's worker is killed (kill -9) while its trial trains. Every process is stopped
+    and the machines' folders removed at the end, also when building this fails midway."""
     repo0, _, _ = completed_flow
     top = tmp_path_factory.mktemp("sweep")
     shutil.copytree(repo0.parent, top / "copy", symlinks=True)
     repo = top / "copy" / "repo"
-    run(["git", "init", "-q", "--bare", str(top / "origin.git")], top)
-    run(["git", "remote", "add", "origin", str(top / "origin.git")], repo)
-    env = {**prefect_server.env, "DVC_NO_ANALYTICS": "1", "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}",
-           "PYTHONPATH": str(FAULTS), "GAN_TEST_DIVERGE_SEED": "7"}  # fmt: skip
-    cluster, proc = Cluster(top / "cluster", env), None
+    machines = Path(tempfile.mkdtemp(prefix="gan-test-machines-"))  # outside the test run's folders (this user's)
+    machines.chmod(0o755)
+    host, (user, python) = host_address(), other_machine(machines) or (None, None)
+    servers, cluster, proc, patch = [], None, None, pytest.MonkeyPatch()
     try:
-        cluster.start()
-        sweep_file = write(top / "lr-loss.yaml", CLUSTER_GRID)
-        proc = start_sweep(repo, sweep_file, cluster, env=prefect_server.env)
-        # -- kill -9 the worker of the first machine that is midway through a trial (its shared outputs pulled)
-        killed, deadline = None, time.monotonic() + 300
-        while killed is None and proc.poll() is None and time.monotonic() < deadline:
-            for name in cluster.workers:
-                if any((f / "data" / "prepared").exists() for f in cluster.trial_folders(name)):
-                    time.sleep(2)
-                    cluster.workers[name].send_signal(signal.SIGKILL)
-                    cluster.workers[name].wait()
-                    killed = name
-                    cluster.start_worker(name)  # the machine comes back (a new worker process): two workers again
-                    break
-            time.sleep(0.2)
-        out, err = finish(proc)
-        yield {"repo": repo, "top": top, "cluster": cluster, "sweep_file": sweep_file, "killed": killed,
-               "rc": proc.returncode, "stdout": out, "stderr": err, "server": prefect_server}  # fmt: skip
+        with contextlib.ExitStack() as stack:
+            # -- the Prefect server (it starts while the rest is set up)
+            (top / "prefect").mkdir()
+            prefect = _start_prefect_server(top / "prefect", host)
+            servers.append(prefect["pid"])
+            # -- the git server, the workspace's `origin`
+            (top / "git").mkdir()
+            run(["git", "init", "-q", "--bare", str(top / "git" / "gan.git")], top)
+            daemon, git_url = git_daemon(top / "git", host, top / "git-daemon.log")
+            servers.append(daemon.pid)
+            run(["git", "remote", "add", "origin", f"{git_url}/gan.git"], repo)
+            # -- the DVC remote on S3 (credentials from the environment, as on AWS; none in the repository)
+            for key, value in S3_CREDENTIALS.items():
+                patch.setenv(key, value)
+            endpoint = stack.enter_context(s3_server(host))
+            run([sys.executable, "-m", "dvc", "remote", "add", "-d", "s3", "s3://gan/pipeline"], repo)
+            run([sys.executable, "-m", "dvc", "remote", "modify", "s3", "endpointurl", endpoint], repo)
+            run(["git", "add", ".dvc/config"], repo)
+            run(["git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "DVC remote on S3"], repo)
+            server = prefect_server_ready(top / "prefect", prefect, tmp_path_factory.mktemp("prefect-client-home"))
+            # -- the scheduler and the two machines' workers
+            env = {**server.env, "DVC_NO_ANALYTICS": "1", "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}",
+                   "PYTHONPATH": str(FAULTS), "GAN_TEST_DIVERGE_SEED": "7"}  # fmt: skip
+            cluster = Cluster(top / "cluster", env, host, machines, user, python)
+            cluster.start()
+            sweep_file = write(top / "lr-loss.yaml", CLUSTER_GRID)
+            proc = start_sweep(repo, sweep_file, cluster, env=server.env)
+            # -- kill -9 the worker of the first machine whose trial is training
+            killed, deadline = None, time.monotonic() + 600
+            while killed is None and proc.poll() is None and time.monotonic() < deadline:
+                for name in cluster.workers:
+                    if training_in(cluster.trials_root(name)):
+                        time.sleep(1)
+                        cluster.workers[name].send_signal(signal.SIGKILL)
+                        cluster.workers[name].wait()
+                        killed = name
+                        cluster.start_worker(name)  # the machine comes back (a new worker process): two workers again
+                        break
+                time.sleep(0.1)
+            out, err = finish(proc)
+            yield {"repo": repo, "top": top, "cluster": cluster, "sweep_file": sweep_file, "killed": killed,
+                   "rc": proc.returncode, "stdout": out, "stderr": err, "server": server, "git_url": git_url,
+                   "s3": endpoint, "host": host, "user": user, "s3_objects": lambda: s3_objects(endpoint)}  # fmt: skip
     finally:
         if proc is not None:
             stop_group(proc)
-        cluster.stop()
+        if cluster is not None:
+            cluster.stop()
+        for pid in servers:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(pid, signal.SIGKILL)
+        patch.undo()
+        shutil.rmtree(machines, ignore_errors=True)
 
 
 def _flow_run_tasks(server, flow_run_id: str) -> list[dict]:
@@ -715,7 +851,7 @@ def test_a_sweep_runs_each_trial_as_an_experiment_even_when_a_worker_is_killed(s
     assert swept["killed"], "no trial was seen midway on a worker"
     assert swept["rc"] == 0, swept["stdout"][-3000:] + swept["stderr"][-6000:]
     # nothing of the killed attempt runs on (its dvc exp run and training died with the worker: the lifeline)
-    trials_root = swept["cluster"].folder / swept["killed"] / "tmp" / "gan-sweep-trials"
+    trials_root = swept["cluster"].trials_root(swept["killed"])
     left = []
     for cwd in Path("/proc").glob("[0-9]*/cwd"):
         with contextlib.suppress(OSError):
@@ -725,7 +861,7 @@ def test_a_sweep_runs_each_trial_as_an_experiment_even_when_a_worker_is_killed(s
     result, repo = result_of(swept["stdout"]), swept["repo"]
     assert len(result["ran"]) == 2 and not result["failed"] and not result["skipped"]
     # every trial is an experiment on the git remote (the killed attempt left none half-written) ...
-    remote = run(["git", "ls-remote", str(swept["top"] / "origin.git"), "refs/exps/*"], repo).stdout.splitlines()
+    remote = run(["git", "ls-remote", f"{swept['git_url']}/gan.git", "refs/exps/*"], repo).stdout.splitlines()
     assert sorted(line.rsplit("/", 1)[1] for line in remote) == sorted(result["ran"])
     # ... and in the user's repo: `dvc exp show` lists them with their params and metrics
     shown = json.loads(run([sys.executable, "-m", "dvc", "exp", "show", "--json"], repo).stdout)
@@ -738,6 +874,12 @@ def test_a_sweep_runs_each_trial_as_an_experiment_even_when_a_worker_is_killed(s
         assert data["metrics"]["data/metrics/metrics.json"]["data"]["fid_classifier"] == pytest.approx(
             float(row["fid_classifier"]), rel=1e-3
         )
+    # ... with every output of its stages on the S3 remote (where the workers pushed them)
+    on_s3 = swept["s3_objects"]()
+    for line in remote:
+        sha, _, ref = line.partition("\t")
+        for key in s3_keys_of(repo, sha, sw.trial_stages(repo)):
+            assert key in on_s3, f"{ref}: {key} is not on S3"
     # the workspace is untouched: no trial ran there
     assert run(["git", "status", "--porcelain", "--untracked-files=no"], repo).stdout == ""
     # the report: sorted by the metric, every trial's grid, the probe curves
@@ -745,7 +887,41 @@ def test_a_sweep_runs_each_trial_as_an_experiment_even_when_a_worker_is_killed(s
     assert ranked == sorted(ranked)
     report = Path(result["report"]).read_text()
     assert report.count("data:image/png;base64,") == 2 and "2 trial(s) finished, 0 failed" in report
-    assert "the Dask cluster at tcp://127.0.0.1:" in report
+    assert f"the Dask cluster at tcp://{swept['host']}:" in report
+
+
+def s3_keys_of(repo: Path, commit: str, stages: list[str]) -> list[str]:
+    """The S3 keys (DVC 3's layout under the remote's prefix `pipeline/`) of the cached outputs of `stages` as the
+    dvc.lock of `commit` records them (an output with `cache: false` in dvc.yaml is never pushed)."""
+    lock = yaml.safe_load(run(["git", "show", f"{commit}:dvc.lock"], repo).stdout)
+    spec = yaml.safe_load(run(["git", "show", f"{commit}:dvc.yaml"], repo).stdout)
+    uncached = {next(iter(o)) for st in stages for kind in ("outs", "metrics", "plots")
+                for o in spec["stages"][st].get(kind, [])
+                if isinstance(o, dict) and (next(iter(o.values())) or {}).get("cache") is False}  # fmt: skip
+    md5s = [o["md5"] for st in stages for o in lock["stages"][st].get("outs", []) if o["path"] not in uncached]
+    assert md5s, f"{commit}: no cached outputs of {stages} in its dvc.lock"
+    return [f"pipeline/files/md5/{m[:2]}/{m[2:]}" for m in md5s]
+
+
+@pytest.mark.slow
+@pytest.mark.xdist_group("sweep-cluster")
+def test_the_trials_ran_on_machines_that_share_only_the_network(swept):
+    """Every server the workers used was on this machine's network address, not loopback (the sweep's --address
+    checks refused nothing: the reach rules hold), and the workers ran as another user who cannot read the
+    workspace: what a trial needed came from the git server and S3."""
+    if swept["host"] == "127.0.0.1":
+        pytest.skip("this machine has no network address besides loopback")
+    assert swept["cluster"].address.startswith(f"tcp://{swept['host']}:")
+    assert swept["git_url"].startswith(f"git://{swept['host']}:") and swept["s3"].startswith(f"http://{swept['host']}")
+    if swept["user"] is None:
+        pytest.skip("the workers ran as this user: acting as another one needs root (CI runs as root)")
+    uid, gid = swept["user"]
+    as_other = {"user": uid, "group": gid, "extra_groups": [], "capture_output": True}
+    assert subprocess.run(["cat", str(swept["repo"] / "params.yaml")], **as_other).returncode != 0
+    assert subprocess.run(["ls", str(swept["repo"])], **as_other).returncode != 0
+    # the trials' clones were made by that user, in its machine's own temp folder
+    roots = [r for r in map(swept["cluster"].trials_root, swept["cluster"].workers) if r.exists()]
+    assert roots and all(r.stat().st_uid == uid for r in roots), [(r, r.stat().st_uid) for r in roots]
 
 
 @pytest.mark.slow
@@ -830,35 +1006,61 @@ def test_a_diverging_trial_fails_with_its_reason_and_the_others_finish(swept):
     assert "training diverged at step 5: loss_d=nan" in Path(result["report"]).read_text()
 
 
-LOCAL = {"name": "local", "base": TINY_TRIALS, "budget": {"kimg": 1},
+LOCAL = {"name": "local", "base": TINY_TRIALS, "budget": {"kimg": 1}, "parallel": 1,
          "search": {"grid": {"train.lr_g": [0.0005, 0.002]}}}  # fmt: skip
 
 
+def experiments(repo: Path) -> list[str]:
+    refs = run(["git", "for-each-ref", "--format=%(refname)", "refs/exps/"], repo).stdout.split()
+    return sorted(ref.rsplit("/", 1)[1] for ref in refs)
+
+
+def ended(pgid: int, within: float) -> bool:
+    """Whether every process of the group `pgid` ended within `within` seconds."""
+    deadline = time.monotonic() + within
+    while group_alive(pgid) and time.monotonic() < deadline:
+        time.sleep(0.5)
+    return not group_alive(pgid)
+
+
 @pytest.mark.slow
-def test_the_default_path_runs_a_sweep_on_a_local_cluster_of_its_own(completed_run, prefect_server, tmp_path):
+def test_the_default_path_runs_a_sweep_on_a_local_cluster_of_its_own_and_resumes_after_a_kill(
+    completed_run, prefect_server, tmp_path
+):
     """`python -m flows.sweep FILE` as the README gives it: no --address (a local Dask cluster of its own, sized by
-    the file's `parallel`), no --git-remote (the trials clone the workspace and push their experiments back to it)."""
+    the file's `parallel`: one trial at a time here), no --git-remote (the trials clone the workspace and push their
+    experiments back to it). The sweep's own process is killed (kill -9) once its first trial finished: everything
+    it started ends with it; started again, the sweep runs only the unfinished trial."""
     repo, _, _ = completed_run
-    proc = start_sweep(repo, write(tmp_path / "local.yaml", LOCAL), None, env=prefect_server.env)
+    sweep_file = write(tmp_path / "local.yaml", LOCAL)
+    proc = start_sweep(repo, sweep_file, None, env=prefect_server.env)
+    try:
+        deadline = time.monotonic() + SWEEP_TIMEOUT_S
+        while not experiments(repo) and proc.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert proc.poll() is None, "the sweep ended before it could be killed midway:\n" + finish(proc)[1][-3000:]
+        first = experiments(repo)
+        proc.kill()  # the flow process alone, as the OOM killer or a crash would
+        proc.wait()
+        # its local scheduler, workers and the running trial's processes went with it
+        assert ended(proc.pid, 60), "the killed sweep left processes running"
+    finally:
+        stop_group(proc)
+    proc = start_sweep(repo, sweep_file, None, env=prefect_server.env)
     try:
         out, err = finish(proc)
-        # everything it started (the local scheduler and workers, the trials' processes) ended with it
-        deadline = time.monotonic() + 30
-        while group_alive(proc.pid) and time.monotonic() < deadline:
-            time.sleep(0.5)
-        assert not group_alive(proc.pid), "the sweep left processes running"
+        assert ended(proc.pid, 30), "the sweep left processes running"
     finally:
         stop_group(proc)
     assert proc.returncode == 0, out[-3000:] + err[-6000:]
     result = result_of(out)
-    assert len(result["ran"]) == 2 and not result["failed"] and not result["skipped"]
+    assert result["skipped"] == first and len(result["ran"]) == 1 and not result["failed"], result
     # the experiments are in the workspace itself (its own git remote), each with its metric
-    refs = run(["git", "for-each-ref", "--format=%(refname)", "refs/exps/"], repo).stdout.split()
-    assert sorted(ref.rsplit("/", 1)[1] for ref in refs) == sorted(result["ran"])
+    assert experiments(repo) == sorted(result["ran"] + result["skipped"])
     assert all(float(row["fid_classifier"]) > 0 for row in result["trials"])
     report = Path(result["report"]).read_text()
     assert "2 trial(s) finished, 0 failed" in report and "a local Dask cluster on" in report
-    # on the session's server: this flow run, a completed task per trial
-    trials = {f"trial-{row['trial']}" for row in result["trials"]}
+    # on the session's server: this flow run, a completed task for the trial it ran
+    trials = {f"trial-{row['trial']}" for row in result["trials"] if row["experiment"] in result["ran"]}
     assert _completed_trials(prefect_server, result["flow_run_id"]) == trials
     assert run(["git", "status", "--porcelain", "--untracked-files=no"], repo).stdout == ""
