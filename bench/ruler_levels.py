@@ -22,7 +22,8 @@ For each folder (a workspace of bench/folders.py, its shared stages run with the
      the extractors like the generated ones are;
    - `KID train`: the same sets, KID.
    A ruler separates the levels when floor < default < {snapshot, blurred} with non-overlapping intervals.
-Printed: the tables (markdown) and the machine; written: bench-output/ruler-levels/NAME/ (grids, levels.json).
+Printed: the tables (markdown) and the machine; written: bench-output/ruler-levels/NAME/ (each generator's grid,
+the grids side by side in grids.png, levels.json).
 """
 
 from __future__ import annotations
@@ -114,9 +115,24 @@ def level_features(ws: Path, gens: dict[str, Path], n_gen: int, out: Path) -> di
             grid = G(torch.randn(64, G.z_dim, generator=torch.Generator().manual_seed(0)))
         save_image(grid, out / f"grid-{name.replace(' ', '').replace('%', '')}.png", nrow=8, normalize=True,
                    value_range=(-1, 1))  # fmt: skip
+    side_by_side([out / f"grid-{n.replace(' ', '').replace('%', '')}.png" for n in gens], out / "grids.png")
     files = ExtractorFiles(paths.classifier, paths.judge)
     extractors, _ = build_extractors(["classifier", "judge"], files, torch.device("cpu"), 500)
     return {name: {k: embed_all(ex, v.numpy(), 500) for k, v in images.items()} for name, ex in extractors.items()}
+
+
+def side_by_side(grids: list[Path], dest: Path, gap: int = 10) -> None:
+    """The generators' grids in one picture, left to right in their order, `gap` white pixels apart (the docs')."""
+    from PIL import Image
+
+    pictures = [Image.open(g).convert("RGB") for g in grids]
+    width = sum(p.width for p in pictures) + gap * (len(pictures) - 1)
+    canvas = Image.new("RGB", (width, max(p.height for p in pictures)), "white")
+    x = 0
+    for picture in pictures:
+        canvas.paste(picture, (x, 0))
+        x += picture.width + gap
+    canvas.save(dest)
 
 
 # --- candidate rulers ---
