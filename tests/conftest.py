@@ -384,11 +384,11 @@ COST_S = {
     "test_train.py::test_compiled_training_matches_eager": 20,
     "judge-fmnist": 310,
     "judge-emoji": 100,
-    "sweep-cluster": 150,  # a grid of 2 trials
+    "sweep-cluster": 300,  # its servers, a grid of 2 trials with a worker killed, then 3 tests that sweep again
     "test_evaluate.py:workspace": 75,  # its workspace is copied from the completed flow
     "test_doc_commands.py::test_documented_commands_run_as_written": 160,
     "test_gate.py::test_the_gate_promotes_only_a_difference_beyond_the_noise_both_ways": 60,
-    "test_sweep.py::test_the_default_path_runs_a_sweep_on_a_local_cluster_of_its_own": 150,
+    "test_sweep.py::test_the_default_path_runs_a_sweep_on_a_local_cluster_of_its_own_and_resumes_after_a_kill": 180,
 }
 SLOW_DEFAULT_S = 20
 BUILT_IN_THE_BACKGROUND = {"completed_run", "completed_flow"}  # fixtures (see _completed_flow_in_the_background)
