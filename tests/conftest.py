@@ -105,8 +105,9 @@ def s3_server(host: str = "127.0.0.1"):
     server.start()
     try:
         url = f"http://{host}:{port}"
-        boto3.client("s3", endpoint_url=url, **{k.lower(): v for k, v in S3_CREDENTIALS.items() if "KEY" in k},
-                     region_name=S3_CREDENTIALS["AWS_DEFAULT_REGION"]).create_bucket(Bucket="gan")  # fmt: skip
+        credentials = {key.lower(): S3_CREDENTIALS[key] for key in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY")}
+        s3 = boto3.client("s3", endpoint_url=url, region_name=S3_CREDENTIALS["AWS_DEFAULT_REGION"], **credentials)
+        s3.create_bucket(Bucket="gan")
         yield url
     finally:
         server.stop()

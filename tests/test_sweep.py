@@ -725,14 +725,13 @@ def other_machine(machines: Path) -> tuple[tuple[int, int], Path] | None:
     return (OTHER_USER, venv / "bin" / "python") if runs(venv / "bin" / "python") else None
 
 
-def training_in(root: Path) -> list[int]:
-    """The `python -m gan train` processes whose working folder is under `root` (a machine's trial clones)."""
+def processes_in(root: Path, command: bytes = b"") -> list[int]:
+    """The processes whose working folder is under `root` (a machine's trial clones) and whose command line holds
+    `command` (NUL-separated words, e.g. b"-m\\0gan\\0train"; empty: any)."""
     pids = []
     for proc in Path("/proc").glob("[0-9]*"):
         with contextlib.suppress(OSError):
-            if b"\0-m\0gan\0train" in (proc / "cmdline").read_bytes() and Path(
-                os.readlink(proc / "cwd")
-            ).is_relative_to(root):
+            if command in (proc / "cmdline").read_bytes() and Path(os.readlink(proc / "cwd")).is_relative_to(root):
                 pids.append(int(proc.name))
     return pids
 
@@ -808,7 +807,7 @@ def swept(completed_flow, tmp_path_factory):
             killed, deadline = None, time.monotonic() + 600
             while killed is None and proc.poll() is None and time.monotonic() < deadline:
                 for name in cluster.workers:
-                    if training_in(cluster.trials_root(name)):
+                    if processes_in(cluster.trials_root(name), b"-m\0gan\0train"):
                         time.sleep(1)
                         cluster.workers[name].send_signal(signal.SIGKILL)
                         cluster.workers[name].wait()
@@ -852,11 +851,7 @@ def test_a_sweep_runs_each_trial_as_an_experiment_even_when_a_worker_is_killed(s
     assert swept["rc"] == 0, swept["stdout"][-3000:] + swept["stderr"][-6000:]
     # nothing of the killed attempt runs on (its dvc exp run and training died with the worker: the lifeline)
     trials_root = swept["cluster"].trials_root(swept["killed"])
-    left = []
-    for cwd in Path("/proc").glob("[0-9]*/cwd"):
-        with contextlib.suppress(OSError):
-            if str(cwd.resolve()).startswith(str(trials_root)):
-                left.append(cwd.parent.name)
+    left = processes_in(trials_root)
     assert not left, f"processes of the killed worker's trial still run: {left}"
     result, repo = result_of(swept["stdout"]), swept["repo"]
     assert len(result["ran"]) == 2 and not result["failed"] and not result["skipped"]
